@@ -1,0 +1,35 @@
+"""Data: named data sets and tables, feature and label checks, splits, standardization, mini-batches."""
+
+from caviar.data.batches import iterate_minibatches, minibatch_indices
+from caviar.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetBundle,
+    Splits,
+    check_features,
+    check_labels,
+    encode_labels,
+    load_dataset,
+    load_table,
+    read_idx,
+    train_val_test_split,
+)
+from caviar.data.preprocess import Standardizer, standardize
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetBundle",
+    "Splits",
+    "Standardizer",
+    "check_features",
+    "check_labels",
+    "encode_labels",
+    "iterate_minibatches",
+    "load_dataset",
+    "load_table",
+    "minibatch_indices",
+    "read_idx",
+    "standardize",
+    "train_val_test_split",
+]

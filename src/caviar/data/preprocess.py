@@ -1,0 +1,97 @@
+"""Standardization: zero mean and unit variance per feature, with statistics from the training split only.
+
+Fitting on the training split alone keeps validation and test data unseen (no leakage); the same
+mean and std are then applied to every split and stored with the model for prediction time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from caviar.data.datasets import Dataset, Splits, check_features
+from caviar.errors import DataError
+
+_CHUNK = 8192
+
+
+class Standardizer:
+    """Per-feature ``(X - mean) / std``; a constant feature gets std 1, so it maps to 0, never NaN.
+
+    Statistics are computed in float64 (two-pass variance, population std); ``transform`` returns
+    the input's float dtype (float32 stays float32; integer input becomes float64).
+    """
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+        self.mean = mean
+        self.std = std
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean is not None and self.std is not None
+
+    def fit(self, X: Any) -> Standardizer:
+        """Learn mean and std per feature from the training features ``X`` (n, d)."""
+        X = check_features(X)
+        mean = X.mean(axis=0, dtype=np.float64)
+        sq = np.zeros_like(mean)
+        for start in range(0, len(X), _CHUNK):  # chunks: no full float64 copy of a large X
+            sq += ((X[start : start + _CHUNK].astype(np.float64) - mean) ** 2).sum(axis=0)
+        std = np.sqrt(sq / len(X))
+        constant = np.ptp(X, axis=0) == 0
+        std[constant | (std == 0)] = 1.0
+        self.mean, self.std = mean, std
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Standardize ``X`` with the fitted statistics, keeping its float dtype."""
+        if not self.fitted:
+            raise DataError("Standardizer is not fitted: call fit(X_train) first")
+        X = check_features(X)
+        if X.shape[1] != len(self.mean):
+            raise DataError(f"Standardizer was fitted on {len(self.mean)} features, got {X.shape[1]}")
+        dtype = X.dtype
+        return (X - self.mean.astype(dtype)) / self.std.astype(dtype)
+
+    def fit_transform(self, X: Any) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, Z: Any) -> np.ndarray:
+        """Map standardized values back to the original units."""
+        if not self.fitted:
+            raise DataError("Standardizer is not fitted: call fit(X_train) first")
+        Z = np.asarray(Z)
+        dtype = Z.dtype if Z.dtype in (np.float32, np.float64) else np.float64
+        return Z.astype(dtype) * self.std.astype(dtype) + self.mean.astype(dtype)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """The statistics as float64 arrays ``mean`` and ``std`` (for model files)."""
+        if not self.fitted:
+            raise DataError("Standardizer is not fitted: nothing to save")
+        return {"mean": self.mean.copy(), "std": self.std.copy()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardizer:
+        """Rebuild from ``to_dict``'s output; DataError when arrays are missing or malformed."""
+        missing = [k for k in ("mean", "std") if k not in d]
+        if missing:
+            raise DataError(f"standardizer state lacks {', '.join(missing)}")
+        mean = np.asarray(d["mean"], dtype=np.float64).reshape(-1)
+        std = np.asarray(d["std"], dtype=np.float64).reshape(-1)
+        if mean.shape != std.shape:
+            raise DataError(f"standardizer mean has {mean.size} values but std has {std.size}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise DataError("standardizer state holds NaN/inf or a non-positive std")
+        return cls(mean, std)
+
+
+def standardize(splits: Splits) -> tuple[Splits, Standardizer]:
+    """Fit a Standardizer on ``splits.train`` and apply it to all three parts."""
+    scaler = Standardizer().fit(splits.train.X)
+
+    def apply(ds: Dataset) -> Dataset:
+        X = scaler.transform(ds.X) if len(ds) else ds.X.copy()
+        return Dataset(X, ds.y, ds.name, ds.classes, ds.feature_names)
+
+    return Splits(apply(splits.train), apply(splits.validation), apply(splits.test)), scaler

@@ -1,0 +1,121 @@
+"""Layers as forward/backward pure functions over arrays with the population axis K first.
+
+Shapes: activations (K, B, F); a shared input may be (B, F) and broadcasts over K. Dense weights
+(K, n_in, n_out), biases and batch-norm vectors (K, 1, F), per-member hyperparameters (K, 1, 1).
+Backward functions take the cache their forward returned; nothing is stored on objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BN_EPS = 1e-5
+LEAKY_SLOPE = 0.01
+
+
+def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """z = x W (+ b). ``x`` is (K, B, n_in) or a shared (B, n_in)."""
+    z = np.matmul(x, W)
+    if b is not None:
+        z += b
+    return z
+
+
+def dense_backward(
+    dz: np.ndarray, x: np.ndarray, W: np.ndarray, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Return (dx, dW, db) for z = x W + b; dx is skipped for the input layer."""
+    xt = x.T if x.ndim == 2 else x.transpose(0, 2, 1)
+    dW = np.matmul(xt, dz)
+    db = dz.sum(axis=1, keepdims=True)
+    dx = np.matmul(dz, W.transpose(0, 2, 1)) if need_dx else None
+    return dx, dW, db
+
+
+def batchnorm_forward(
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = BN_EPS
+) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
+    """Normalize z over the batch with its own statistics (training mode).
+
+    Returns (out, cache, batch mean, unbiased batch variance): the last two feed the running
+    averages. The variance is two-pass, mean((z - mu)^2), as PyTorch computes it.
+    """
+    n = z.shape[1]
+    if n < 2:
+        raise ValueError("batch norm needs at least 2 samples per batch in training")
+    mu = z.mean(axis=1, keepdims=True)
+    zc = z - mu
+    var = np.mean(zc * zc, axis=1, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = zc * inv
+    out = gamma * xhat + beta
+    return out, (xhat, inv, gamma), mu, var * (n / (n - 1))
+
+
+def batchnorm_eval(
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float = BN_EPS
+) -> np.ndarray:
+    """Normalize z with the running statistics (evaluation mode)."""
+    scale = gamma / np.sqrt(var + eps)
+    return z * scale + (beta - mean * scale)
+
+
+def batchnorm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (dz, dgamma, dbeta) of the training-mode batch norm."""
+    xhat, inv, gamma = cache
+    n = dy.shape[1]
+    dbeta = dy.sum(axis=1, keepdims=True)
+    dgamma = np.sum(dy * xhat, axis=1, keepdims=True)
+    dxhat = gamma * dy
+    dz = (inv / n) * (n * dxhat - (gamma * dbeta) - xhat * (gamma * dgamma))
+    return dz, dgamma, dbeta
+
+
+def update_running(running: np.ndarray, batch: np.ndarray, momentum: np.ndarray) -> np.ndarray:
+    """Exponentially weighted average, PyTorch's convention: (1 - m) running + m batch."""
+    return (1.0 - momentum) * running + momentum * batch
+
+
+def activation_forward(z: np.ndarray, kind: str) -> np.ndarray:
+    """Apply the activation g(z)."""
+    if kind == "relu":
+        return np.maximum(z, 0.0)
+    if kind == "leaky_relu":
+        return np.where(z > 0, z, LEAKY_SLOPE * z)
+    if kind == "tanh":
+        return np.tanh(z)
+    if kind == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for any z
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def activation_backward(da: np.ndarray, z: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
+    """Return dz = da * g'(z), using the cached input z or output a, whichever is cheaper."""
+    if kind == "relu":
+        return da * (z > 0)
+    if kind == "leaky_relu":
+        return da * np.where(z > 0, 1.0, LEAKY_SLOPE).astype(da.dtype)
+    if kind == "tanh":
+        return da * (1.0 - a * a)
+    if kind == "sigmoid":
+        return da * (a * (1.0 - a))
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def dropout_mask(
+    shape: tuple[int, int], rates: np.ndarray, rngs: list[np.random.Generator], dtype: np.dtype
+) -> np.ndarray | None:
+    """Inverted-dropout masks (K, B, F): kept units scaled by 1 / (1 - rate), one stream per member.
+
+    Returns None when no member drops anything, so the common case costs nothing.
+    """
+    flat = np.asarray(rates).reshape(-1)
+    if not np.any(flat > 0):
+        return None
+    mask = np.empty((len(flat), *shape), dtype=dtype)
+    for k, (rate, rng) in enumerate(zip(flat, rngs, strict=True)):
+        if rate > 0:
+            mask[k] = (rng.random(shape) >= rate) / (1.0 - rate)
+        else:
+            mask[k] = 1.0
+    return mask

@@ -1,0 +1,133 @@
+"""A multilayer perceptron for a population of K members: parameters, forward and backward.
+
+Layer i (from 0) is ``dense{i}`` then, with batch norm, ``bn{i}`` (and no dense bias: BN's beta
+replaces it), then the activation and inverted dropout; the output layer ``out`` feeds the softmax.
+Parameters and running statistics are flat dicts named ``layer.array`` (the model file's names)
+whose arrays carry the population axis first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from caviar.nn import layers
+from caviar.nn.init import init_weight
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The static shape shared by every member of a population."""
+
+    n_in: int
+    n_out: int
+    hidden: tuple[int, ...] = (128, 64)
+    activation: str = "relu"
+    batchnorm: bool = True
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.n_in, *self.hidden, self.n_out)
+
+    def flops_per_sample(self) -> int:
+        """Multiply-adds x 2 of one forward pass (backward costs about twice that)."""
+        w = self.widths
+        return 2 * sum(a * b for a, b in zip(w[:-1], w[1:], strict=False))
+
+
+def init_params(
+    arch: Architecture, rngs: list[np.random.Generator], dtype: np.dtype = np.float32
+) -> tuple[Arrays, Arrays]:
+    """Initial (params, state) for one member per generator, stacked on axis 0."""
+    K = len(rngs)
+    params: Arrays = {}
+    state: Arrays = {}
+    w = arch.widths
+    for i, (n_in, n_out) in enumerate(zip(w[:-2], w[1:-1], strict=True)):
+        params[f"dense{i}.W"] = np.stack([init_weight(n_in, n_out, arch.activation, r) for r in rngs]).astype(dtype)
+        if arch.batchnorm:
+            params[f"bn{i}.gamma"] = np.ones((K, 1, n_out), dtype)
+            params[f"bn{i}.beta"] = np.zeros((K, 1, n_out), dtype)
+            state[f"bn{i}.running_mean"] = np.zeros((K, 1, n_out), dtype)
+            state[f"bn{i}.running_var"] = np.ones((K, 1, n_out), dtype)
+        else:
+            params[f"dense{i}.b"] = np.zeros((K, 1, n_out), dtype)
+    # The softmax layer is linear: Xavier suits it whatever the hidden activation.
+    params["out.W"] = np.stack([init_weight(w[-2], w[-1], "tanh", r) for r in rngs]).astype(dtype)
+    params["out.b"] = np.zeros((K, 1, w[-1]), dtype)
+    return params, state
+
+
+def weight_names(params: Arrays) -> list[str]:
+    """The arrays L2 weight decay applies to: the dense weights, not biases or BN vectors."""
+    return [name for name in params if name.endswith(".W")]
+
+
+def forward(
+    arch: Architecture,
+    params: Arrays,
+    state: Arrays,
+    x: np.ndarray,
+    *,
+    train: bool,
+    bn_momentum: np.ndarray | None = None,
+    dropout: np.ndarray | None = None,
+    rngs: list[np.random.Generator] | None = None,
+) -> tuple[np.ndarray, list, Arrays]:
+    """Logits (K, B, C), the cache backward needs, and the new running statistics.
+
+    In training, batch norm uses the batch's statistics and the running averages move by
+    ``bn_momentum`` (K,); dropout draws masks for members whose rate (K,) is positive.
+    In evaluation, running statistics are used, dropout is off, and state is returned unchanged.
+    """
+    K = params["out.W"].shape[0]
+    new_state = dict(state)
+    caches = []
+    a = x
+    for i in range(len(arch.hidden)):
+        W = params[f"dense{i}.W"]
+        z = layers.dense_forward(a, W, None if arch.batchnorm else params[f"dense{i}.b"])
+        bn_cache = None
+        if arch.batchnorm:
+            gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
+            rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
+            if train:
+                zn, bn_cache, mu, var_unbiased = layers.batchnorm_forward(z, gamma, beta)
+                m = np.asarray(bn_momentum, dtype=z.dtype).reshape(K, 1, 1)
+                new_state[rm] = layers.update_running(state[rm], mu, m)
+                new_state[rv] = layers.update_running(state[rv], var_unbiased, m)
+            else:
+                zn = layers.batchnorm_eval(z, gamma, beta, state[rm], state[rv])
+        else:
+            zn = z
+        h = layers.activation_forward(zn, arch.activation)
+        mask = None
+        if train and dropout is not None:
+            mask = layers.dropout_mask(h.shape[1:], dropout, rngs, h.dtype)
+        out = h * mask if mask is not None else h
+        caches.append((a, zn, h, bn_cache, mask))
+        a = out
+    logits = layers.dense_forward(a, params["out.W"], params["out.b"])
+    caches.append(a)
+    return logits, caches, new_state
+
+
+def backward(arch: Architecture, params: Arrays, caches: list, dlogits: np.ndarray) -> Arrays:
+    """Gradients of the loss with respect to every parameter, from dlogits (K, B, C)."""
+    grads: Arrays = {}
+    a_last = caches[-1]
+    da, grads["out.W"], grads["out.b"] = layers.dense_backward(dlogits, a_last, params["out.W"])
+    for i in reversed(range(len(arch.hidden))):
+        a_in, zn, h, bn_cache, mask = caches[i]
+        if mask is not None:
+            da = da * mask
+        dz = layers.activation_backward(da, zn, h, arch.activation)
+        if arch.batchnorm:
+            dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward(dz, bn_cache)
+        da, grads[f"dense{i}.W"], db = layers.dense_backward(dz, a_in, params[f"dense{i}.W"], need_dx=i > 0)
+        if not arch.batchnorm:
+            grads[f"dense{i}.b"] = db
+    return grads

@@ -1,0 +1,242 @@
+"""``caviar.Classifier``: the engine as a scikit-learn estimator (a population of one).
+
+It follows scikit-learn's conventions: hyperparameters are constructor arguments stored as given,
+``fit`` returns self, learned attributes end in ``_``, bad input raises ValueError (caviar's
+errors subclass it). It drops into Pipeline, cross_val_score and GridSearchCV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from caviar.config import ModelConfig, TrainConfig
+from caviar.data.preprocess import Standardizer
+from caviar.errors import DataError
+from caviar.nn.losses import softmax
+from caviar.nn.network import Architecture, forward
+from caviar.train.trainer import Trainer, hyperparameters_from
+
+
+class Classifier(ClassifierMixin, BaseEstimator):
+    """A multilayer perceptron with batch norm and a softmax output, trained by mini-batch descent.
+
+    Parameters mirror caviar.config.ModelConfig and TrainConfig; see docs/engine.md. Besides them:
+    ``validation_fraction`` (held out for early stopping, only when ``early_stopping``),
+    ``standardize`` (fit mean/std on the training data), ``shuffle``, ``seed``, ``dtype``.
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (128, 64),
+        activation: str = "relu",
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+        l2: float = 0.0,
+        optimizer: str = "adam",
+        learning_rate: float = 1e-3,
+        momentum: float = 0.9,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        rho: float = 0.99,
+        epsilon: float = 1e-8,
+        lr_decay: float = 0.0,
+        decay: str = "none",
+        decay_every: int = 10,
+        batch_size: int = 64,
+        epochs: int = 30,
+        bn_momentum: float = 0.1,
+        early_stopping: bool = False,
+        patience: int = 10,
+        min_delta: float = 0.0,
+        validation_fraction: float = 0.1,
+        standardize: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: str = "float32",
+        verbose: bool = False,
+    ) -> None:
+        self.hidden = hidden
+        self.activation = activation
+        self.batchnorm = batchnorm
+        self.dropout = dropout
+        self.l2 = l2
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.rho = rho
+        self.epsilon = epsilon
+        self.lr_decay = lr_decay
+        self.decay = decay
+        self.decay_every = decay_every
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.bn_momentum = bn_momentum
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.min_delta = min_delta
+        self.validation_fraction = validation_fraction
+        self.standardize = standardize
+        self.shuffle = shuffle
+        self.seed = seed
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # ----- configuration ---------------------------------------------------------------------
+    def model_config(self) -> ModelConfig:
+        """The network part of the parameters, validated."""
+        from caviar.validation import check_model_config
+
+        return check_model_config(
+            ModelConfig(hidden=tuple(self.hidden), activation=self.activation,
+                        batchnorm=bool(self.batchnorm), dropout=float(self.dropout))
+        )
+
+    def train_config(self) -> TrainConfig:
+        """The training part of the parameters, validated."""
+        from caviar.validation import check_train_config
+
+        names = TrainConfig.__dataclass_fields__
+        return check_train_config(TrainConfig(**{n: getattr(self, n) for n in names}))
+
+    # ----- data ------------------------------------------------------------------------------
+    def _check_X(self, X, reset: bool) -> np.ndarray:
+        X = validate_data(self, X, reset=reset, dtype=np.dtype(self.dtype), ensure_all_finite=True)
+        return X
+
+    def _prepare(self, X, y, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(self, X, y, reset=reset, dtype=np.dtype(self.dtype), ensure_all_finite=True)
+        check_classification_targets(y)
+        return X, y
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if not np.array_equal(self.classes_[idx], y):
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            raise DataError(f"labels {unknown[:5].tolist()} were not among the classes {self.classes_.tolist()}")
+        return idx.astype(np.int64)
+
+    def _new_trainer(self, n_features: int) -> Trainer:
+        model, train = self.model_config(), self.train_config()
+        arch = Architecture(n_in=n_features, n_out=len(self.classes_), hidden=model.hidden,
+                            activation=model.activation, batchnorm=model.batchnorm)
+        hp = hyperparameters_from([{}], train, dropout=model.dropout)
+        return Trainer(arch, train, hp, member_ids=[0], seed=int(self.seed), dtype=np.dtype(self.dtype),
+                       shuffle=bool(self.shuffle))
+
+    # ----- scikit-learn API ------------------------------------------------------------------
+    def fit(self, X, y) -> Classifier:
+        """Train from scratch on (X, y); returns self."""
+        X, y = self._prepare(X, y, reset=True)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise DataError(f"Classifier can't train when only one class is present (class {self.classes_[0]!r})")
+        yi = self._encode(y)
+        X_val = y_val = None
+        if self.early_stopping:
+            X, X_val, yi, y_val = self._split_validation(X, yi)
+        self.standardizer_ = Standardizer().fit(X) if self.standardize else None
+        Xs = self._standardized(X)
+        self._check_batch(len(yi))
+        trainer = self._new_trainer(X.shape[1])
+        trainer.fit(Xs, yi, None if X_val is None else self._standardized(X_val), y_val)
+        self._adopt(trainer)
+        return self
+
+    def partial_fit(self, X, y, classes=None) -> Classifier:
+        """One pass over (X, y), continuing from the current state (in order when shuffle=False)."""
+        first = not hasattr(self, "classes_")
+        X, y = self._prepare(X, y, reset=first)
+        if first:
+            self.classes_ = np.unique(y if classes is None else classes)
+            if len(self.classes_) < 2:
+                raise DataError("Classifier can't train when only one class is present; pass classes=")
+            self.standardizer_ = Standardizer().fit(X) if self.standardize else None
+        yi = self._encode(y)
+        self._check_batch(len(yi))
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.K == 0:
+            trainer = self._new_trainer(X.shape[1])
+            if hasattr(self, "params_"):
+                trainer.params = {n: a[None].copy() for n, a in self.params_.items()}
+                trainer.state = {n: a[None].copy() for n, a in self.state_.items()}
+        trainer.train_epoch(self._standardized(X), yi)
+        trainer.end_epoch()
+        self._trainer = trainer
+        self.params_ = {n: a[0].copy() for n, a in trainer.params.items()}
+        self.state_ = {n: a[0].copy() for n, a in trainer.state.items()}
+        self.history_ = trainer.histories[0].rows
+        self.n_iter_ = trainer.epoch
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
+        check_is_fitted(self, "params_")
+        X = self._standardized(self._check_X(X, reset=False))
+        arch = self.architecture_
+        params = {n: a[None] for n, a in self.params_.items()}
+        state = {n: a[None] for n, a in self.state_.items()}
+        logits, _, _ = forward(arch, params, state, X, train=False)
+        return softmax(logits[0].astype(np.float64))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # ----- helpers ---------------------------------------------------------------------------
+    @property
+    def architecture_(self) -> Architecture:
+        check_is_fitted(self, "params_")
+        m = self.model_config()
+        return Architecture(self.n_features_in_, len(self.classes_), m.hidden, m.activation, m.batchnorm)
+
+    def _standardized(self, X: np.ndarray) -> np.ndarray:
+        s = getattr(self, "standardizer_", None)
+        return X if s is None else s.transform(X)
+
+    def _check_batch(self, n: int) -> None:
+        if n < 2 and self.batchnorm:
+            raise DataError(f"cannot train on {n} sample: batch norm needs at least 2 samples per batch")
+
+    def _split_validation(self, X, yi):
+        n_val = max(int(round(self.validation_fraction * len(yi))), len(self.classes_))
+        if len(yi) - n_val < 2:
+            raise DataError(f"too few samples ({len(yi)}) to hold out a validation split")
+        counts = np.bincount(yi)
+        stratify = yi if counts.min() >= 2 else None
+        return train_test_split(X, yi, test_size=n_val, random_state=int(self.seed), stratify=stratify)
+
+    def _adopt(self, trainer: Trainer) -> None:
+        params, state = trainer.stacked_kept()
+        self.params_ = {n: a[0] for n, a in params.items()}
+        self.state_ = {n: a[0] for n, a in state.items()}
+        hist = trainer.histories[0]
+        self.history_ = hist.rows
+        self.status_ = hist.status
+        self.best_epoch_ = hist.best_epoch
+        self.n_iter_ = len(hist.rows)
+        self.loss_curve_ = [r["train_loss"] for r in hist.rows]
+        self._trainer = trainer
+
+    def save(self, path) -> None:
+        """Write the fitted model to one .npz file (see docs/model-format.md)."""
+        from caviar.model_io import save_classifier
+
+        save_classifier(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+    def get_config(self) -> dict:
+        """The model and training configuration as plain dicts."""
+        return {"model": asdict(self.model_config()), "training": asdict(self.train_config())}

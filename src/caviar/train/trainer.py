@@ -1,0 +1,296 @@
+"""Mini-batch training of a population of K networks that share one architecture.
+
+The members see the same mini-batches (their order comes from the population's seed) and differ
+in their per-member hyperparameters and their own random streams (weights, dropout). A member that
+diverges (non-finite loss), stops early or is pruned leaves the population: the arrays are
+compacted so that the others go on at full speed, and its kept weights are set aside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from caviar.config import PER_MEMBER, TrainConfig
+from caviar.data.batches import minibatch_indices
+from caviar.nn.losses import accuracy, softmax_cross_entropy
+from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
+from caviar.optim.optimizers import Optimizer, OptimizerState
+from caviar.optim.schedules import decayed_lr
+from caviar.seeding import data_rng, member_rng
+from caviar.train.history import MemberHistory
+
+EVAL_CHUNK = 8192
+
+
+class Callback(Protocol):
+    """Hooks the loop calls; either may return True to stop the whole population."""
+
+    def on_step_end(self, trainer: Trainer, loss: np.ndarray) -> bool | None: ...
+
+    def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> bool | None: ...
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue training exactly from a point (used by panda mode)."""
+
+    params: Arrays
+    state: Arrays
+    opt_state: OptimizerState
+    hp: dict[str, np.ndarray]
+    epoch: int
+    step: int
+    rng_state: dict
+    histories_len: list[int]
+
+
+def hyperparameters_from(configs: Sequence[dict[str, float]], base: TrainConfig, dropout: float = 0.0) -> dict:
+    """(K,) arrays of the per-member hyperparameters, from each member's values over ``base``."""
+    defaults = {name: getattr(base, name, None) for name in PER_MEMBER}
+    defaults["dropout"] = dropout
+    return {name: np.array([float(c.get(name, defaults[name])) for c in configs]) for name in PER_MEMBER}
+
+
+class Trainer:
+    """Trains K members of one architecture together; K = 1 is the single model."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        train: TrainConfig,
+        hp: dict[str, np.ndarray],
+        member_ids: Sequence[int],
+        seed: int,
+        dtype: np.dtype | type = np.float32,
+        restore_best: bool | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        self.arch = arch
+        self.config = train
+        self.dtype = np.dtype(dtype)
+        self.member_ids = list(member_ids)
+        K = len(self.member_ids)
+        self.hp = {name: np.broadcast_to(np.asarray(hp[name], dtype=float), (K,)).copy() for name in PER_MEMBER}
+        self.rngs = [member_rng(seed, m) for m in self.member_ids]
+        self.params, self.state = init_params(arch, self.rngs, self.dtype)
+        self.optimizer = Optimizer(train.optimizer)
+        self.opt_state = self.optimizer.init(self.params)
+        self.data_rng = data_rng(seed)
+        self.shuffle = shuffle
+        self.restore_best = train.early_stopping if restore_best is None else restore_best
+        self.active = np.arange(K)  # original member index of each row of the stacked arrays
+        self.histories = [MemberHistory(m) for m in self.member_ids]
+        self.kept: dict[int, tuple[Arrays, Arrays]] = {}  # members that left, and their weights
+        self._best: dict[int, tuple[Arrays, Arrays]] = {}
+        self._decayed = frozenset(weight_names(self.params))
+        self.epoch = 0
+        self.step = 0
+        self._epoch_sums = np.zeros((K, 3))  # loss * n, correct, n of the running epoch
+        self._refresh_lr()
+
+    # ----- hyperparameters -------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        """Members still training."""
+        return len(self.active)
+
+    def _refresh_lr(self) -> None:
+        c = self.config
+        self.lr = decayed_lr(self.hp["learning_rate"], c.decay, self.hp["lr_decay"], self.epoch, c.epochs, c.decay_every)
+
+    def set_hyperparameter(self, name: str, value: float, members: Sequence[int] | None = None) -> None:
+        """Change a per-member hyperparameter from the next step on (all members, or those given)."""
+        if name not in PER_MEMBER:
+            raise ValueError(f"{name!r} cannot change during training; one of {', '.join(PER_MEMBER)} can")
+        rows = slice(None) if members is None else [self._row(m) for m in members]
+        self.hp[name][rows] = value
+        self._refresh_lr()
+
+    def _row(self, member: int) -> int:
+        where = np.flatnonzero(self.active == member)
+        if where.size == 0:
+            raise ValueError(f"member {member} is not training")
+        return int(where[0])
+
+    # ----- one step --------------------------------------------------------------------------
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One gradient step of every active member on the batch; returns (loss, accuracy) (K,)."""
+        hp = self.hp
+        dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
+        logits, caches, new_state = forward(
+            self.arch, self.params, self.state, xb, train=True,
+            bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs,
+        )
+        loss, dlogits = softmax_cross_entropy(logits, yb)
+        grads = backward(self.arch, self.params, caches, dlogits)
+        self.state = new_state
+        l2 = hp["l2"] if np.any(hp["l2"] > 0) else None
+        self.optimizer.update(self.params, grads, self.opt_state, self.lr, hp, l2=l2, decayed=self._decayed)
+        self.step += 1
+        acc = accuracy(logits, yb)
+        n = len(yb)
+        self._epoch_sums[:, 0] += loss * n
+        self._epoch_sums[:, 1] += acc * n
+        self._epoch_sums[:, 2] += n
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            self.retire(self.active[bad], "diverged")
+        return loss, acc
+
+    # ----- epochs ----------------------------------------------------------------------------
+    def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
+        """One pass over (X, y) in fresh mini-batches; returns True if a callback asked to stop."""
+        self._epoch_sums[:] = 0.0
+        for idx in minibatch_indices(len(y), self.config.batch_size, self.data_rng, self.shuffle):
+            if self.K == 0:
+                return True
+            loss, _ = self.train_step(X[idx], y[idx])
+            if any([cb.on_step_end(self, loss) for cb in callbacks if hasattr(cb, "on_step_end")]):
+                return True
+        return False
+
+    def end_epoch(
+        self, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None
+    ) -> dict[int, dict[str, float]]:
+        """Record the epoch's metrics for every active member, keep bests, stop the patient ones."""
+        sums = self._epoch_sums
+        n = np.maximum(sums[:, 2], 1)
+        train_loss, train_acc = sums[:, 0] / n, sums[:, 1] / n
+        val_loss = val_acc = None
+        if X_val is not None and len(y_val):
+            val_loss, val_acc = self.evaluate(X_val, y_val)
+        rows: dict[int, dict[str, float]] = {}
+        score = val_loss if val_loss is not None else train_loss
+        c = self.config
+        stopped = []
+        for j, k in enumerate(self.active):
+            row = {"epoch": self.epoch, "train_loss": float(train_loss[j]), "train_accuracy": float(train_acc[j]),
+                   "lr": float(self.lr[j])}
+            if val_loss is not None:
+                row["val_loss"] = float(val_loss[j])
+                row["val_accuracy"] = float(val_acc[j])
+            hist = self.histories[k]
+            hist.rows.append(row)
+            rows[int(k)] = row
+            if np.isfinite(score[j]) and score[j] < hist.best_score - c.min_delta:
+                hist.best_score = float(score[j])
+                hist.best_epoch = len(hist.rows) - 1
+                self._best[int(k)] = self._member_arrays(j)
+            elif c.early_stopping and len(hist.rows) - 1 - hist.best_epoch >= c.patience:
+                stopped.append(k)
+        self.epoch += 1
+        self._refresh_lr()
+        if stopped:
+            self.retire(np.array(stopped), "stopped")
+        return rows
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        epochs: int | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> list[MemberHistory]:
+        """Train until ``epochs`` (the config's by default), every member stopped, or a callback stops."""
+        total = self.config.epochs if epochs is None else epochs
+        while self.epoch < total and self.K > 0:
+            if self.train_epoch(X, y, callbacks):
+                break
+            rows = self.end_epoch(X_val, y_val)
+            if any([cb.on_epoch_end(self, rows) for cb in callbacks if hasattr(cb, "on_epoch_end")]):
+                break
+        self.finish()
+        return self.histories
+
+    def finish(self) -> None:
+        """Members still training are done: keep their best weights if asked, else their last."""
+        if self.K:
+            self.retire(self.active.copy(), "done")
+
+    # ----- members leaving ------------------------------------------------------------------
+    def _member_arrays(self, row: int) -> tuple[Arrays, Arrays]:
+        return ({n: a[row].copy() for n, a in self.params.items()}, {n: a[row].copy() for n, a in self.state.items()})
+
+    def retire(self, members: np.ndarray, status: str) -> None:
+        """Take ``members`` (original indices) out of the population with the given status."""
+        members = np.atleast_1d(members)
+        for k in members:
+            k = int(k)
+            j = self._row(k)
+            hist = self.histories[k]
+            hist.status = status
+            hist.stopped_epoch = self.epoch
+            use_best = k in self._best and (status in ("diverged", "stopped") or self.restore_best)
+            self.kept[k] = self._best[k] if use_best else self._member_arrays(j)
+            if not use_best and status != "diverged":
+                hist.best_epoch = len(hist.rows) - 1
+        keep = ~np.isin(self.active, members)
+        self._compact(keep)
+
+    def _compact(self, keep: np.ndarray) -> None:
+        self.params = {n: a[keep] for n, a in self.params.items()}
+        self.state = {n: a[keep] for n, a in self.state.items()}
+        self.opt_state = self.opt_state.select(keep)
+        self.hp = {n: v[keep] for n, v in self.hp.items()}
+        self.lr = self.lr[keep]
+        self.rngs = [r for r, k in zip(self.rngs, keep, strict=True) if k]
+        self._epoch_sums = self._epoch_sums[keep]
+        self.active = self.active[keep]
+
+    # ----- evaluation -----------------------------------------------------------------------
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """Evaluation-mode logits (K, N, C) of the active members, in chunks to bound memory."""
+        outs = [
+            forward(self.arch, self.params, self.state, X[i : i + EVAL_CHUNK], train=False)[0]
+            for i in range(0, len(X), EVAL_CHUNK)
+        ]
+        return np.concatenate(outs, axis=1)
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(loss, accuracy) of each active member on (X, y), in evaluation mode."""
+        z = self.logits(X)
+        loss, _ = softmax_cross_entropy(z, y)
+        return loss, accuracy(z, y)
+
+    def stacked_kept(self) -> tuple[Arrays, Arrays]:
+        """Kept weights of every member (after ``finish``), stacked back on axis 0 in member order."""
+        K = len(self.member_ids)
+        if len(self.kept) != K:
+            raise RuntimeError("some members are still training; call finish() first")
+        params = {n: np.stack([self.kept[k][0][n] for k in range(K)]) for n in self.kept[0][0]}
+        state = {n: np.stack([self.kept[k][1][n] for k in range(K)]) for n in self.kept[0][1]}
+        return params, state
+
+    # ----- checkpoints (panda mode) ---------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        """A deep copy of the training state of the active members."""
+        return Checkpoint(
+            params={n: a.copy() for n, a in self.params.items()},
+            state={n: a.copy() for n, a in self.state.items()},
+            opt_state=self.opt_state.copy(),
+            hp={n: v.copy() for n, v in self.hp.items()},
+            epoch=self.epoch,
+            step=self.step,
+            rng_state=self.data_rng.bit_generator.state,
+            histories_len=[len(h.rows) for h in self.histories],
+        )
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Go back to ``ckpt`` (same active members): weights, optimizer, epoch, curves."""
+        if len(ckpt.hp["learning_rate"]) != self.K:
+            raise ValueError("checkpoint was taken with a different set of active members")
+        self.params = {n: a.copy() for n, a in ckpt.params.items()}
+        self.state = {n: a.copy() for n, a in ckpt.state.items()}
+        self.opt_state = ckpt.opt_state.copy()
+        self.hp = {n: v.copy() for n, v in ckpt.hp.items()}
+        self.epoch, self.step = ckpt.epoch, ckpt.step
+        self.data_rng.bit_generator.state = ckpt.rng_state
+        for h, n in zip(self.histories, ckpt.histories_len, strict=True):
+            del h.rows[n:]
+        self._refresh_lr()
