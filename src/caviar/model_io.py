@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -26,14 +27,15 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1) if a.ndim == 2 and a.shape[0] == 1 else a
 
 
-def save_classifier(clf, path: str | Path) -> Path:
-    """Write a fitted Classifier to ``path`` (``.npz`` is appended if missing)."""
+def save_classifier(clf, path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """Write a fitted Classifier to ``path`` (``.npz`` is appended if missing) or a binary file object."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(clf, "params_")
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz")
+    if not hasattr(path, "write"):
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz")
     arrays = {name: _flat(a) for name, a in {**clf.params_, **clf.state_}.items()}
     if clf.standardizer_ is not None:
         d = clf.standardizer_.to_dict()
@@ -47,17 +49,22 @@ def save_classifier(clf, path: str | Path) -> Path:
         "history": clf.history_,
     }
     arrays[HEADER] = np.array(json.dumps(header))
+    if hasattr(path, "write"):
+        np.savez(path, **arrays)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     return path
 
 
-def read_model_file(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header, arrays) of a model file; ModelFileError if it is missing, corrupt or foreign."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
+def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of a model file (a path or a binary file object); ModelFileError if it is
+    missing, corrupt or foreign."""
+    if not hasattr(path, "read"):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -76,7 +83,7 @@ def read_model_file(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load(path: str | Path):
+def load(path: str | Path | BinaryIO):
     """Return the Classifier stored in ``path``; it predicts exactly as the saved one did."""
     from caviar.data.preprocess import Standardizer
     from caviar.nn.network import Architecture, init_params

@@ -133,21 +133,29 @@ class Classifier(ClassifierMixin, BaseEstimator):
                        shuffle=bool(self.shuffle))
 
     # ----- scikit-learn API ------------------------------------------------------------------
-    def fit(self, X, y) -> Classifier:
-        """Train from scratch on (X, y); returns self."""
+    def fit(self, X, y, *, validation_data=None, callbacks=()) -> Classifier:
+        """Train from scratch on (X, y); returns self.
+
+        ``validation_data`` = (X_val, y_val) is scored every epoch (and monitored for early stopping
+        instead of a held-out ``validation_fraction``); ``callbacks`` are trainer callbacks
+        (see caviar.train.Callback), e.g. a progress bar.
+        """
         X, y = self._prepare(X, y, reset=True)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise DataError(f"Classifier can't train when only one class is present (class {self.classes_[0]!r})")
         yi = self._encode(y)
         X_val = y_val = None
-        if self.early_stopping:
+        if validation_data is not None:
+            X_val = self._check_X(validation_data[0], reset=False)
+            y_val = self._encode(np.asarray(validation_data[1]))
+        elif self.early_stopping:
             X, X_val, yi, y_val = self._split_validation(X, yi)
         self.standardizer_ = Standardizer().fit(X) if self.standardize else None
         Xs = self._standardized(X)
         self._check_batch(len(yi))
         trainer = self._new_trainer(X.shape[1])
-        trainer.fit(Xs, yi, None if X_val is None else self._standardized(X_val), y_val)
+        trainer.fit(Xs, yi, None if X_val is None else self._standardized(X_val), y_val, callbacks=callbacks)
         self._adopt(trainer)
         return self
 
@@ -189,7 +197,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: NotFittedError (not AttributeError) before fit
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ----- helpers ---------------------------------------------------------------------------
     @property

@@ -160,6 +160,8 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
         return arr
     if arr.dtype.kind in "biuf":
         return arr.astype(np.float64)
+    if arr.dtype.kind == "c":
+        raise DataError("features must be real numbers, got complex values")
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError):
@@ -168,9 +170,7 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
         try:
             float(value)
         except (TypeError, ValueError):
-            raise DataError(
-                f"features must be numbers; row {row}, column {col} holds {value!r}"
-            ) from None
+            raise DataError(f"features must be numbers; row {row}, column {col} holds {value!r}") from None
     raise DataError(f"features of dtype {arr.dtype} cannot be converted to float")
 
 

@@ -48,6 +48,9 @@ class Standardizer:
         """Standardize ``X`` with the fitted statistics, keeping its float dtype."""
         if not self.fitted:
             raise DataError("Standardizer is not fitted: call fit(X_train) first")
+        X = np.asarray(X)
+        if X.ndim == 2 and X.shape[0] == 0 and X.shape[1] == len(self.mean):
+            return X.astype(X.dtype if X.dtype in (np.float32, np.float64) else np.float64)  # empty split
         X = check_features(X)
         if X.shape[1] != len(self.mean):
             raise DataError(f"Standardizer was fitted on {len(self.mean)} features, got {X.shape[1]}")
@@ -91,7 +94,7 @@ def standardize(splits: Splits) -> tuple[Splits, Standardizer]:
     scaler = Standardizer().fit(splits.train.X)
 
     def apply(ds: Dataset) -> Dataset:
-        X = scaler.transform(ds.X) if len(ds) else ds.X.copy()
+        X = scaler.transform(ds.X)
         return Dataset(X, ds.y, ds.name, ds.classes, ds.feature_names)
 
     return Splits(apply(splits.train), apply(splits.validation), apply(splits.test)), scaler

@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from caviar.config import ACTIVATIONS, DECAYS, MODEL_FIELDS, OPTIMIZERS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from caviar.config import (
+    ACTIVATIONS,
+    DECAYS,
+    MODEL_FIELDS,
+    OPTIMIZERS,
+    TRAIN_FIELDS,
+    ModelConfig,
+    TrainConfig,
+)
 from caviar.errors import SpecError
 
 FLOAT_SCALES = ("linear", "log", "one_minus_log")
@@ -156,7 +164,7 @@ class FloatParam(Param):
                 ScaleWarning,
                 stacklevel=3,
             )
-        elif self.name in EWA_BETAS and 0 <= self.low < self.high < 1 and (1 - self.low) / (1 - self.high) > 10:
+        elif self.name in EWA_BETAS and self.high < 1 and (1 - self.low) / (1 - self.high) > 10:
             warnings.warn(
                 f"space.{self.name}: linear range [{self.low:g}, {self.high:g}] rarely samples values near 1;"
                 f" scale = \"one_minus_log\" samples each decade of 1 - {self.name} equally",
@@ -248,10 +256,7 @@ class IntParam(Param):
     def to_unit(self, value: Any) -> float:
         k = min(max(int(round(float(value))), self.low), self.high)
         a, b = self._ends()
-        if self.scale == "int_log":
-            mid = (math.log10(k) + math.log10(k + 1)) / 2
-        else:
-            mid = k + 0.5
+        mid = (math.log10(k) + math.log10(k + 1)) / 2 if self.scale == "int_log" else k + 0.5
         return _clip_unit((mid - a) / (b - a))
 
     def as_dict(self) -> dict[str, Any]:
@@ -272,7 +277,7 @@ class ChoiceParam(Param):
     scale: str = "choice"
 
     def __post_init__(self) -> None:
-        if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Sequence) or not self.choices:
+        if isinstance(self.choices, str) or not isinstance(self.choices, Sequence) or not self.choices:
             raise self._fail(f"choices must be a non-empty list, got {self.choices!r}")
         object.__setattr__(self, "choices", tuple(_plain(c) for c in self.choices))
         keys = [_key(c) for c in self.choices]
@@ -351,11 +356,14 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
 _OPTIONS = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "decay": DECAYS}
 
 
+def _is_widths(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(_is_number(w) and w >= 1 and w == int(w) for w in value)
+
+
 def _domain(name: str, default: Any) -> Domain:
     """The domain of a config field, from its default's type and the bounds above."""
     if name == "hidden":
-        ok = lambda v: isinstance(v, (list, tuple)) and all(_is_number(w) and w >= 1 and w == int(w) for w in v)  # noqa: E731
-        return Domain("hidden", "a list of positive integer widths", ok)
+        return Domain("hidden", "a list of positive integer widths", _is_widths)
     if isinstance(default, bool):
         return Domain("bool", "true or false", lambda v: isinstance(v, (bool, np.bool_)))
     if isinstance(default, str):
@@ -413,7 +421,10 @@ def param_from_dict(name: str, entry: Any, *, tunable: bool = True) -> Param:
     if isinstance(entry, (list, tuple)):
         entry = {"choices": list(entry)}
     if not isinstance(entry, Mapping):
-        raise SpecError(f"space.{name}: expected a table like {{low = 0.1, high = 1.0}} or {{choices = [...]}}, got {entry!r}")
+        raise SpecError(
+            f"space.{name}: expected a table like {{low = 0.1, high = 1.0}} or {{choices = [...]}},"
+            f" got {entry!r}"
+        )
     for key in entry:
         if key not in ENTRY_KEYS:
             raise SpecError(f"space.{name}: unknown key '{key}'{did_you_mean(str(key), ENTRY_KEYS)}")
@@ -436,7 +447,8 @@ def _build(name: str, entry: dict[str, Any], kind: str | None) -> Param:
         raise SpecError(f"space.{name}: scale 'choice' needs choices = [...]")
     missing = [k for k in ("low", "high") if k not in entry]
     if missing:
-        raise SpecError(f"space.{name}: needs low and high (or choices = [...]), missing {' and '.join(missing)}")
+        lacking = " and ".join(missing)
+        raise SpecError(f"space.{name}: needs low and high (or choices = [...]); missing {lacking}")
     low, high = entry["low"], entry["high"]
     integral = isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool)
     if kind == "int" or (kind is None and scale is None and integral):
@@ -493,6 +505,11 @@ class Space:
     def __getitem__(self, name: str) -> Param:
         return self.params[name]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Space) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}: {p.as_dict()}" for n, p in self.params.items())
         return f"Space({{{inner}}})"
@@ -502,7 +519,7 @@ class Space:
         u = np.asarray(u, dtype=float).reshape(-1)
         if u.shape[0] != self.dim:
             raise ValueError(f"expected a point with {self.dim} coordinates, got {u.shape[0]}")
-        return {p.name: p.from_unit(x) for p, x in zip(self.params.values(), u)}
+        return {p.name: p.from_unit(x) for p, x in zip(self.params.values(), u, strict=True)}
 
     def encode(self, values: Mapping[str, Any]) -> np.ndarray:
         """The unit point of ``values`` (every param must be given; extra names are ignored)."""

@@ -1,0 +1,341 @@
+"""The ``caviar`` command: a thin layer over the Python API (every command is a function call)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from caviar.errors import CaviarError
+
+app = typer.Typer(
+    name="caviar",
+    help="Train neural networks and tune their hyperparameters, many models at once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Train neural networks and tune their hyperparameters, many models at once."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    text = text.strip()
+    if text in ("", "none", "0"):
+        return ()
+    try:
+        widths = tuple(int(w) for w in text.replace(" ", "").split(","))
+    except ValueError:
+        fail(f"--hidden: {text!r} is not a comma-separated list of widths, e.g. 128,64")
+    if any(w < 1 for w in widths):
+        fail(f"--hidden: widths must be positive, got {text!r}")
+    return widths
+
+
+@app.command()
+def train(
+    dataset: Annotated[str | None, typer.Argument(help="digits, iris, wine, breast_cancer, mnist, mnist1d")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A CSV or NPZ file instead of a named dataset")] = None,
+    label: Annotated[str, typer.Option(help="Label column of --file")] = "label",
+    data_dir: Annotated[Path | None, typer.Option(help="Directory of the MNIST idx .gz files")] = None,
+    hidden: Annotated[str, typer.Option(help="Hidden widths, comma-separated")] = "128,64",
+    activation: Annotated[str, typer.Option(help="relu, leaky_relu, tanh, sigmoid")] = "relu",
+    batchnorm: Annotated[bool, typer.Option("--batchnorm/--no-batchnorm")] = True,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, rmsprop, adam")] = "adam",
+    lr: Annotated[float, typer.Option("--lr", "--learning-rate")] = 1e-3,
+    momentum: float = 0.9,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    rho: float = 0.99,
+    epsilon: float = 1e-8,
+    decay: Annotated[str, typer.Option(help="none, inverse_time, exponential, step, cosine")] = "none",
+    lr_decay: float = 0.0,
+    batch_size: int = 64,
+    epochs: int = 30,
+    bn_momentum: float = 0.1,
+    early_stopping: Annotated[bool, typer.Option("--early-stopping/--no-early-stopping")] = False,
+    patience: int = 10,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    dtype: str = "float32",
+    save: Annotated[Path | None, typer.Option(help="Write the trained model to this .npz file")] = None,
+) -> None:
+    """Train one model on a dataset or file; print validation and test accuracy."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from caviar.prepared import prepare_data
+    from caviar.sklearn import Classifier
+
+    if dataset is None and file is None:
+        fail("name a dataset (digits, iris, wine, breast_cancer, mnist, mnist1d) or give --file")
+    data = prepare_data(dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False,
+                        dtype=dtype)
+    clf = Classifier(
+        hidden=_parse_hidden(hidden), activation=activation, batchnorm=batchnorm, dropout=dropout, l2=l2,
+        optimizer=optimizer, learning_rate=lr, momentum=momentum, beta1=beta1, beta2=beta2, rho=rho,
+        epsilon=epsilon, decay=decay, lr_decay=lr_decay, batch_size=batch_size, epochs=epochs,
+        bn_momentum=bn_momentum, early_stopping=early_stopping, patience=patience, seed=seed, dtype=dtype,
+    )
+    clf.model_config(), clf.train_config()  # validate before loading anything heavy
+    y_train, y_val, y_test = (data.classes[y] for y in (data.y_train, data.y_val, data.y_test))
+    with Progress(
+        TextColumn("[bold]epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(), console=console, transient=False,
+    ) as bar:
+        task = bar.add_task("train", total=epochs, info="")
+
+        class _Progress:
+            def on_epoch_end(self, trainer, rows):
+                row = next(iter(rows.values()), {})
+                info = f"loss {row.get('train_loss', float('nan')):.4f}"
+                if "val_accuracy" in row:
+                    info += f"  val acc {row['val_accuracy']:.4f}"
+                bar.update(task, advance=1, info=info)
+
+        validation = (data.X_val, y_val) if len(y_val) else None
+        clf.fit(data.X_train, y_train, validation_data=validation, callbacks=[_Progress()])
+    if len(y_val):
+        console.print(f"validation accuracy: {clf.score(data.X_val, y_val):.4f}")
+    console.print(f"test accuracy:       {clf.score(data.X_test, y_test):.4f}   ({data.name}, status {clf.status_})")
+    if save is not None:
+        from caviar.model_io import save_classifier
+
+        written = save_classifier(clf, save)
+        console.print(f"model saved to {written}")
+
+
+def main() -> None:
+    """Entry point that turns caviar errors into one line and a non-zero exit."""
+    try:
+        app()
+    except CaviarError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+# ------------------------------------------------------------------------------------------ tuning
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="SQLAlchemy URL or SQLite file (default: caviar.db here)")
+]
+
+
+def _storage_url(storage: str | None) -> str:
+    if storage is not None:
+        return storage
+    found = sorted(Path.cwd().glob("*.db"))
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        fail("no study storage here: pass --storage URL_OR_FILE (caviar tune writes <spec>.db beside the spec)")
+    fail(f"several .db files here ({', '.join(p.name for p in found)}): pass --storage")
+    return ""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@app.command()
+def tune(
+    spec: Annotated[Path, typer.Argument(help="The study spec (TOML)")],
+    trials: Annotated[int | None, typer.Option("--trials", "-t", help="Number of trials")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Worker processes")] = None,
+    storage: StorageOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Study seed")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first points, train nothing")] = False,
+    n: Annotated[int, typer.Option("-n", help="How many points --dry-run prints")] = 10,
+    fmt: Annotated[str, typer.Option("--format", help="--dry-run output: table, csv or json")] = "table",
+) -> None:
+    """Run (or resume) a tuning study: trials sharing a shape train together as one population."""
+    from caviar.tune.study import preview, resolve_spec
+
+    if not spec.is_file():
+        fail(f"spec file not found: {spec}")
+    resolved = resolve_spec(spec, trials, workers, storage, seed)
+    if dry_run:
+        _print_rows(preview(resolved, n), fmt)
+        return
+    _run_with_progress(resolved)
+
+
+def _run_with_progress(spec) -> None:
+    import time as _time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from caviar.tune.study import run_study
+
+    total = spec.search.trials
+    console.print(
+        f"study [bold]{spec.study.name}[/]: {total} trials, {spec.search.strategy} search over "
+        f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}", highlight=False
+    )
+    start = _time.perf_counter()
+    with Progress(
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
+        TimeRemainingColumn(), console=console,
+    ) as bar:
+        task = bar.add_task("tune", total=total, best="")
+
+        def progress(counts, best) -> None:
+            done = sum(v for k, v in counts.items() if k not in ("WAITING", "RUNNING"))
+            info = f"best {spec.search.metric} {best.metrics.get(spec.search.metric, float('nan')):.4f}" if best else ""
+            bar.update(task, completed=min(done, total), best=info)
+
+        study = run_study(spec, on_progress=progress)
+    elapsed = _time.perf_counter() - start
+    counts = study.counts()
+    best = study.best_trial
+    console.print(f"done in {elapsed:.1f}s: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v))
+    if best is not None:
+        m = best.metrics
+        console.print(f"best trial #{best.number}: {spec.search.metric} {_fmt(m.get(spec.search.metric))}, "
+                      f"test accuracy {_fmt(m.get('test_accuracy'))}", highlight=False)
+        for k, v in best.params.items():
+            console.print(f"  {k} = {_fmt(v)}", highlight=False)
+    url = spec.search.storage
+    console.print(f"stored in {url}", highlight=False)
+    console.print(f"next: caviar show {spec.study.name} --storage {url}\n"
+                  f"      caviar dashboard --storage {url}\n"
+                  f"      caviar best {spec.study.name} --storage {url} --save best.npz", highlight=False)
+
+
+def _print_rows(rows: list[dict], fmt: str) -> None:
+    import csv
+    import json
+
+    if fmt == "csv":
+        if rows:
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            writer = csv.DictWriter(sys.stdout, fieldnames=keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows)
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+    elif fmt == "table":
+        from rich.table import Table
+
+        table = Table()
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        for k in keys:
+            table.add_column(k)
+        for r in rows:
+            table.add_row(*[_fmt(r.get(k, "")) for k in keys])
+        console.print(table)
+    else:
+        fail(f"--format: {fmt!r} is not one of table, csv, json")
+
+
+def _open_study(study: str, storage: str | None):
+    from caviar.tune.study import Study
+
+    return Study(_storage_url(storage), study)
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """List the studies in a storage, with their trial counts and best objective."""
+    from rich.table import Table
+
+    from caviar.tune.storage import open_storage
+
+    records = open_storage(_storage_url(storage)).list_studies()
+    table = Table("study", "status", "trials", "complete", "diverged", "pruned", "failed", "best")
+    for r in records:
+        c = r.counts
+        table.add_row(r.name, r.status, str(r.n_trials), str(c.get("COMPLETE", 0)), str(c.get("DIVERGED", 0)),
+                      str(c.get("PRUNED", 0)), str(c.get("FAILED", 0)), _fmt(r.best_objective))
+    console.print(table)
+
+
+@app.command()
+def show(
+    study: Annotated[str, typer.Argument(help="Study name or id")],
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option("--top", "-k", help="How many of the best trials")] = 10,
+) -> None:
+    """The top trials of a study with every parameter, and its coarse-to-fine rounds."""
+    from rich.table import Table
+
+    s = _open_study(study, storage)
+    spec = s.spec
+    metric = spec.search.metric
+    done = [t for t in s.trials if t.objective is not None]
+    done.sort(key=lambda t: -t.objective)
+    names = spec.space.names
+    table = Table(title=f"study {s.name}: top {min(top, len(done))} of {len(s.trials)} trials by {metric}")
+    for col in ("#", "round", *names, metric, "test_accuracy", "epochs", "state"):
+        table.add_column(col)
+    for t in done[:top]:
+        table.add_row(str(t.number), str(t.round), *[_fmt(t.params.get(k)) for k in names],
+                      _fmt(t.metrics.get(metric)), _fmt(t.metrics.get("test_accuracy")),
+                      _fmt(t.metrics.get("epochs_run")), t.state)
+    console.print(table)
+    counts = s.counts()
+    console.print(", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v) or "no trials")
+    for rnd, box in s.boxes.items():
+        ranges = ", ".join(f"{k} [{_fmt(box['low'][k])}, {_fmt(box['high'][k])}]" for k in box.get("low", {}))
+        console.print(f"round {rnd} box: {ranges}", highlight=False)
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Argument(help="Study name or id")],
+    storage: StorageOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout)")] = None,
+) -> None:
+    """Every trial with its parameters, state and metrics, as CSV or JSON."""
+    s = _open_study(study, storage)
+    df = s.to_dataframe()
+    if fmt not in ("csv", "json"):
+        fail(f"--format: {fmt!r} is not one of csv, json")
+    text = df.to_csv(index=False) if fmt == "csv" else df.to_json(orient="records", indent=2, date_format="iso")
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.write_text(text)
+        console.print(f"{len(df)} trials written to {output}")
+
+
+@app.command()
+def best(
+    study: Annotated[str, typer.Argument(help="Study name or id")],
+    storage: StorageOpt = None,
+    save: Annotated[Path | None, typer.Option(help="Write the best trial's model (.npz)")] = None,
+) -> None:
+    """The best trial: its hyperparameters and metrics; --save writes its model file."""
+    s = _open_study(study, storage)
+    t = s.best_trial
+    if t is None:
+        fail(f"study '{s.name}' has no completed trial yet")
+    console.print(f"best trial #{t.number} (round {t.round})", highlight=False)
+    for k, v in {**t.params, **t.metrics}.items():
+        console.print(f"  {k} = {_fmt(v)}", highlight=False)
+    if save is not None:
+        from caviar.model_io import save_classifier
+
+        written = save_classifier(s.best_model(), save)
+        console.print(f"model saved to {written} (load it with caviar.load)")

@@ -1,0 +1,62 @@
+"""Data made ready for training: loaded, checked, split, standardized on the training part only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from caviar.data import Standardizer, load_dataset, load_table, train_val_test_split
+from caviar.errors import DataError
+
+
+@dataclass
+class PreparedData:
+    """Train/validation/test arrays (standardized if asked), labels as codes 0..C-1."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: np.ndarray
+    standardizer: Standardizer | None
+    name: str
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(self.classes))
+
+
+def prepare_data(
+    dataset: str | None = None,
+    path: str | Path | None = None,
+    label: str = "label",
+    data_dir: str | Path | None = None,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    standardize: bool = True,
+    dtype: str = "float32",
+) -> PreparedData:
+    """Load a named data set or a CSV/NPZ file and split it, the same way for the same seed."""
+    if (dataset is None) == (path is None):
+        raise DataError("give either a dataset name or a data file path, not both or neither")
+    data = load_dataset(dataset, data_dir) if dataset is not None else load_table(path, label)
+    splits = train_val_test_split(data, validation_fraction, test_fraction, seed)
+    scaler = Standardizer().fit(splits.train.X) if standardize else None
+
+    def arrays(ds) -> np.ndarray:
+        X = ds.X if scaler is None or not len(ds) else scaler.transform(ds.X)
+        return np.ascontiguousarray(X, dtype=dtype)
+
+    tr, va, te = splits.train, splits.validation, splits.test
+    return PreparedData(
+        arrays(tr), tr.y, arrays(va), va.y, arrays(te), te.y, tr.classes, scaler, tr.name
+    )

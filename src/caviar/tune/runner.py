@@ -1,0 +1,124 @@
+"""Training one population of trials and turning each member's fate into a trial outcome."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from caviar.nn.losses import accuracy, softmax_cross_entropy
+from caviar.nn.network import Architecture, forward
+from caviar.prepared import PreparedData
+from caviar.train.trainer import Trainer, hyperparameters_from
+from caviar.tune.halving import SuccessiveHalving
+from caviar.tune.population import TrialPlan
+
+STATE_OF_STATUS = {"done": "COMPLETE", "stopped": "COMPLETE", "diverged": "DIVERGED", "pruned": "PRUNED"}
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial ends with: its state, metrics, objective, curve and kept weights."""
+
+    number: int
+    state: str
+    metrics: dict[str, Any]
+    objective: float | None
+    curve: list[dict[str, float]]
+    params: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    bn_state: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+class _EpochReporter:
+    """Hands each epoch's rows to ``report(number, row)`` (storage streaming, heartbeats)."""
+
+    def __init__(self, numbers: Sequence[int], report: Callable[[dict[int, dict]], None]) -> None:
+        self.numbers = list(numbers)
+        self.report = report
+
+    def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> None:
+        self.report({self.numbers[k]: row for k, row in rows.items()})
+
+
+def train_population(
+    plans: Sequence[TrialPlan],
+    data: PreparedData,
+    seed: int,
+    metric: str = "val_accuracy",
+    halving: SuccessiveHalving | None = None,
+    on_epoch: Callable[[dict[int, dict]], None] | None = None,
+    dtype: str = "float32",
+) -> list[TrialOutcome]:
+    """Train ``plans`` (one static shape) together; one outcome per plan, in plan order."""
+    first = plans[0]
+    arch = Architecture(data.n_features, data.n_classes, first.model.hidden, first.model.activation,
+                        first.model.batchnorm)
+    hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
+    trainer = Trainer(arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype))
+    callbacks: list[Any] = []
+    if halving is not None:
+        callbacks.append(halving)
+    if on_epoch is not None:
+        callbacks.append(_EpochReporter([p.number for p in plans], on_epoch))
+    has_val = len(data.y_val) > 0
+    trainer.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
+                callbacks=callbacks)
+    params, state = trainer.stacked_kept()
+    test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test)
+    outcomes = []
+    for k, plan in enumerate(plans):
+        hist = trainer.histories[k]
+        best = hist.best_row()
+        metrics = {key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+                   if key in best}
+        metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
+        if len(data.y_test):
+            metrics.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
+        state_name = STATE_OF_STATUS[hist.status]
+        objective = _objective(metrics, metric) if state_name == "COMPLETE" else None
+        outcomes.append(TrialOutcome(
+            plan.number, state_name, metrics, objective, list(hist.rows),
+            {n: a[k] for n, a in params.items()}, {n: a[k] for n, a in state.items()},
+        ))
+    return outcomes
+
+
+def _evaluate(arch, params, state, X, y) -> tuple[np.ndarray, np.ndarray]:
+    K = params["out.W"].shape[0]
+    if len(y) == 0:
+        return np.full(K, np.nan), np.full(K, np.nan)
+    with np.errstate(all="ignore"):
+        logits, _, _ = forward(arch, params, state, X, train=False)
+        loss, _ = softmax_cross_entropy(logits, y)
+    return loss, accuracy(logits, y)
+
+
+def _objective(metrics: dict[str, Any], metric: str) -> float | None:
+    """The number to maximize: the metric itself, or minus a loss."""
+    value = metrics.get(metric)
+    if value is None or not np.isfinite(value):
+        return None
+    return -float(value) if metric.endswith("loss") else float(value)
+
+
+def model_file_bytes(plan: TrialPlan, outcome: TrialOutcome, data: PreparedData, seed: int,
+                     dtype: str = "float32") -> bytes:
+    """The trial's kept weights as a caviar model file (.npz bytes) that ``caviar.load`` reads."""
+    from caviar.model_io import save_classifier
+    from caviar.sklearn import Classifier
+
+    params = {**{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
+              **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__}}
+    clf = Classifier(**params, standardize=data.standardizer is not None, seed=seed, dtype=dtype)
+    clf.n_features_in_ = data.n_features
+    clf.classes_ = np.asarray(data.classes)
+    clf.params_ = outcome.params
+    clf.state_ = outcome.bn_state
+    clf.standardizer_ = data.standardizer
+    clf.history_ = outcome.curve
+    buffer = io.BytesIO()
+    save_classifier(clf, buffer)
+    return buffer.getvalue()

@@ -1,0 +1,449 @@
+"""The study spec: a TOML file (or a dict of the same shape) that says what to tune and how.
+
+Sections: ``[study]``, ``[data]``, ``[model]``, ``[training]``, ``[search]`` (with an optional
+``[search.halving]``) and ``[space]``; docs/spec.md is the reference. Every mistake raises
+:class:`~caviar.errors.SpecError` with ONE line: the file, the dotted key path, what was given and
+what is allowed, e.g. ``spec.toml: model.activation: 'relux' is not one of relu, leaky_relu,
+tanh, sigmoid``.
+
+A hyperparameter named in ``[space]`` and also given a fixed value in ``[model]``/``[training]``
+is tuned: the space wins, the fixed value is only the base the other trials' values replace.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from caviar.config import ACTIVATIONS, DECAYS, OPTIMIZERS, ModelConfig, TrainConfig, with_values
+from caviar.errors import SpecError
+from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
+from caviar.tune.space import TUNABLE, Space, did_you_mean
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"]
+DATASETS: tuple[str, ...] = get_args(DatasetName)
+DATA_SUFFIXES = (".csv", ".npz")
+METRICS = ("val_accuracy", "val_loss")
+
+_M = ModelConfig()
+_T = TrainConfig()
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, populate_by_name=True)
+
+
+class StudySection(_Section):
+    """``[study]``: the study's name (default: the spec file's stem) and its root seed."""
+
+    name: str | None = None
+    seed: int = 0
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("base_dir") or os.getcwd())
+
+
+def _existing(value: str, info: ValidationInfo, what: str) -> str:
+    path = Path(value).expanduser()
+    resolved = path if path.is_absolute() else _base_dir(info) / path
+    if not resolved.exists():
+        where = "" if path.is_absolute() else f" (looked at {resolved})"
+        raise ValueError(f"{what} '{value}' does not exist{where}")
+    return str(resolved.resolve())
+
+
+class DataSection(_Section):
+    """``[data]``: a built-in dataset or a CSV/NPZ file, and how to split and scale it."""
+
+    dataset: DatasetName | None = None
+    path: str | None = None
+    label: str = "label"
+    data_dir: str | None = None
+    validation_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    standardize: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if Path(value).suffix.lower() not in DATA_SUFFIXES:
+            raise ValueError(f"'{value}' should end in {' or '.join(DATA_SUFFIXES)}")
+        return _existing(value, info, "file")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _dir_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _existing(value, info, "folder")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        if self.dataset is None and self.path is None:
+            raise ValueError(f"data: give dataset = one of {', '.join(DATASETS)}, or path = \"file.csv\"")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("data: give either dataset or path, not both")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(f"data: validation_fraction + test_fraction must be below 1, got "
+                             f"{self.validation_fraction} + {self.test_fraction}")
+        return self
+
+
+class ModelSection(_Section):
+    """``[model]``: ModelConfig's fields; ``depth``/``width`` are shorthand for hidden = (width,) * depth."""
+
+    hidden: tuple[int, ...] = _M.hidden
+    activation: Literal[ACTIVATIONS] = _M.activation  # type: ignore[valid-type]
+    batchnorm: bool = _M.batchnorm
+    dropout: float = Field(_M.dropout, ge=0, lt=1)
+    depth: int | None = Field(None, ge=0)
+    width: int | None = Field(None, ge=1)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 1 for w in value):
+            raise ValueError(f"model.hidden: widths must be positive integers, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _shorthand(self) -> ModelSection:
+        if self.depth is None and self.width is None:
+            return self
+        if "hidden" in self.model_fields_set:
+            raise ValueError("model: give hidden or depth/width, not both")
+        if self.width is None and not self.hidden:
+            raise ValueError("model: depth needs width (hidden is empty)")
+        depth = len(self.hidden) if self.depth is None else self.depth
+        width = self.hidden[0] if self.width is None else self.width
+        self.hidden = (width,) * depth
+        return self
+
+
+class TrainingSection(_Section):
+    """``[training]``: TrainConfig's fields, with their ranges."""
+
+    optimizer: Literal[OPTIMIZERS] = _T.optimizer  # type: ignore[valid-type]
+    learning_rate: float = Field(_T.learning_rate, gt=0)
+    momentum: float = Field(_T.momentum, ge=0, lt=1)
+    beta1: float = Field(_T.beta1, ge=0, lt=1)
+    beta2: float = Field(_T.beta2, ge=0, lt=1)
+    rho: float = Field(_T.rho, ge=0, lt=1)
+    epsilon: float = Field(_T.epsilon, gt=0)
+    l2: float = Field(_T.l2, ge=0)
+    decay: Literal[DECAYS] = _T.decay  # type: ignore[valid-type]
+    lr_decay: float = Field(_T.lr_decay, ge=0)
+    decay_every: int = Field(_T.decay_every, ge=1)
+    batch_size: int = Field(_T.batch_size, ge=1)
+    epochs: int = Field(_T.epochs, ge=1)
+    bn_momentum: float = Field(_T.bn_momentum, gt=0, le=1)
+    early_stopping: bool = _T.early_stopping
+    patience: int = Field(_T.patience, ge=1)
+    min_delta: float = Field(_T.min_delta, ge=0)
+
+    @model_validator(mode="after")
+    def _decay_below_one(self) -> TrainingSection:
+        if self.decay in ("exponential", "step") and self.lr_decay >= 1:
+            raise ValueError(f"training.lr_decay: decay '{self.decay}' multiplies by 1 - lr_decay, so it "
+                             f"must be below 1, got {self.lr_decay}")
+        return self
+
+
+class HalvingSection(_Section):
+    """``[search.halving]``: successive halving, keep 1/eta of the members at each rung."""
+
+    eta: int = Field(3, ge=2)
+    min_epochs: int = Field(1, ge=1)
+
+
+class SearchSection(_Section):
+    """``[search]``: the strategy, the budget, where results go and what is maximized."""
+
+    strategy: Literal[STRATEGIES] = "random"  # type: ignore[valid-type]
+    trials: int = Field(20, ge=1)
+    rounds: int = Field(3, ge=1)
+    top_fraction: float = Field(0.25, gt=0, le=1)
+    margin: float = Field(0.1, ge=0)
+    min_width: float = Field(0.02, ge=0, le=1)
+    points_per_axis: int | None = Field(None, ge=1)
+    seed: int | None = None
+    workers: int = Field(1, ge=1)
+    storage: str | None = None
+    metric: Literal[METRICS] = "val_accuracy"  # type: ignore[valid-type]
+    max_population: int = Field(64, ge=1)
+    halving: HalvingSection | None = None
+
+    @property
+    def maximize(self) -> bool:
+        """Whether a larger metric is better (accuracy) or smaller (loss)."""
+        return self.metric != "val_loss"
+
+    def objective(self, metric_value: float) -> float:
+        """The metric turned into the value samplers MAXIMIZE."""
+        return float(metric_value) if self.maximize else -float(metric_value)
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve().as_posix()}"
+
+
+def resolve_storage(storage: str | None, base_dir: Path, stem: str | None) -> str:
+    """A SQLAlchemy URL: the default file beside the spec, plain paths and relative SQLite files
+    resolved against the spec's folder; other URLs as given."""
+    if storage is None:
+        return _sqlite_url(base_dir / f"{stem or 'caviar'}.db")
+    if "://" not in storage:
+        path = Path(storage).expanduser()
+        return _sqlite_url(path if path.is_absolute() else base_dir / path)
+    prefix = "sqlite:///"
+    rest = storage[len(prefix):] if storage.startswith(prefix) else ""
+    if rest and rest != ":memory:" and not rest.startswith("file:") and not Path(rest).is_absolute():
+        return _sqlite_url(base_dir / rest)
+    return storage
+
+
+class StudySpec(_Section):
+    """A validated study spec. ``.space`` is the :class:`Space`; ``configs_for`` builds a trial's configs."""
+
+    study: StudySection = Field(default_factory=StudySection)
+    data: DataSection
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    space_table: dict[str, Any] = Field(default_factory=dict, alias="space")
+
+    _space: Space = PrivateAttr(default_factory=Space)
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> StudySpec:
+        self._space = Space.from_dict(self.space_table)
+        self.space_table = self._space.as_dict()
+        _check_space_conflicts(self)
+        context = info.context or {}
+        base_dir = Path(context.get("base_dir") or os.getcwd())
+        stem = context.get("stem")
+        self.study.name = self.study.name or stem or "study"
+        self.search.seed = self.study.seed if self.search.seed is None else self.search.seed
+        self.search.storage = resolve_storage(self.search.storage, base_dir, stem)
+        return self
+
+    @property
+    def space(self) -> Space:
+        """The search space, each hyperparameter on its scale."""
+        return self._space
+
+    @property
+    def source(self) -> Path | None:
+        """The spec file this was loaded from (None for a dict)."""
+        return self._source
+
+    def base_configs(self) -> tuple[ModelConfig, TrainConfig]:
+        """The fixed model and training configs, before any trial's values."""
+        model = ModelConfig(**self.model.model_dump(exclude={"depth", "width"}))
+        return model, TrainConfig(**self.training.model_dump())
+
+    def configs_for(self, values: Mapping[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+        """The configs of a trial: its ``values`` (depth, width and bn_beta included) on the base ones."""
+        model, train = self.base_configs()
+        return with_values(model, train, _config_values(values, model.hidden))
+
+    def sampler(self) -> Sampler:
+        """The sampler ``[search]`` asks for, over this space."""
+        s = self.search
+        return make_sampler(s.strategy, self.space, s.seed or 0, trials=s.trials, rounds=s.rounds,
+                            top_fraction=s.top_fraction, margin=s.margin, min_width=s.min_width,
+                            points_per_axis=s.points_per_axis)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that ``load_spec`` turns back into an equal spec (paths resolved)."""
+        return {
+            "study": self.study.model_dump(mode="json"),
+            "data": self.data.model_dump(mode="json", exclude_none=True),
+            "model": self.model.model_dump(mode="json", exclude={"depth", "width"}),
+            "training": self.training.model_dump(mode="json"),
+            "search": self.search.model_dump(mode="json", exclude_none=True),
+            "space": self.space.as_dict(),
+        }
+
+
+def _check_space_conflicts(spec: StudySpec) -> None:
+    names = set(spec.space.names)
+    if "hidden" in names and names & {"depth", "width"}:
+        raise SpecError("space: tune hidden or depth/width, not both")
+    if {"bn_beta", "bn_momentum"} <= names:
+        raise SpecError("space: tune bn_beta or bn_momentum (= 1 - bn_beta), not both")
+    if "depth" in names and "width" not in names and not spec.model.hidden:
+        raise SpecError("space.depth: needs model.width (or a non-empty model.hidden) for the layer width")
+    halving = spec.search.halving
+    if halving and "epochs" not in names and halving.min_epochs > spec.training.epochs:
+        raise SpecError(f"search.halving.min_epochs: {halving.min_epochs} is more than training.epochs "
+                        f"({spec.training.epochs})")
+    if spec.search.strategy == "coarse_to_fine" and spec.search.rounds > spec.search.trials:
+        raise SpecError(f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
+                        f"got trials = {spec.search.trials}")
+
+
+def _config_values(values: Mapping[str, Any], hidden: tuple[int, ...]) -> dict[str, Any]:
+    """A trial's values as ModelConfig/TrainConfig fields: depth/width -> hidden, bn_beta -> bn_momentum."""
+    out = dict(values)
+    for name in out:
+        if name not in TUNABLE:
+            raise SpecError(f"not a tunable hyperparameter: '{name}'{did_you_mean(name, TUNABLE)}")
+    depth, width = out.pop("depth", None), out.pop("width", None)
+    if depth is not None or width is not None:
+        if width is None and not hidden:
+            raise SpecError("depth needs a width: set model.width or tune width")
+        w = int(hidden[0] if width is None else width)
+        out["hidden"] = (w,) * int(len(hidden) if depth is None else depth)
+    if "bn_beta" in out:
+        out["bn_momentum"] = 1.0 - float(out.pop("bn_beta"))
+    if "hidden" in out:
+        out["hidden"] = tuple(int(w) for w in out["hidden"])
+    for name, value in out.items():
+        kind = TUNABLE[name].kind
+        if kind == "int":
+            out[name] = int(value)
+        elif kind == "float":
+            out[name] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model inside an annotation such as ``Optional[HalvingSection]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            found = _section_model(arg)
+            if found:
+                return found
+    return None
+
+
+def _check_keys(raw: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    """Unknown keys, with the nearest known one (pydantic's own message has no suggestion)."""
+    by_key = {(f.alias or name): f for name, f in model.model_fields.items()}
+    for key, value in raw.items():
+        if key not in by_key:
+            raise SpecError(f"unknown key '{prefix}{key}'{did_you_mean(str(key), by_key)}")
+        sub = _section_model(by_key[key].annotation)
+        if sub is not None and isinstance(value, Mapping):
+            _check_keys(value, sub, f"{prefix}{key}.")
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    """One line from pydantic's first error: dotted path, the value given, what is allowed."""
+    loc = ".".join(str(part) for part in err["loc"])
+    kind, msg, given = err["type"], str(err["msg"]), err.get("input")
+    if kind == "literal_error":
+        expected = str(err["ctx"]["expected"]).replace("'", "").replace(" or ", ", ")
+        text = f"{given!r} is not one of {expected}"
+    elif kind in ("value_error", "assertion_error"):
+        text = msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
+        head = text.split(": ", 1)[0]
+        if not loc or head == loc or head.startswith(f"{loc}."):
+            return text
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        text = f"expected a table, got {given!r}"
+    elif kind == "missing":
+        text = "is missing"
+        if loc == "data":
+            text += f" (add a [data] table: dataset = one of {', '.join(DATASETS)}, or path = \"file.csv\")"
+    else:
+        text = f"{given!r} {msg.replace('Input should', 'should', 1)}"
+    return f"{loc}: {text}" if loc else text
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file '{path}' not found") from None
+    except OSError as exc:
+        raise SpecError(f"spec file '{path}' cannot be read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``{"search.trials": 8, "data.data_dir": "/data/mnist"}``) in a raw spec."""
+    for dotted, value in overrides.items():
+        parts = str(dotted).split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"override '{dotted}': '{part}' is not a table")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_spec(source: str | os.PathLike[str] | Mapping[str, Any],
+              overrides: Mapping[str, Any] | None = None) -> StudySpec:
+    """Load and validate a spec from a TOML file or a dict; every mistake is a one-line SpecError.
+
+    Relative paths (data.path, data.data_dir, a SQLite storage) resolve against the spec file's
+    folder, or the working directory for a dict. ``overrides`` sets dotted keys first.
+    """
+    if isinstance(source, Mapping):
+        raw, base_dir, stem, label = copy.deepcopy(dict(source)), Path.cwd(), None, ""
+    else:
+        path = Path(source)
+        raw, base_dir, stem, label = _read_toml(path), path.resolve().parent, path.stem, f"{path}: "
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        _check_keys(raw, StudySpec)
+        spec = StudySpec.model_validate(raw, context={"base_dir": base_dir, "stem": stem})
+    except ValidationError as exc:
+        raise SpecError(label + _format_error(exc.errors(include_url=False)[0])) from None
+    except SpecError as exc:
+        raise SpecError(f"{label}{exc}") from None
+    spec._source = None if isinstance(source, Mapping) else Path(source).resolve()
+    return spec
+
+
+__all__ = [
+    "DATASETS",
+    "DataSection",
+    "HalvingSection",
+    "ModelSection",
+    "SearchSection",
+    "StudySection",
+    "StudySpec",
+    "TrainingSection",
+    "apply_overrides",
+    "load_spec",
+    "resolve_storage",
+]

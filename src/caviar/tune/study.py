@@ -1,0 +1,395 @@
+"""Tuning studies: plan trials round by round, train them as populations, keep everything in storage.
+
+``run_study(spec)`` is the whole job. Trials are planned per round (one round for random, grid and
+Sobol; several for coarse-to-fine; batches for TPE), packed into populations by static shape, and
+enqueued with their population's key. Workers (this process, N processes or Ray tasks) claim one
+population at a time, train it, stream its curves, and finish its trials. Everything is keyed by
+trial number and population, so a study killed at any point resumes where it stood when run again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caviar.errors import CaviarError, StorageError
+from caviar.prepared import PreparedData, prepare_data
+from caviar.tune.halving import SuccessiveHalving
+from caviar.tune.population import TrialPlan, pack
+from caviar.tune.runner import model_file_bytes, train_population
+from caviar.tune.samplers import Observation, Sampler
+from caviar.tune.spec import StudySpec, load_spec
+from caviar.tune.storage import COMPLETE, FAILED, RUNNING, WAITING, Storage, TrialRecord, open_storage
+
+HEARTBEAT_EVERY_S = 5.0
+STALE_AFTER_S = 60.0
+TPE_BATCH = 8
+MODEL_ARTIFACT = "model.npz"
+
+Progress = Callable[[dict[str, int], "TrialRecord | None"], None]
+
+
+# ------------------------------------------------------------------------------------------- specs
+def resolve_spec(
+    spec: StudySpec | str | os.PathLike | Mapping[str, Any],
+    trials: int | None = None,
+    workers: int | None = None,
+    storage: str | None = None,
+    seed: int | None = None,
+) -> StudySpec:
+    """A validated spec with command-line style overrides applied."""
+    overrides: dict[str, Any] = {}
+    if trials is not None:
+        overrides["search.trials"] = trials
+    if workers is not None:
+        overrides["search.workers"] = workers
+    if storage is not None:
+        overrides["search.storage"] = storage if "://" in storage else str(Path(storage).resolve())
+    if seed is not None:
+        overrides["study.seed"] = seed
+        overrides["search.seed"] = seed
+    if isinstance(spec, StudySpec):
+        if not overrides:
+            return spec
+        spec = spec.to_dict()
+    return load_spec(spec, overrides or None)
+
+
+def load_data(spec: StudySpec) -> PreparedData:
+    """The study's data, split and standardized the same way by every worker."""
+    d = spec.data
+    return prepare_data(d.dataset, d.path, d.label, d.data_dir, d.validation_fraction, d.test_fraction,
+                        seed=spec.search.seed or 0, standardize=d.standardize)
+
+
+# ---------------------------------------------------------------------------------------- planning
+def round_numbers(spec: StudySpec, sampler: Sampler) -> list[list[int]]:
+    """The trial numbers of each round, in order."""
+    total = spec.search.trials
+    if spec.search.strategy == "tpe":
+        return [list(range(i, min(total, i + TPE_BATCH))) for i in range(0, total, TPE_BATCH)]
+    rounds: list[list[int]] = [[] for _ in range(sampler.rounds)]
+    for n in range(total):
+        rounds[sampler.round_of(n)].append(n)
+    return [r for r in rounds if r]
+
+
+def plans_for(spec: StudySpec, numbers: Sequence[int], units: Sequence[np.ndarray], rnd: int) -> list[TrialPlan]:
+    """Turn unit points into trial plans (values on each parameter's scale, full configs)."""
+    plans = []
+    for n, u in zip(numbers, units, strict=True):
+        values = spec.space.decode(u)
+        model, train = spec.configs_for(values)
+        plans.append(TrialPlan(int(n), values, model, train, rnd, tuple(float(x) for x in u)))
+    return plans
+
+
+def plan_from_record(spec: StudySpec, rec: TrialRecord) -> TrialPlan:
+    """Rebuild a stored trial's plan (its values are stored in the user's variables)."""
+    model, train = spec.configs_for(rec.params)
+    return TrialPlan(rec.number, dict(rec.params), model, train, rec.round, tuple(rec.unit or ()))
+
+
+def observations(records: Sequence[TrialRecord]) -> list[Observation]:
+    """Finished trials as samplers see them (failed, diverged and pruned ones score None)."""
+    return [
+        Observation(r.number, np.asarray(r.unit or [], dtype=float),
+                    r.objective if r.state == COMPLETE else None, r.round)
+        for r in sorted(records, key=lambda r: r.number)
+        if r.finished
+    ]
+
+
+def preview(spec: StudySpec, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` points the sampler would try (round 0, nothing trained): a dry run."""
+    sampler = spec.sampler()
+    first = round_numbers(spec, sampler)[0] if spec.search.strategy in ("coarse_to_fine", "tpe") else None
+    numbers = list(range(n)) if first is None else first[:n]
+    rows = []
+    for plan in plans_for(spec, numbers, sampler.propose(numbers, []), 0):
+        rows.append({"number": plan.number, "round": plan.round, **plan.values})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- study
+class Study:
+    """A study in storage: its spec, trials, best trial, boxes, curves and a DataFrame export."""
+
+    def __init__(self, storage: Storage | str, study: int | str) -> None:
+        self.storage = open_storage(storage)
+        self.record = self.storage.get_study(study)
+        self.id = self.record.id
+        self.name = self.record.name
+
+    @classmethod
+    def load(cls, name: str | int, storage: Storage | str) -> Study:
+        """Open an existing study by name or id."""
+        return cls(storage, name)
+
+    def refresh(self) -> Study:
+        self.record = self.storage.get_study(self.id)
+        return self
+
+    @property
+    def spec(self) -> StudySpec:
+        return load_spec(self.record.spec)
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        return self.storage.trials(self.id)
+
+    @property
+    def best_trial(self) -> TrialRecord | None:
+        return self.storage.best_trial(self.id)
+
+    @property
+    def boxes(self) -> dict[int, dict[str, Any]]:
+        return self.storage.boxes(self.id)
+
+    def counts(self) -> dict[str, int]:
+        return self.storage.counts(self.id)
+
+    def curves(self, trial_ids: Sequence[int] | None = None) -> dict[int, list[dict[str, Any]]]:
+        return self.storage.curves(self.id, trial_ids)
+
+    def to_dataframe(self, states: Sequence[str] | None = None):
+        """A pandas DataFrame: one row per trial, ``params_<name>`` columns and metrics."""
+        return self.storage.trials_dataframe(self.id, states)
+
+    def best_model(self):
+        """The best trial's model as a fitted caviar.Classifier."""
+        from caviar.model_io import load
+
+        best = self.best_trial
+        if best is None:
+            raise StorageError(f"study '{self.name}' has no completed trial yet")
+        return load(io.BytesIO(self.storage.load_artifact(best.id, MODEL_ARTIFACT)))
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, {self.counts()})"
+
+
+# ----------------------------------------------------------------------------------------- workers
+def new_worker_id() -> str:
+    """host:pid:random, so a dead local worker can be recognized by its pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _is_dead_local(worker_id: str | None) -> bool:
+    if not worker_id or worker_id.count(":") < 2:
+        return False
+    host, pid, _ = worker_id.rsplit(":", 2)
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def recover_zombies(storage: Storage, study_id: int, stale_after_s: float = STALE_AFTER_S) -> int:
+    """Requeue RUNNING trials of workers that died (dead local pid, or a stale heartbeat)."""
+    n = 0
+    dead = {t.worker_id for t in storage.trials(study_id, [RUNNING]) if _is_dead_local(t.worker_id)}
+    for worker in dead:
+        n += storage.requeue_worker(study_id, worker)
+    return n + storage.requeue_stale(study_id, stale_after_s)
+
+
+class _Heartbeat:
+    """Refreshes the heartbeat of the trials a worker trains, from a background thread."""
+
+    def __init__(self, storage: Storage, trial_ids: list[int], worker_id: str) -> None:
+        self.storage, self.trial_ids, self.worker_id = storage, trial_ids, worker_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY_S):
+            try:
+                self.storage.heartbeat(self.trial_ids, self.worker_id)
+            except Exception:  # a missed beat is retried; the trainer must not die of it
+                continue
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class WorkerContext:
+    """What a worker needs: the spec, its data and storage, and who it is."""
+
+    spec: StudySpec
+    data: PreparedData
+    storage: Storage
+    study_id: int
+    worker_id: str
+
+
+def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
+    """Train one claimed population and finish its trials (FAILED with the error if it breaks)."""
+    spec, storage = ctx.spec, ctx.storage
+    by_number = {r.number: r for r in claimed}
+    halving = None
+    if spec.search.halving is not None:
+        h = spec.search.halving
+        halving = SuccessiveHalving(h.eta, h.min_epochs, spec.search.metric)
+
+    def stream(rows: dict[int, dict]) -> None:
+        for number, row in rows.items():
+            storage.add_curve_rows(by_number[number].id, [row], ctx.worker_id)
+
+    with _Heartbeat(storage, [r.id for r in claimed], ctx.worker_id):
+        try:
+            plans = [plan_from_record(spec, r) for r in claimed]
+            outcomes = train_population(plans, ctx.data, seed=spec.search.seed or 0, metric=spec.search.metric,
+                                        halving=halving, on_epoch=stream)
+        except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
+            for r in claimed:
+                storage.finish_trial(r.id, ctx.worker_id, FAILED, error=f"{type(exc).__name__}: {exc}")
+            return
+    for plan, outcome in zip(plans, outcomes, strict=True):
+        rec = by_number[plan.number]
+        best = storage.best_trial(ctx.study_id)
+        accepted = storage.finish_trial(rec.id, ctx.worker_id, outcome.state, outcome.metrics, outcome.objective,
+                                        outcome.curve)
+        if accepted and outcome.objective is not None and (best is None or outcome.objective > (best.objective or -np.inf)):
+            storage.save_artifact(rec.id, MODEL_ARTIFACT,
+                                  model_file_bytes(plan, outcome, ctx.data, seed=spec.search.seed or 0))
+
+
+def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
+    """Claim and train populations until none is waiting; returns how many trials this worker ran."""
+    done = 0
+    while True:
+        claimed = ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population,
+                                           same_group=True)
+        if not claimed:
+            return done
+        train_claimed(ctx, claimed)
+        done += len(claimed)
+        if on_progress is not None:
+            on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
+
+
+def _process_worker(spec_dict: dict, study_id: int, threads: int) -> None:
+    """Entry point of a worker process: it loads the data itself and works until nothing waits."""
+    from threadpoolctl import threadpool_limits
+
+    spec = load_spec(spec_dict)
+    with threadpool_limits(limits=threads):
+        storage = open_storage(spec.search.storage)
+        ctx = WorkerContext(spec, load_data(spec), storage, study_id, new_worker_id())
+        work(ctx)
+
+
+# -------------------------------------------------------------------------------------------- runs
+def _plan_round(storage: Storage, study_id: int, spec: StudySpec, sampler: Sampler, data: PreparedData,
+                rnd: int, numbers: list[int]) -> None:
+    """Enqueue the round's trials that are not stored yet (idempotent), and store its box."""
+    records = storage.trials(study_id)
+    have = {r.number for r in records}
+    if all(n in have for n in numbers):
+        return
+    history = [o for o in observations(records) if o.round is None or o.round < rnd]
+    if hasattr(sampler, "box_for_round"):
+        storage.add_box(study_id, rnd, sampler.box_for_round(rnd, history).as_dict())
+    plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
+    populations = pack(plans, data.n_features, data.n_classes, spec.search.max_population)
+    items = [
+        {"number": p.number, "params": p.values, "unit": list(p.unit), "round": rnd,
+         "seed": spec.search.seed, "group_key": f"r{rnd}-p{i}"}
+        for i, members in enumerate(populations) for p in members if p.number not in have
+    ]
+    storage.enqueue_trials(study_id, items)
+
+
+def _run_processes(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None,
+                   poll_s: float = 0.5) -> None:
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_process_worker, args=(spec.to_dict(), study_id, threads), daemon=True)
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=poll_s / len(procs))
+            if on_progress is not None:
+                on_progress(storage.counts(study_id), storage.best_trial(study_id))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+
+def _wait_for_round(storage: Storage, study_id: int, numbers: list[int], ctx: WorkerContext,
+                    on_progress: Progress | None, poll_s: float = 1.0) -> None:
+    """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
+    wanted = set(numbers)
+    while True:
+        recover_zombies(storage, study_id)
+        pending = [t for t in storage.trials(study_id, [WAITING, RUNNING]) if t.number in wanted]
+        if not pending:
+            return
+        if any(t.state == WAITING for t in pending):
+            work(ctx, on_progress)
+        else:
+            time.sleep(poll_s)  # another process is training this round's last population
+
+
+def run_study(
+    spec: StudySpec | str | os.PathLike | Mapping[str, Any],
+    *,
+    trials: int | None = None,
+    workers: int | None = None,
+    storage: str | None = None,
+    seed: int | None = None,
+    on_progress: Progress | None = None,
+) -> Study:
+    """Run (or resume) the study a spec describes, and return it.
+
+    ``trials``, ``workers``, ``storage`` and ``seed`` override the spec's ``[search]`` values.
+    """
+    spec = resolve_spec(spec, trials, workers, storage, seed)
+    store = open_storage(spec.search.storage)
+    study_id = store.get_or_create_study(spec.study.name, spec.to_dict(), seed=spec.search.seed,
+                                         metric=spec.search.metric,
+                                         direction="maximize" if spec.search.maximize else "minimize")
+    data = load_data(spec)
+    sampler = spec.sampler()
+    ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
+    store.set_study_status(study_id, "RUNNING")
+    recover_zombies(store, study_id)
+    try:
+        for rnd, numbers in enumerate(round_numbers(spec, sampler)):
+            _plan_round(store, study_id, spec, sampler, data, rnd, numbers)
+            if spec.search.workers > 1:
+                _run_processes(spec, study_id, spec.search.workers, store, on_progress)
+            _wait_for_round(store, study_id, numbers, ctx, on_progress)
+    except BaseException:
+        store.requeue_worker(study_id, ctx.worker_id)
+        raise
+    store.set_study_status(study_id, "COMPLETE")
+    return Study(store, study_id)
