@@ -339,3 +339,14 @@ def best(
 
         written = save_classifier(s.best_model(), save)
         console.print(f"model saved to {written} (load it with caviar.load)")
+
+
+# ---------------------------------------------------------------------------- panda and the web page
+# Their commands live beside their code; these modules import nothing heavy at import time.
+from caviar.panda.commands import ctl, panda  # noqa: E402
+from caviar.web.commands import dashboard, report  # noqa: E402
+
+app.command()(panda)
+app.command()(ctl)
+app.command()(dashboard)
+app.command()(report)

@@ -36,7 +36,8 @@ def save_classifier(clf, path: str | Path | BinaryIO) -> Path | BinaryIO:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz")
-    arrays = {name: _flat(a) for name, a in {**clf.params_, **clf.state_}.items()}
+    # matrices keep (n_in, n_out) even when n_in == 1; only (1, F) vectors become (F,)
+    arrays = {n: a if n.endswith(".W") else _flat(a) for n, a in {**clf.params_, **clf.state_}.items()}
     if clf.standardizer_ is not None:
         d = clf.standardizer_.to_dict()
         arrays["input.mean"], arrays["input.std"] = d["mean"], d["std"]
@@ -68,7 +69,7 @@ def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.nda
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError) as exc:  # TypeError: a .npy
         raise ModelFileError(f"{path}: not a readable .npz model file ({exc.__class__.__name__})") from None
     if HEADER not in arrays:
         raise ModelFileError(f"{path}: not a caviar model file (no {HEADER} header)")
@@ -108,8 +109,9 @@ def load(path: str | Path | BinaryIO):
             if name not in arrays:
                 raise ModelFileError(f"{path}: array {name!r} is missing")
             a = arrays[name].astype(clf.dtype)
-            if a.size != ref[0].size:
-                raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, expected {ref[0].shape}")
+            expected = ref[0].shape if name.endswith(".W") else (ref[0].size,)
+            if a.shape != expected:
+                raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, expected {expected}")
             target[name] = a.reshape(ref[0].shape)
     if "input.mean" in arrays:
         clf.standardizer_ = Standardizer.from_dict({"mean": arrays["input.mean"], "std": arrays["input.std"]})

@@ -22,12 +22,22 @@ def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> 
 
 
 def dense_backward(
-    dz: np.ndarray, x: np.ndarray, W: np.ndarray, need_dx: bool = True
+    dz: np.ndarray,
+    x: np.ndarray,
+    W: np.ndarray,
+    need_dx: bool = True,
+    *,
+    dW_out: np.ndarray | None = None,
+    db_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Return (dx, dW, db) for z = x W + b; dx is skipped for the input layer."""
+    """Return (dx, dW, db) for z = x W + b; dx is skipped for the input layer.
+
+    ``dW_out`` / ``db_out`` let the caller receive the gradients in place (views of one flat
+    gradient buffer, so that the optimizer can update every parameter in a few passes).
+    """
     xt = x.T if x.ndim == 2 else x.transpose(0, 2, 1)
-    dW = np.matmul(xt, dz)
-    db = dz.sum(axis=1, keepdims=True)
+    dW = np.matmul(xt, dz, out=dW_out)
+    db = np.sum(dz, axis=1, keepdims=True, out=db_out)
     dx = np.matmul(dz, W.transpose(0, 2, 1)) if need_dx else None
     return dx, dW, db
 
@@ -71,6 +81,49 @@ def batchnorm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.nda
     return dz, dgamma, dbeta
 
 
+def batchnorm_forward_(
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = BN_EPS
+) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
+    """``batchnorm_forward`` that overwrites ``z`` (with xhat) to save two temporaries and passes.
+
+    For the engine's own fresh pre-activations only; the arithmetic (and so every bit of the
+    result) is the same as ``batchnorm_forward``'s.
+    """
+    n = z.shape[1]
+    if n < 2:
+        raise ValueError("batch norm needs at least 2 samples per batch in training")
+    mu = z.mean(axis=1, keepdims=True)
+    xhat = np.subtract(z, mu, out=z)
+    out = np.multiply(xhat, xhat)
+    var = out.mean(axis=1, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat *= inv
+    np.multiply(xhat, gamma, out=out)
+    out += beta
+    return out, (xhat, inv, gamma), mu, var * (n / (n - 1))
+
+
+def batchnorm_backward_(
+    dy: np.ndarray, cache: tuple, dgamma_out: np.ndarray | None = None, dbeta_out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batchnorm_backward`` that overwrites ``dy`` with dz (same arithmetic, one temporary).
+
+    dgamma and dbeta may be written straight into the caller's gradient buffers.
+    """
+    xhat, inv, gamma = cache
+    n = dy.shape[1]
+    dbeta = np.sum(dy, axis=1, keepdims=True, out=dbeta_out)
+    tmp = np.multiply(dy, xhat)
+    dgamma = np.sum(tmp, axis=1, keepdims=True, out=dgamma_out)
+    np.multiply(xhat, gamma * dgamma, out=tmp)
+    dy *= gamma  # dxhat
+    dy *= n
+    dy -= gamma * dbeta
+    dy -= tmp
+    dy *= inv / n
+    return dy, dgamma, dbeta
+
+
 def update_running(running: np.ndarray, batch: np.ndarray, momentum: np.ndarray) -> np.ndarray:
     """Exponentially weighted average, PyTorch's convention: (1 - m) running + m batch."""
     return (1.0 - momentum) * running + momentum * batch
@@ -86,6 +139,40 @@ def activation_forward(z: np.ndarray, kind: str) -> np.ndarray:
         return np.tanh(z)
     if kind == "sigmoid":
         return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for any z
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def activation_forward_(z: np.ndarray, kind: str) -> np.ndarray:
+    """``activation_forward`` computed in place in ``z`` (same arithmetic); returns ``z``."""
+    if kind == "relu":
+        return np.maximum(z, 0.0, out=z)
+    if kind == "leaky_relu":
+        return np.multiply(z, LEAKY_SLOPE, out=z, where=~(z > 0))
+    if kind == "tanh":
+        return np.tanh(z, out=z)
+    if kind == "sigmoid":
+        z *= 0.5
+        np.tanh(z, out=z)
+        z += 1.0
+        z *= 0.5
+        return z
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def activation_backward_(da: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
+    """``activation_backward`` from the output ``a`` alone, in place in ``da``; returns ``da``.
+
+    The output suffices: for relu and leaky relu, a > 0 exactly where z > 0, so the input z need
+    not be kept (the forward pass computes the activation in place over it).
+    """
+    if kind == "relu":
+        return np.multiply(da, a > 0, out=da)
+    if kind == "leaky_relu":
+        return np.multiply(da, LEAKY_SLOPE, out=da, where=~(a > 0))
+    if kind == "tanh":
+        return np.multiply(da, 1.0 - a * a, out=da)
+    if kind == "sigmoid":
+        return np.multiply(da, a * (1.0 - a), out=da)
     raise ValueError(f"unknown activation {kind!r}")
 
 

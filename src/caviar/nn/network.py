@@ -4,6 +4,10 @@ Layer i (from 0) is ``dense{i}`` then, with batch norm, ``bn{i}`` (and no dense 
 replaces it), then the activation and inverted dropout; the output layer ``out`` feeds the softmax.
 Parameters and running statistics are flat dicts named ``layer.array`` (the model file's names)
 whose arrays carry the population axis first.
+
+Speed: the forward and backward passes work in place on the arrays they create themselves (never
+on their inputs), and ``backward`` can write the gradients into preallocated arrays (``out=``), so a
+training step allocates little and runs few passes over memory.
 """
 
 from __future__ import annotations
@@ -95,39 +99,56 @@ def forward(
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
             rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
             if train:
-                zn, bn_cache, mu, var_unbiased = layers.batchnorm_forward(z, gamma, beta)
+                # z is ours (fresh from the matmul): normalize in place, keep xhat in it
+                z, bn_cache, mu, var_unbiased = layers.batchnorm_forward_(z, gamma, beta)
                 m = np.asarray(bn_momentum, dtype=z.dtype).reshape(K, 1, 1)
                 new_state[rm] = layers.update_running(state[rm], mu, m)
                 new_state[rv] = layers.update_running(state[rv], var_unbiased, m)
             else:
-                zn = layers.batchnorm_eval(z, gamma, beta, state[rm], state[rv])
-        else:
-            zn = z
-        h = layers.activation_forward(zn, arch.activation)
+                z = layers.batchnorm_eval(z, gamma, beta, state[rm], state[rv])
+        # the activation overwrites its input: backward needs only the output (see activation_backward_)
+        h = layers.activation_forward_(z, arch.activation)
         mask = None
         if train and dropout is not None:
             mask = layers.dropout_mask(h.shape[1:], dropout, rngs, h.dtype)
         out = h * mask if mask is not None else h
-        caches.append((a, zn, h, bn_cache, mask))
+        caches.append((a, h, h, bn_cache, mask))
         a = out
     logits = layers.dense_forward(a, params["out.W"], params["out.b"])
     caches.append(a)
     return logits, caches, new_state
 
 
-def backward(arch: Architecture, params: Arrays, caches: list, dlogits: np.ndarray) -> Arrays:
-    """Gradients of the loss with respect to every parameter, from dlogits (K, B, C)."""
-    grads: Arrays = {}
+def backward(
+    arch: Architecture, params: Arrays, caches: list, dlogits: np.ndarray, out: Arrays | None = None
+) -> Arrays:
+    """Gradients of the loss with respect to every parameter, from dlogits (K, B, C).
+
+    With ``out`` (arrays shaped like ``params``, e.g. the views of a flat gradient buffer) the
+    gradients are written into it and it is returned.
+    """
+    grads: Arrays = {} if out is None else out
+
+    def into(name: str) -> np.ndarray | None:
+        return None if out is None else out[name]
+
     a_last = caches[-1]
-    da, grads["out.W"], grads["out.b"] = layers.dense_backward(dlogits, a_last, params["out.W"])
+    da, grads["out.W"], grads["out.b"] = layers.dense_backward(
+        dlogits, a_last, params["out.W"], dW_out=into("out.W"), db_out=into("out.b")
+    )
     for i in reversed(range(len(arch.hidden))):
-        a_in, zn, h, bn_cache, mask = caches[i]
+        a_in, _, h, bn_cache, mask = caches[i]
         if mask is not None:
-            da = da * mask
-        dz = layers.activation_backward(da, zn, h, arch.activation)
+            da *= mask  # da is fresh from the matmul: ours to overwrite
+        dz = layers.activation_backward_(da, h, arch.activation)
         if arch.batchnorm:
-            dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward(dz, bn_cache)
-        da, grads[f"dense{i}.W"], db = layers.dense_backward(dz, a_in, params[f"dense{i}.W"], need_dx=i > 0)
+            dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward_(
+                dz, bn_cache, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
+            )
+        db_out = None if arch.batchnorm else into(f"dense{i}.b")
+        da, grads[f"dense{i}.W"], db = layers.dense_backward(
+            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, dW_out=into(f"dense{i}.W"), db_out=db_out
+        )
         if not arch.batchnorm:
             grads[f"dense{i}.b"] = db
     return grads

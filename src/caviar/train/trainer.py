@@ -4,11 +4,21 @@ The members see the same mini-batches (their order comes from the population's s
 in their per-member hyperparameters and their own random streams (weights, dropout). A member that
 diverges (non-finite loss), stops early or is pruned leaves the population: the arrays are
 compacted so that the others go on at full speed, and its kept weights are set aside.
+
+Speed: gradients go into preallocated arrays and the optimizer updates in cache-sized blocks (see
+``Optimizer.apply``). When K is at least the number of threads, the population is split into that
+many slices of members run side by side on a persistent thread pool, BLAS limited to one thread
+each (numpy releases the GIL in matmuls and ufuncs, and one BLAS thread per slice wastes nothing on
+small matrices); otherwise BLAS threads the matmuls.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +34,44 @@ from caviar.seeding import data_rng, member_rng
 from caviar.train.history import MemberHistory
 
 EVAL_CHUNK = 8192
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_BLAS: dict[str, object] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide thread pool with at least ``workers`` threads (persistent: no start-up per step)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caviar")
+        return _POOL
+
+
+def blas_threads() -> int:
+    """The number of threads BLAS is set to use now (threadpoolctl), or the CPU count if unknown."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
+    except Exception:  # threadpoolctl missing or a library it cannot read
+        counts = []
+    return max(counts) if counts else (os.cpu_count() or 1)
+
+
+def _one_blas_thread() -> AbstractContextManager:
+    """Limit BLAS to one thread (restored on exit); the controller is built once (it scans libraries)."""
+    try:
+        if "controller" not in _BLAS:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["controller"] = ThreadpoolController()
+        return _BLAS["controller"].limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
+    except Exception:
+        return nullcontext()
 
 
 class Callback(Protocol):
@@ -68,7 +116,10 @@ class Trainer:
         dtype: np.dtype | type = np.float32,
         restore_best: bool | None = None,
         shuffle: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """``threads``: slices of the population trained side by side (1: none); None: as many as
+        BLAS threads are set (threadpoolctl), used only when K is at least that number."""
         self.arch = arch
         self.config = train
         self.dtype = np.dtype(dtype)
@@ -77,8 +128,10 @@ class Trainer:
         self.hp = {name: np.broadcast_to(np.asarray(hp[name], dtype=float), (K,)).copy() for name in PER_MEMBER}
         self.rngs = [member_rng(seed, m) for m in self.member_ids]
         self.params, self.state = init_params(arch, self.rngs, self.dtype)
+        self._grads: Arrays = {}
         self.optimizer = Optimizer(train.optimizer)
         self.opt_state = self.optimizer.init(self.params)
+        self.threads = threads
         self.data_rng = data_rng(seed)
         self.shuffle = shuffle
         self.restore_best = train.early_stopping if restore_best is None else restore_best
@@ -100,7 +153,9 @@ class Trainer:
 
     def _refresh_lr(self) -> None:
         c = self.config
-        self.lr = decayed_lr(self.hp["learning_rate"], c.decay, self.hp["lr_decay"], self.epoch, c.epochs, c.decay_every)
+        self.lr = decayed_lr(
+            self.hp["learning_rate"], c.decay, self.hp["lr_decay"], self.epoch, c.epochs, c.decay_every
+        )
 
     def set_hyperparameter(self, name: str, value: float, members: Sequence[int] | None = None) -> None:
         """Change a per-member hyperparameter from the next step on (all members, or those given)."""
@@ -119,19 +174,21 @@ class Trainer:
     # ----- one step --------------------------------------------------------------------------
     def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One gradient step of every active member on the batch; returns (loss, accuracy) (K,)."""
-        hp = self.hp
-        dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
-        logits, caches, new_state = forward(
-            self.arch, self.params, self.state, xb, train=True,
-            bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs,
-        )
-        loss, dlogits = softmax_cross_entropy(logits, yb)
-        grads = backward(self.arch, self.params, caches, dlogits)
+        self._ensure_grads()
+        self.opt_state.step += 1
+        spans = self._spans()
+        new_state = {n: np.empty_like(a) for n, a in self.state.items()}
+        if len(spans) == 1:
+            loss, acc = self._step_members(0, self.K, xb, yb, new_state)
+        else:
+            with _one_blas_thread():
+                pool = _pool(len(spans) - 1)
+                futures = [pool.submit(self._step_members, k0, k1, xb, yb, new_state) for k0, k1 in spans[1:]]
+                parts = [self._step_members(*spans[0], xb, yb, new_state)] + [f.result() for f in futures]
+            loss = np.concatenate([p[0] for p in parts])
+            acc = np.concatenate([p[1] for p in parts])
         self.state = new_state
-        l2 = hp["l2"] if np.any(hp["l2"] > 0) else None
-        self.optimizer.update(self.params, grads, self.opt_state, self.lr, hp, l2=l2, decayed=self._decayed)
         self.step += 1
-        acc = accuracy(logits, yb)
         n = len(yb)
         self._epoch_sums[:, 0] += loss * n
         self._epoch_sums[:, 1] += acc * n
@@ -140,6 +197,52 @@ class Trainer:
         if bad.any():
             self.retire(self.active[bad], "diverged")
         return loss, acc
+
+    def _step_members(
+        self, k0: int, k1: int, xb: np.ndarray, yb: np.ndarray, new_state: Arrays
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forward, backward and update of members k0..k1 (rows of the stacked arrays).
+
+        Members are independent, so slices can run on different threads: each writes only its
+        own rows of the parameters, gradients, optimizer slots and ``new_state``.
+        """
+        rows = slice(k0, k1)
+        hp = {n: v[rows] for n, v in self.hp.items()}
+        params = {n: a[rows] for n, a in self.params.items()}
+        grads = {n: a[rows] for n, a in self._grads.items()}
+        dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
+        logits, caches, state = forward(
+            self.arch, params, {n: a[rows] for n, a in self.state.items()}, xb, train=True,
+            bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs[k0:k1],
+        )
+        loss, dlogits = softmax_cross_entropy(logits, yb)
+        backward(self.arch, params, caches, dlogits, out=grads)
+        for n, a in state.items():
+            new_state[n][rows] = a
+        l2 = hp["l2"] if np.any(hp["l2"] > 0) else None
+        slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
+        self.optimizer.apply(
+            params, grads, slots, self.opt_state.step, self.lr[rows], hp, l2=l2, decayed=self._decayed,
+            overwrite_grads=True,
+        )
+        return loss, accuracy(logits, yb)
+
+    def _spans(self) -> list[tuple[int, int]]:
+        """Row ranges of the population slices run side by side (one range when not threading)."""
+        threads = blas_threads() if self.threads is None else int(self.threads)
+        if self.threads is None:
+            self.threads = threads  # looked up once: threadpoolctl scans the loaded libraries
+        if threads < 2 or threads > self.K:
+            return [(0, self.K)]
+        bounds = np.linspace(0, self.K, threads + 1).round().astype(int)
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _ensure_grads(self) -> None:
+        """Gradient arrays shaped like the parameters, reused from step to step."""
+        g = self._grads
+        if g.keys() != self.params.keys() or any(g[n].shape != a.shape or g[n].dtype != a.dtype
+                                                  for n, a in self.params.items()):
+            self._grads = {n: np.empty_like(a) for n, a in self.params.items()}
 
     # ----- epochs ----------------------------------------------------------------------------
     def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:

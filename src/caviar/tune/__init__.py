@@ -1,5 +1,29 @@
-"""Tuning: search spaces on each hyperparameter's own scale, samplers, and the study spec.
+"""Tuning: search spaces on each hyperparameter's own scale, samplers, studies and their storage.
 
-Import the pieces from their modules (``caviar.tune.space``, ``caviar.tune.samplers``,
-``caviar.tune.spec``); this package itself imports nothing heavy.
+The main entry points are re-exported lazily (so importing a submodule stays light):
+``run_study``, ``Study``, ``load_spec``, ``Space``, ``open_storage``.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "run_study": "caviar.tune.study",
+    "Study": "caviar.tune.study",
+    "preview": "caviar.tune.study",
+    "load_spec": "caviar.tune.spec",
+    "StudySpec": "caviar.tune.spec",
+    "Space": "caviar.tune.space",
+    "open_storage": "caviar.tune.storage",
+    "Storage": "caviar.tune.storage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'caviar.tune' has no attribute {name!r}")

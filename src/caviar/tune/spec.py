@@ -194,6 +194,8 @@ class SearchSection(_Section):
     storage: str | None = None
     metric: Literal[METRICS] = "val_accuracy"  # type: ignore[valid-type]
     max_population: int = Field(64, ge=1)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     halving: HalvingSection | None = None
 
     @property

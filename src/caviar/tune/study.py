@@ -344,6 +344,29 @@ def _run_processes(spec: StudySpec, study_id: int, workers: int, storage: Storag
                 p.terminate()
 
 
+def _run_ray(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None,
+             poll_s: float = 0.5) -> None:
+    """Run ``workers`` worker tasks on a Ray cluster (``search.ray_address``, or a local one).
+
+    Each task is the same worker loop as a local process: it claims populations from the shared
+    storage (which every node must reach: PostgreSQL, or SQLite on a shared disk) until none waits.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise CaviarError("search.executor 'ray' needs ray: pip install 'caviar[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=spec.search.ray_address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    task = ray.remote(num_cpus=1)(_process_worker)
+    pending = [task.remote(spec.to_dict(), study_id, 1) for _ in range(workers)]
+    while pending:
+        done, pending = ray.wait(pending, timeout=poll_s)
+        ray.get(done)  # re-raise a worker's error here
+        if on_progress is not None:
+            on_progress(storage.counts(study_id), storage.best_trial(study_id))
+
+
 def _wait_for_round(storage: Storage, study_id: int, numbers: list[int], ctx: WorkerContext,
                     on_progress: Progress | None, poll_s: float = 1.0) -> None:
     """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
@@ -385,7 +408,9 @@ def run_study(
     try:
         for rnd, numbers in enumerate(round_numbers(spec, sampler)):
             _plan_round(store, study_id, spec, sampler, data, rnd, numbers)
-            if spec.search.workers > 1:
+            if spec.search.executor == "ray":
+                _run_ray(spec, study_id, spec.search.workers, store, on_progress)
+            elif spec.search.workers > 1:
                 _run_processes(spec, study_id, spec.search.workers, store, on_progress)
             _wait_for_round(store, study_id, numbers, ctx, on_progress)
     except BaseException:

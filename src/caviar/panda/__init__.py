@@ -1,0 +1,1 @@
+"""Panda mode: babysit one model, watch its curves, steer its hyperparameters while it trains."""

@@ -1,0 +1,225 @@
+"""Fork: when unsure which way to go, hand the panda's current state over to a small caviar study.
+
+The study's space is centred on the current values, each on its own scale: rates (learning_rate,
+epsilon, l2) log-uniform on [v / f, v * f]; averaging betas (momentum, beta1, beta2, rho) one-minus-log
+with 1 - beta in [(1 - v) / f, (1 - v) * f] (clipped to beta >= 0). Its trials are drawn by the
+study's own random sampler (seeded), so the study is an ordinary caviar study: ``caviar show``,
+``caviar best``, the dashboard all read it.
+
+Two ways to train it:
+
+- ``warm`` (the default): every member starts from the fork checkpoint's weights, batch-norm
+  statistics, optimizer state (Adam's step counter included) and epoch/step counters, and trains
+  ``epochs`` more epochs as one population; a fork taken mid-epoch restarts that epoch from its
+  first batch (same batch order as the session's). Trials are enqueued, claimed and finished in
+  storage exactly like a study worker does, so the study looks like any other.
+- ``warm=False``: :func:`caviar.tune.study.run_study` on the same spec dict, i.e. every trial trains
+  from scratch (its own initial weights from the same study seed) for the whole ``training.epochs``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from caviar.errors import CaviarError, ControlError
+
+if TYPE_CHECKING:
+    from caviar.panda.session import PandaCheckpoint, PandaSession
+
+LOG_NAMES = ("learning_rate", "epsilon", "l2")
+BETA_NAMES = ("momentum", "beta1", "beta2", "rho")
+FORKABLE = LOG_NAMES + BETA_NAMES
+OPTIMIZER_BETAS = {"sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "rmsprop": ("rho",),
+                   "adam": ("beta1", "beta2")}
+MAX_K = 64
+
+
+def default_params(optimizer: str) -> list[str]:
+    """What a fork varies unless told: the learning rate and the optimizer's averaging betas."""
+    return ["learning_rate", *OPTIMIZER_BETAS.get(optimizer, ())]
+
+
+def centered_space(hp: dict[str, float], names: Sequence[str], factor: float) -> dict[str, dict[str, Any]]:
+    """A ``[space]`` table centred on ``hp`` within a factor ``factor`` on each parameter's scale."""
+    space: dict[str, dict[str, Any]] = {}
+    for name in names:
+        v = float(hp[name])
+        if name in LOG_NAMES:
+            if v <= 0:
+                raise ControlError(f"fork: {name} is {v:g}; a log range needs a positive centre")
+            space[name] = {"low": v / factor, "high": v * factor, "scale": "log"}
+        else:
+            gap = 1.0 - v
+            if not 0 < gap <= 1:
+                raise ControlError(f"fork: {name} is {v:g}; a one-minus-log range needs 0 <= {name} < 1")
+            space[name] = {"low": max(0.0, 1.0 - gap * factor), "high": 1.0 - gap / factor, "scale": "one_minus_log"}
+    return space
+
+
+def check_fork_request(session: PandaSession, k: Any, factor: Any, params: Sequence[str] | None,
+                       epochs: Any) -> dict[str, Any]:
+    """Validate a fork request against the session; returns the normalized payload."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= int(k) <= MAX_K:
+        raise ControlError(f"fork: k = {k!r} must be an integer from 2 to {MAX_K}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise ControlError(f"fork: factor = {factor!r} must be a finite number > 1")
+    names = list(params) if params else default_params(session.train_config.optimizer)
+    for name in names:
+        if name not in FORKABLE:
+            raise ControlError(f"fork: cannot vary '{name}'; one of {', '.join(FORKABLE)}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ControlError(f"fork: epochs = {epochs!r} must be an integer >= 1")
+    return {"k": int(k), "factor": float(factor), "params": names, "epochs": epochs}
+
+
+class Fork:
+    """One fork: its study, trained in a background thread (warm start or from scratch)."""
+
+    def __init__(self, session: PandaSession, ckpt: PandaCheckpoint, k: int, factor: float, params: list[str],
+                 epochs: int | None, warm: bool = True, pause: bool = True) -> None:
+        self.session, self.ckpt = session, ckpt
+        self.k, self.factor, self.params, self.warm = k, factor, list(params), warm
+        self.extra_epochs = epochs if epochs is not None else max(1, session.total_epochs - ckpt.epoch)
+        self.center = {n: ckpt.hp[n] for n in self.params}
+        self.name = f"{session.study_name}-fork{len(session.forks) + 1}"
+        self.status = "running"
+        self.error: str | None = None
+        self.best: dict[str, Any] | None = None
+        self.spec_dict = self._spec_dict()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def _spec_dict(self) -> dict[str, Any]:
+        s, ck = self.session, self.ckpt
+        d = s.stored_spec()
+        d["study"]["name"] = self.name
+        for name, value in ck.hp.items():
+            if name == "dropout":
+                d["model"]["dropout"] = value
+            elif name in d["training"]:
+                d["training"][name] = value
+        d["training"]["epochs"] = ck.epoch + self.extra_epochs  # warm: more epochs; scratch: the same total
+        d["search"].update(strategy="random", trials=self.k, storage=s.storage_url, seed=s.seed,
+                           max_population=max(self.k, d["search"].get("max_population", 1)), workers=1)
+        d["space"] = centered_space(ck.hp, self.params, self.factor)
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        return {"study": self.name, "storage": self.session.storage.url, "k": self.k, "warm": self.warm, "status": self.status, "params": self.params,
+                "factor": self.factor, "center": self.center, "epochs": self.spec_dict["training"]["epochs"],
+                "from_step": self.ckpt.step, "from_epoch": self.ckpt.epoch, "best": self.best, "error": self.error}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            if self.warm:
+                self._run_warm()
+            else:
+                from caviar.tune.study import run_study
+
+                run_study(self.spec_dict)
+            best = self.session.storage.best_trial(self.session.storage.get_study(self.name).id)
+            if best is not None:
+                self.best = {"number": best.number, "params": best.params, "objective": best.objective,
+                             "metrics": {k: v for k, v in best.metrics.items() if isinstance(v, (int, float))}}
+            self.status = "done"
+        except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+        with self.session._cond:
+            self.session.version += 1
+            self.session._cond.notify_all()
+
+    def _run_warm(self) -> None:
+        """Train the fork's trials as one population starting from the checkpoint's state."""
+        from caviar.optim.optimizers import OptimizerState
+        from caviar.train.trainer import Trainer, hyperparameters_from
+        from caviar.tune.runner import STATE_OF_STATUS, TrialOutcome, model_file_bytes
+        from caviar.tune.spec import load_spec
+        from caviar.tune.study import MODEL_ARTIFACT, new_worker_id, plans_for
+
+        s, ck = self.session, self.ckpt
+        spec = load_spec(self.spec_dict)
+        store = s.storage
+        study_id = store.create_study(self.name, spec.to_dict(), seed=spec.search.seed, metric=spec.search.metric,
+                                      direction="maximize" if spec.search.maximize else "minimize")
+        numbers = list(range(self.k))
+        plans = plans_for(spec, numbers, spec.sampler().propose(numbers, []), 0)
+        store.enqueue_trials(study_id, [{"number": p.number, "params": p.values, "unit": list(p.unit), "round": 0,
+                                         "seed": s.seed, "group_key": "fork"} for p in plans])
+        worker = new_worker_id()
+        claimed = {r.number: r for r in store.claim_trials(study_id, worker, limit=self.k, same_group=True)}
+        store.set_study_status(study_id, "RUNNING")
+        try:
+            first = plans[0]
+            hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
+            t = Trainer(s.arch, first.train, hp, numbers, seed=s.seed, dtype=np.dtype(s.dtype))
+            src = ck.trainer
+            t.params = {n: np.repeat(a, self.k, axis=0) for n, a in src.params.items()}
+            t.state = {n: np.repeat(a, self.k, axis=0) for n, a in src.state.items()}
+            t.opt_state = OptimizerState(src.opt_state.step, {
+                slot: {n: np.repeat(a, self.k, axis=0) for n, a in arrays.items()}
+                for slot, arrays in src.opt_state.slots.items()})
+            t.data_rng.bit_generator.state = ck.epoch_rng_state or src.rng_state
+            t.epoch, t.step = src.epoch, src.step
+            t.set_hyperparameter("learning_rate", t.hp["learning_rate"].copy())  # decay at this epoch
+
+            class _Stream:
+                def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> None:
+                    for k, row in rows.items():
+                        store.add_curve_rows(claimed[k].id, [row], worker)
+
+            data = s.data
+            has_val = len(data.y_val) > 0
+            t.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
+                  callbacks=[_Stream()])
+            params, state = t.stacked_kept()
+            test = _evaluate(s, params, state)
+        except BaseException:
+            store.requeue_worker(study_id, worker)
+            raise
+        best_objective = -np.inf
+        for k, plan in enumerate(plans):
+            hist = t.histories[k]
+            row = hist.best_row()
+            metrics = {key: row[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+                       if key in row}
+            metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch,
+                           warm_start_step=src.step)
+            if test is not None:
+                metrics.update(test_loss=float(test[0][k]), test_accuracy=float(test[1][k]))
+            state_name = STATE_OF_STATUS[hist.status]
+            value = metrics.get(spec.search.metric)
+            objective = spec.search.objective(value) if state_name == "COMPLETE" and value is not None else None
+            if objective is not None and not math.isfinite(objective):
+                objective = None
+            store.finish_trial(claimed[k].id, worker, state_name, metrics, objective, list(hist.rows))
+            if objective is not None and objective > best_objective:
+                best_objective = objective
+                outcome = TrialOutcome(plan.number, state_name, metrics, objective, list(hist.rows),
+                                       {n: a[k] for n, a in params.items()}, {n: a[k] for n, a in state.items()})
+                store.save_artifact(claimed[k].id, MODEL_ARTIFACT,
+                                    model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype))
+        store.set_study_status(study_id, "COMPLETE")
+
+
+def _evaluate(session: PandaSession, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    from caviar.nn.losses import accuracy, softmax_cross_entropy
+    from caviar.nn.network import forward
+
+    X, y = session.data.X_test, session.data.y_test
+    if not len(y):
+        return None
+    with np.errstate(all="ignore"):
+        logits, _, _ = forward(session.arch, params, state, X, train=False)
+        loss, _ = softmax_cross_entropy(logits, y)
+    return loss, accuracy(logits, y)

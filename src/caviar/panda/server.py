@@ -1,0 +1,295 @@
+"""The panda's web server: the page, its state and curves, a live stream, and the controls (FastAPI).
+
+Reading is open (GET: the page, ``/api/state``, ``/api/curves``, ``/api/stream``); every changing
+request (POST) needs the session's token, as ``Authorization: Bearer T`` or ``X-Caviar-Token: T``:
+missing -> 401, wrong -> 403. Bodies are checked by pydantic models and then by caviar's validation
+rules; every refusal is a JSON ``{"error": "one line"}`` with a 4xx status and leaves the training
+untouched. The server reads no file but the package's own page and plotly.js.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import secrets
+import socket
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from caviar.errors import ControlError
+from caviar.panda.fork import FORKABLE, MAX_K
+from caviar.panda.session import HYPERPARAMETERS, PandaSession, canonical_name
+
+CONTROL_TIMEOUT_S = 30.0
+STREAM_INTERVAL_S = 0.25
+
+
+# ------------------------------------------------------------------------------------------ bodies
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+def _rate(**kw: Any) -> Any:
+    return Field(None, allow_inf_nan=False, **kw)
+
+
+class SetBody(_Body):
+    """``POST /api/set``: the hyperparameters to change (short names lr, eps, weight_decay accepted)."""
+
+    learning_rate: float | None = _rate(gt=0, alias="lr")
+    momentum: float | None = _rate(ge=0, lt=1)
+    beta1: float | None = _rate(ge=0, lt=1)
+    beta2: float | None = _rate(ge=0, lt=1)
+    rho: float | None = _rate(ge=0, lt=1)
+    epsilon: float | None = _rate(gt=0, alias="eps")
+    l2: float | None = _rate(ge=0, alias="weight_decay")
+    dropout: float | None = _rate(ge=0, lt=1)
+    bn_momentum: float | None = _rate(gt=0, le=1)
+    lr_decay: float | None = _rate(ge=0)
+
+    def changes(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class RollbackBody(_Body):
+    """``POST /api/rollback``: the id of the checkpoint to go back to."""
+
+    checkpoint: int = Field(ge=0)
+
+
+class CheckpointBody(_Body):
+    """``POST /api/checkpoint``: an optional label."""
+
+    label: str = Field("", max_length=80)
+
+
+class ForkBody(_Body):
+    """``POST /api/fork``: how many variants, within which factor of the current values, for how long."""
+
+    k: int = Field(8, ge=2, le=MAX_K)
+    factor: float = Field(2.0, gt=1, allow_inf_nan=False)
+    params: list[str] | None = None
+    epochs: int | None = Field(None, ge=1)
+    warm: bool = True
+    pause: bool = True
+
+
+# ------------------------------------------------------------------------------------------ errors
+def _one_line(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    where = ".".join(loc)
+    if err.get("type") == "extra_forbidden":
+        name = loc[-1] if loc else "?"
+        try:
+            canonical_name(name)
+        except ControlError as exc:
+            return str(exc)
+        return f"'{name}' is not a field of this request"
+    msg = str(err.get("msg", "invalid")).replace("Input should", "should")
+    given = err.get("input")
+    if err.get("type") == "missing":
+        return f"{where}: is missing"
+    return f"{where}: {given!r} {msg}" if where else f"{msg} (got {given!r})"
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """plotly.js from the installed plotly package (no CDN)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _static(name: str) -> str:
+    return resources.files("caviar.panda").joinpath("static", name).read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ the app
+def create_app(session: PandaSession, token: str) -> Any:
+    """The FastAPI app serving one session; POSTs need ``token``."""
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    if not token:
+        raise ControlError("the panda server needs a non-empty token")
+    app = FastAPI(title="caviar panda", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.session = session
+    app.state.should_stop = lambda: False
+
+    class _Refused(Exception):
+        def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+            self.status, self.message, self.headers = status, message, headers
+
+    @app.exception_handler(_Refused)
+    async def _refused(_: Request, exc: _Refused) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        message = _one_line(errors[0]) if errors else "invalid request"
+        return JSONResponse({"error": message}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    def require_token(request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-caviar-token")
+        if not given:
+            raise _Refused(401, "missing token: send 'Authorization: Bearer <token>' or 'X-Caviar-Token: <token>'",
+                           {"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise _Refused(403, "wrong token")
+
+    def control(kind: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            result = session.submit(kind, payload).wait(CONTROL_TIMEOUT_S)
+        except ControlError as exc:
+            status = 409 if "stopped" in str(exc) or "diverged" in str(exc) or "finished" in str(exc) else 400
+            raise _Refused(status, str(exc)) from None
+        return {"ok": True, "result": result, "state": _brief(session)}
+
+    auth = [Depends(require_token)]
+
+    # ---- reading (open)
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_static("panda.html"), headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/panda.js")
+    def page_js() -> Response:
+        return Response(_static("panda.js"), media_type="text/javascript")
+
+    @app.get("/static/plotly.min.js")
+    def plotly() -> Response:
+        return Response(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/api/state")
+    def state() -> dict[str, Any]:
+        return session.state()
+
+    @app.get("/api/curves")
+    def curves(since: int | None = None) -> dict[str, Any]:
+        return session.curves(since)
+
+    @app.get("/api/stream")
+    async def stream(request: Request, since: int | None = None, max_events: int | None = None) -> StreamingResponse:
+        async def events():
+            sent, generation, last_step = -1, None, since
+            n = 0
+            while not app.state.should_stop():
+                if session.version != sent:
+                    sent = session.version
+                    reset = generation is not None and generation != session.generation
+                    data = await run_in_threadpool(session.curves, None if reset else last_step)
+                    st = await run_in_threadpool(session.state)
+                    reset = reset or (generation is not None and generation != data["generation"])
+                    generation = data["generation"]
+                    if data["steps"]:
+                        last_step = data["steps"][-1]["step"]
+                    elif reset:
+                        last_step = None
+                    payload = {"reset": reset, "state": st, "steps": data["steps"], "epochs": data["epochs"]}
+                    yield f"data: {json.dumps(payload)}\n\n"
+                    n += 1
+                    if max_events is not None and n >= max_events:
+                        return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(STREAM_INTERVAL_S)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # ---- controls (token)
+    @app.post("/api/pause", dependencies=auth)
+    def pause() -> dict[str, Any]:
+        return control("pause")
+
+    @app.post("/api/resume", dependencies=auth)
+    def resume() -> dict[str, Any]:
+        return control("resume")
+
+    @app.post("/api/set", dependencies=auth)
+    def set_(body: SetBody) -> dict[str, Any]:
+        changes = body.changes()
+        if not changes:
+            raise _Refused(422, f"nothing to set: give at least one of {', '.join(HYPERPARAMETERS)}")
+        return control("set", {"changes": changes})
+
+    @app.post("/api/checkpoint", dependencies=auth)
+    def checkpoint(body: CheckpointBody | None = None) -> dict[str, Any]:
+        return control("checkpoint", {"label": body.label if body else ""})
+
+    @app.post("/api/rollback", dependencies=auth)
+    def rollback(body: RollbackBody) -> dict[str, Any]:
+        known = [c["id"] for c in session.state()["checkpoints"]]
+        if body.checkpoint not in known:
+            raise _Refused(404, f"no checkpoint {body.checkpoint}; known: {', '.join(map(str, known)) or 'none'}")
+        return control("rollback", {"checkpoint": body.checkpoint})
+
+    @app.post("/api/stop", dependencies=auth)
+    def stop() -> dict[str, Any]:
+        return control("stop")
+
+    @app.post("/api/fork", dependencies=auth)
+    def fork(body: ForkBody | None = None) -> dict[str, Any]:
+        body = body or ForkBody()
+        for name in body.params or ():
+            if name not in FORKABLE:
+                raise _Refused(422, f"params: cannot vary '{name}'; one of {', '.join(FORKABLE)}")
+        try:
+            c = session.fork(k=body.k, factor=body.factor, params=body.params, epochs=body.epochs, warm=body.warm,
+                             pause=body.pause)
+            result = c.wait(CONTROL_TIMEOUT_S)
+        except ControlError as exc:
+            raise _Refused(409 if "stopped" in str(exc) or "diverged" in str(exc) else 400, str(exc)) from None
+        return {"ok": True, "result": result, "state": _brief(session)}
+
+    return app
+
+
+def _brief(session: PandaSession) -> dict[str, Any]:
+    return {"status": session.status, "step": session.step, "epoch": session.epoch, "hp": session.hp}
+
+
+# ------------------------------------------------------------------------------------------ serving
+def bind_socket(host: str = "127.0.0.1", port: int | None = None) -> socket.socket:
+    """A listening socket on (host, port), or a free port; a port in use is a one-line ControlError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, int(port or 0)))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ControlError(f"port {port} on {host} is already in use; choose another with --port, "
+                               "or leave --port out for a free one") from None
+        raise ControlError(f"cannot listen on {host}:{port or 0}: {exc.strerror or exc}") from None
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app: Any, log_level: str = "warning") -> Any:
+    """A uvicorn server for ``app`` (run it with ``server.run(sockets=[sock])``); the stream ends on exit."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2, lifespan="off")
+    server = uvicorn.Server(config)
+    app.state.should_stop = lambda: server.should_exit
+    return server
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,0 +1,1 @@
+"""The dashboard (FastAPI) and the static report: pictures of studies, read from storage."""

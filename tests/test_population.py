@@ -1,0 +1,175 @@
+"""Population equivalence (float64): K members trained together equal K solo runs.
+
+A member's weights and dropout masks come from its id, the batch order from the seed, and every
+hyperparameter is per member, so stacking members must not change any of them: not their weights,
+not their curves, not their fate (diverged, stopped early, done) nor the weights they keep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from caviar.config import TrainConfig
+from caviar.nn.network import Architecture
+from caviar.train.trainer import Trainer, hyperparameters_from
+
+N_IN, C = 8, 3
+IDS = [3, 7, 11, 20]
+
+
+def blobs(n: int, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).standard_normal((C, N_IN)) * 1.5
+    y = rng.integers(0, C, size=n)
+    return centers[y] + noise * rng.standard_normal((n, N_IN)), y
+
+
+X, Y = blobs(150, 0)
+X_VAL, Y_VAL = blobs(60, 1)
+
+
+def population(arch, cfg, values, ids, seed=5, **kw) -> Trainer:
+    return Trainer(arch, cfg, hyperparameters_from(values, cfg, dropout=0.0), member_ids=ids, seed=seed,
+                   dtype=np.float64, **kw)
+
+
+def solo_runs(arch, cfg, values, ids, epochs=None, val=True):
+    out = []
+    for v, m in zip(values, ids, strict=True):
+        t = population(arch, cfg, [v], [m])
+        t.fit(X, Y, X_VAL if val else None, Y_VAL if val else None, epochs=epochs)
+        out.append(t)
+    return out
+
+
+def assert_same_member(pop: Trainer, k: int, solo: Trainer, tol: float = 1e-10) -> None:
+    hp, hs = pop.histories[k], solo.histories[0]
+    assert hp.member_id == hs.member_id
+    assert (hp.status, hp.best_epoch, hp.stopped_epoch) == (hs.status, hs.best_epoch, hs.stopped_epoch)
+    assert len(hp.rows) == len(hs.rows)
+    for rp, rs in zip(hp.rows, hs.rows, strict=True):
+        assert rp.keys() == rs.keys()
+        for key in rp:
+            np.testing.assert_allclose(rp[key], rs[key], rtol=tol, atol=tol, err_msg=key)
+    for part in (0, 1):  # params, state
+        kp, ks = pop.kept[k][part], solo.kept[0][part]
+        assert kp.keys() == ks.keys()
+        for name in kp:
+            np.testing.assert_allclose(kp[name], ks[name], rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_population_equals_solo_runs(optimizer: str) -> None:
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(16, 12), activation="relu", batchnorm=True)
+    cfg = TrainConfig(optimizer=optimizer, batch_size=32, epochs=6, decay="inverse_time")
+    values = [
+        {"learning_rate": 1e-2, "beta1": 0.9, "beta2": 0.999, "momentum": 0.9, "l2": 0.0, "dropout": 0.0,
+         "lr_decay": 0.1},
+        {"learning_rate": 3e-3, "beta1": 0.8, "beta2": 0.99, "momentum": 0.5, "l2": 1e-3, "dropout": 0.2,
+         "lr_decay": 0.0},
+        {"learning_rate": 2e-2, "beta1": 0.95, "beta2": 0.9999, "momentum": 0.95, "l2": 1e-2, "dropout": 0.5,
+         "bn_momentum": 0.3},
+        {"learning_rate": 1e-3, "beta1": 0.5, "beta2": 0.9, "momentum": 0.0, "l2": 1e-4, "dropout": 0.1,
+         "epsilon": 1e-6},
+    ]
+    pop = population(arch, cfg, values, IDS)
+    pop.fit(X, Y, X_VAL, Y_VAL)
+    solos = solo_runs(arch, cfg, values, IDS)
+    for k, solo in enumerate(solos):
+        assert_same_member(pop, k, solo)
+    params, state = pop.stacked_kept()
+    assert params["dense0.W"].shape == (4, N_IN, 16)
+    for k, solo in enumerate(solos):
+        np.testing.assert_allclose(params["out.W"][k], solo.kept[0][0]["out.W"], rtol=1e-10, atol=1e-12)
+    # the members really differ (different ids and hyperparameters)
+    assert not np.allclose(params["out.W"][0], params["out.W"][1])
+
+
+def test_member_randomness_comes_from_its_id() -> None:
+    """The same id gives the same initial weights whatever its position or its neighbours."""
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(5,))
+    cfg = TrainConfig()
+    a = population(arch, cfg, [{}] * 3, [1, 2, 3])
+    b = population(arch, cfg, [{}] * 2, [3, 9])
+    np.testing.assert_array_equal(a.params["dense0.W"][2], b.params["dense0.W"][0])
+    assert not np.array_equal(a.params["dense0.W"][0], a.params["dense0.W"][1])
+
+
+def test_diverged_member_is_masked_out() -> None:
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(16,), activation="relu", batchnorm=False)
+    cfg = TrainConfig(optimizer="sgd", batch_size=25, epochs=5)
+    values = [{"learning_rate": 0.05}, {"learning_rate": 1e6}, {"learning_rate": 0.1}]
+    ids = [0, 1, 2]
+    pop = population(arch, cfg, values, ids)
+    with np.errstate(all="ignore"):
+        pop.fit(X, Y, X_VAL, Y_VAL)
+        solos = solo_runs(arch, cfg, values, ids)
+    bad = pop.histories[1]
+    assert bad.status == "diverged"
+    assert bad.stopped_epoch is not None and bad.stopped_epoch < cfg.epochs
+    assert solos[1].histories[0].status == "diverged"
+    for k in (0, 2):
+        assert pop.histories[k].status == "done"
+        assert len(pop.histories[k].rows) == cfg.epochs
+        assert all(np.all(np.isfinite(a)) for a in pop.kept[k][0].values())
+        assert_same_member(pop, k, solos[k])
+    assert pop.K == 0 and sorted(pop.kept) == [0, 1, 2]
+
+
+def test_divergence_mid_epoch_compacts_the_population() -> None:
+    """The diverging member leaves at the step it goes non-finite; the rest keep training that epoch."""
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(16,), activation="relu", batchnorm=False)
+    cfg = TrainConfig(optimizer="sgd", batch_size=10, epochs=1)
+    pop = population(arch, cfg, [{"learning_rate": 1e100}, {"learning_rate": 0.05}], [0, 1])
+    with np.errstate(all="ignore"):
+        pop.train_epoch(X, Y)  # 15 steps; lr 1e100 overflows within 3
+    assert pop.K == 1 and list(pop.active) == [1]
+    assert pop.histories[0].status == "diverged"
+    assert pop.params["out.W"].shape[0] == 1 and pop.opt_state.step == pop.step
+    rows = pop.end_epoch(X_VAL, Y_VAL)
+    assert list(rows) == [1] and np.isfinite(rows[1]["train_loss"])
+
+
+def test_early_stopping_restores_best_weights() -> None:
+    # noisy labels, a big network and a large learning rate: the validation loss turns up quickly
+    rng = np.random.default_rng(3)
+    Xn, Yn = blobs(60, 4, noise=2.5)
+    Yn = np.where(rng.random(60) < 0.3, rng.integers(0, C, 60), Yn)
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(64, 64), activation="relu", batchnorm=True)
+    cfg = TrainConfig(optimizer="adam", learning_rate=2e-2, batch_size=20, epochs=60, early_stopping=True,
+                      patience=3)
+    values = [{"learning_rate": 2e-2}, {"learning_rate": 2e-4}]
+    pop = population(arch, cfg, values, [0, 1])
+    pop.fit(Xn, Yn, X_VAL, Y_VAL)
+    h = pop.histories[0]
+    assert h.status == "stopped"
+    val = h.curve("val_loss")
+    assert h.best_epoch == int(np.argmin(val))
+    assert len(h.rows) == h.best_epoch + 1 + cfg.patience
+    assert h.best_row()["val_loss"] == val.min()
+    # kept weights = the best epoch's: replay the member alone for best_epoch + 1 epochs
+    replay = population(arch, TrainConfig(**{**cfg.__dict__, "early_stopping": False}), [values[0]], [0])
+    replay.fit(Xn, Yn, epochs=h.best_epoch + 1)
+    kept_params, kept_state = pop.stacked_kept()
+    for name, a in replay.kept[0][0].items():
+        np.testing.assert_allclose(kept_params[name][0], a, rtol=1e-10, atol=1e-12, err_msg=name)
+    for name, a in replay.kept[0][1].items():
+        np.testing.assert_allclose(kept_state[name][0], a, rtol=1e-10, atol=1e-12, err_msg=name)
+    # the slow member was not disturbed by its neighbour leaving: same as alone
+    solo = population(arch, cfg, [values[1]], [1])
+    solo.fit(Xn, Yn, X_VAL, Y_VAL)
+    assert_same_member(pop, 1, solo)
+
+
+def test_stacked_kept_needs_finish() -> None:
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(4,))
+    pop = population(arch, TrainConfig(batch_size=50), [{}, {}], [0, 1])
+    with pytest.raises(RuntimeError, match="finish"):
+        pop.stacked_kept()
+    pop.train_epoch(X, Y)
+    pop.end_epoch()
+    pop.finish()
+    params, _ = pop.stacked_kept()
+    assert params["out.W"].shape == (2, 4, C)
+    assert [h.status for h in pop.histories] == ["done", "done"]
