@@ -30,7 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+# OpenMP threads (torch's) that spin while idle steal the core BLAS or another process needs: on a
+# shared or small machine that slows torch many-fold. Sleeping idle threads keeps the anchor fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import describe_blas, interleaved, matmul_gflops, set_threads, table, timed  # noqa: E402

@@ -121,6 +121,15 @@ def test_partial_fit_in_order_equals_trainer(dtype: str) -> None:
     assert not np.allclose(other.params_["out.W"], clf.params_["out.W"])
 
 
+def test_partial_fit_with_early_stopping_never_retires(iris) -> None:
+    """partial_fit is one pass: early stopping must not take the only member away (was an IndexError)."""
+    X, y = iris
+    clf = Classifier(hidden=(8,), early_stopping=True, patience=1, learning_rate=1.0, optimizer="sgd")
+    for _ in range(25):  # lr 1.0: the training loss stops improving (pass 11 without the fix)
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert clf.n_iter_ == 25 and clf.predict(X).shape == (150,)
+
+
 def test_partial_fit_unknown_label_is_refused(iris) -> None:
     X, y = iris
     clf = Classifier(hidden=(4,)).partial_fit(X[y < 2], y[y < 2], classes=[0, 1])

@@ -182,8 +182,9 @@ def test_boxes_figure_draws_rectangles_over_trials(client: TestClient) -> None:
 
 def test_curves_figure_for_selected_trials(client: TestClient) -> None:
     fig = fig_json(client, "curves", trials="0,3")
-    names = {t["name"] for t in fig["data"]}
-    assert {"#0 val_loss", "#0 train_loss", "#3 val_accuracy"} <= names
+    curves = {t["meta"] for t in fig["data"]}
+    assert {"#0 val_loss", "#0 train_loss", "#3 val_accuracy", "#3 train_accuracy"} <= curves
+    assert sorted(t["name"] for t in fig["data"] if t.get("showlegend")) == ["#0", "#3"]  # one entry per trial
     assert fig["layout"]["meta"]["trials"] == [0, 3]
 
 
@@ -291,3 +292,34 @@ def test_dashboard_does_not_create_a_missing_database(tmp_path) -> None:
     with pytest.raises(StorageError, match="no study storage"):
         create_app(str(missing))
     assert not missing.exists()
+
+
+def _next_data(lines) -> dict:
+    """The JSON of the next ``data:`` line of an event stream."""
+    for line in lines:
+        if line.startswith("data:"):
+            return json.loads(line[len("data:"):])
+    raise AssertionError("the event stream ended")
+
+
+def test_events_follow_a_running_study(tmp_path) -> None:
+    """A trial claimed and then finished by a worker shows up as two new events, no page reload needed."""
+    from caviar.tune.storage import Storage
+
+    store = Storage(str(tmp_path / "live.db"))
+    sid = store.create_study("live", tiny_spec(str(tmp_path / "live.db"), "live"))
+    store.set_study_status(sid, "RUNNING")
+    store.enqueue_trials(sid, [{"number": n, "params": {"learning_rate": 1e-3, "beta1": 0.9, "l2": 1e-5},
+                                "round": 0} for n in range(2)])
+    with TestClient(create_app(store, poll_s=0.02)) as c, c.stream("GET", "/api/studies/live/events") as r:
+        lines = r.iter_lines()
+        first = _next_data(lines)
+        assert first["counts"]["WAITING"] == 2 and first["status"] == "RUNNING"
+        (claimed,) = store.claim_trials(sid, "w1", limit=1)
+        running = _next_data(lines)
+        assert running["counts"]["RUNNING"] == 1 and running["counts"]["WAITING"] == 1
+        store.add_curve_rows(claimed.id, [{"epoch": 0, "val_accuracy": 0.5}], "w1")
+        assert _next_data(lines)["running_epochs"] == 1  # live curves: a new epoch is news too
+        store.finish_trial(claimed.id, "w1", "COMPLETE", {"val_accuracy": 0.9}, objective=0.9)
+        done = _next_data(lines)
+        assert done["counts"]["COMPLETE"] == 1 and done["best"] == pytest.approx(0.9)

@@ -130,7 +130,7 @@ def test_encode_decode_round_trip() -> None:
         assert space.decode(again) == values
         floats = [i for i, p in enumerate(space) if isinstance(p, FloatParam)]
         np.testing.assert_allclose(again[floats], u[floats], atol=1e-9)
-    assert space.names == ("learning_rate", "beta2", "dropout", "batch_size", "depth", "hidden", "optimizer")
+    assert space.names == ("batch_size", "beta2", "depth", "dropout", "hidden", "learning_rate", "optimizer")  # by name
     assert Space.from_dict(space.as_dict()) == space
 
 

@@ -351,7 +351,7 @@ def test_many_processes_claim_each_trial_once(url: str, workers) -> None:
     sid = s.create_study("crowd", SPEC)
     s.enqueue_trials(sid, _items(range(200)))
     barrier = manager.Barrier(4)
-    results = pool.starmap(_drain, [(url, sid, f"w{i}", barrier) for i in range(4)], chunksize=1)
+    results = pool.starmap_async(_drain, [(url, sid, f"w{i}", barrier) for i in range(4)], chunksize=1).get(180)
     assert len({pid for pid, _ in results}) == 4
     numbers = sorted(n for _, done in results for n in done)
     assert numbers == list(range(200))  # every trial finished, none twice
@@ -367,7 +367,7 @@ def test_many_processes_claim_each_trial_once(url: str, workers) -> None:
 def test_many_processes_open_a_new_database(url: str, workers) -> None:
     pool, manager = workers
     barrier = manager.Barrier(4)
-    results = pool.starmap(_open_and_create, [(url, barrier)] * 4, chunksize=1)
+    results = pool.starmap_async(_open_and_create, [(url, barrier)] * 4, chunksize=1).get(180)
     assert len({pid for pid, _ in results}) == 4
     assert len({sid for _, sid in results}) == 1
     assert [st.name for st in Storage(url).list_studies()] == ["shared"]

@@ -7,7 +7,7 @@ errors subclass it). It drops into Pipeline, cross_val_score and GridSearchCV.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -173,6 +173,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         trainer = getattr(self, "_trainer", None)
         if trainer is None or trainer.K == 0:
             trainer = self._new_trainer(X.shape[1])
+            trainer.config = replace(trainer.config, early_stopping=False)  # one pass: never retire
             if hasattr(self, "params_"):
                 trainer.params = {n: a[None].copy() for n, a in self.params_.items()}
                 trainer.state = {n: a[None].copy() for n, a in self.state_.items()}

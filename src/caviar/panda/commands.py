@@ -27,7 +27,8 @@ def panda(
     spec: Annotated[Path, typer.Argument(help="The study spec (TOML): its fixed values, tuned ones at their midpoint")],
     port: Annotated[int | None, typer.Option(help="Port to listen on (default: a free one)")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    token: Annotated[str | None, typer.Option(envvar="CAVIAR_TOKEN", help="Token for controls (default: random)")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CAVIAR_TOKEN", help="Token for controls (default: random)")] = (
+        None),
     storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL or SQLite file (default: the spec's)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default: the spec's training.epochs)")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Automatic checkpoint every N epochs (0: none)")] = 1,
@@ -123,7 +124,7 @@ def ctl(
     factor: Annotated[float, typer.Option(help="fork: range factor around the current values")] = 2.0,
     params: Annotated[str | None, typer.Option(help="fork: names to vary, comma-separated")] = None,
     epochs: Annotated[int | None, typer.Option(help="fork: epochs to train (default: the rest)")] = None,
-    scratch: Annotated[bool, typer.Option("--scratch", help="fork: train from scratch, not the current weights")] = False,
+    scratch: Annotated[bool, typer.Option("--scratch", help="fork: train from scratch, not from the weights")] = False,
     keep_training: Annotated[bool, typer.Option("--keep-training", help="fork: do not pause the session")] = False,
     label: Annotated[str, typer.Option(help="checkpoint: a label")] = "",
 ) -> None:
@@ -205,7 +206,8 @@ def _print_result(action: str, answer: dict[str, Any]) -> None:
         out.print("checkpoints  " + ", ".join(f"#{c['id']} {c['label']} (step {c['step']})" for c in s["checkpoints"]))
         shown = [e for e in s["events"] if not (e["kind"] == "checkpoint" and e["payload"].get("label") == "auto")]
         for e in shown[-5:]:
-            out.print(f"  step {e['step']}: {e['kind']} {json.dumps(e['payload'])}" + ("  (undone)" if e["undone"] else ""))
+            undone = "  (undone)" if e["undone"] else ""
+            out.print(f"  step {e['step']}: {e['kind']} {json.dumps(e['payload'])}{undone}")
         for f in s["forks"]:
             out.print(f"fork {f['study']}: {f['k']} trials, {f['status']}")
         return

@@ -109,7 +109,8 @@ class Fork:
         return d
 
     def summary(self) -> dict[str, Any]:
-        return {"study": self.name, "storage": self.session.storage.url, "k": self.k, "warm": self.warm, "status": self.status, "params": self.params,
+        return {"study": self.name, "storage": self.session.storage.url, "k": self.k, "warm": self.warm,
+                "status": self.status, "params": self.params,
                 "factor": self.factor, "center": self.center, "epochs": self.spec_dict["training"]["epochs"],
                 "from_step": self.ckpt.step, "from_epoch": self.ckpt.epoch, "best": self.best, "error": self.error}
 

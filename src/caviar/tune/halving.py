@@ -33,6 +33,8 @@ class SuccessiveHalving:
     def on_epoch_end(self, trainer, rows: dict[int, dict[str, float]]) -> None:
         if trainer.K <= 1 or not self.is_rung(trainer.epoch):
             return None
+        if trainer.epoch >= trainer.config.epochs:  # the members already spent the full budget: keep them
+            return None
         members = np.array([k for k in trainer.active if int(k) in rows])
         if len(members) <= 1:
             return None

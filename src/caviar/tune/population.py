@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, static_key
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of arrays one population may hold
@@ -65,6 +67,8 @@ def pack(
         fit = max(1, memory_budget // bytes_per_member(n_in, n_out, first.model, first.train))
         size = max(1, min(max_population, fit))
         n_chunks = -(-len(members) // size)
-        per_chunk = -(-len(members) // n_chunks)  # balanced chunks: 40 in 2 x 20, not 32 + 8
-        populations += [members[i : i + per_chunk] for i in range(0, len(members), per_chunk)]
+        # balanced chunks, sizes differing by at most one: 40 in 2 x 20 (not 32 + 8), 13 in 4 + 3 x 3 (not 4 x 3 + 1)
+        small, extra = divmod(len(members), n_chunks)
+        bounds = np.cumsum([0] + [small + (i < extra) for i in range(n_chunks)])
+        populations += [members[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return populations

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, forward
 from caviar.prepared import PreparedData
-from caviar.train.trainer import Trainer, hyperparameters_from
+from caviar.train.trainer import Trainer, blas_threads, hyperparameters_from
 from caviar.tune.halving import SuccessiveHalving
 from caviar.tune.population import TrialPlan
 
@@ -57,17 +58,22 @@ def train_population(
     arch = Architecture(data.n_features, data.n_classes, first.model.hidden, first.model.activation,
                         first.model.batchnorm)
     hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
-    trainer = Trainer(arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype))
+    # Slices of the population run side by side on this process's threads, but every matmul runs on
+    # ONE BLAS thread: OpenBLAS's multi-threaded sgemm rounds differently from its single-threaded one
+    # on large operands (evaluation sets), so a trial's numbers would depend on the worker count.
+    trainer = Trainer(arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype),
+                      threads=blas_threads())
     callbacks: list[Any] = []
     if halving is not None:
         callbacks.append(halving)
     if on_epoch is not None:
         callbacks.append(_EpochReporter([p.number for p in plans], on_epoch))
     has_val = len(data.y_val) > 0
-    trainer.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
-                callbacks=callbacks)
-    params, state = trainer.stacked_kept()
-    test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test)
+    with threadpool_limits(limits=1, user_api="blas"):
+        trainer.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
+                    callbacks=callbacks)
+        params, state = trainer.stacked_kept()
+        test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test)
     outcomes = []
     for k, plan in enumerate(plans):
         hist = trainer.histories[k]

@@ -476,10 +476,14 @@ class Space:
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], *, tunable: bool = True) -> Space:
-        """Build a space from a ``[space]`` table; ``tunable=False`` accepts any names (tests, demos)."""
+        """Build a space from a ``[space]`` table; ``tunable=False`` accepts any names (tests, demos).
+
+        Dimensions are ordered by name, so a unit point means the same values however the table
+        was written or stored (JSON storage sorts keys).
+        """
         if not isinstance(table, Mapping):
             raise SpecError(f"space: expected a table of hyperparameters, got {table!r}")
-        return cls(param_from_dict(str(name), entry, tunable=tunable) for name, entry in table.items())
+        return cls(param_from_dict(str(name), table[name], tunable=tunable) for name in sorted(table, key=str))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """The ``[space]`` table that rebuilds this space (JSON-able)."""

@@ -268,10 +268,13 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
             return
     for plan, outcome in zip(plans, outcomes, strict=True):
         rec = by_number[plan.number]
-        best = storage.best_trial(ctx.study_id)
         accepted = storage.finish_trial(rec.id, ctx.worker_id, outcome.state, outcome.metrics, outcome.objective,
                                         outcome.curve)
-        if accepted and outcome.objective is not None and (best is None or outcome.objective > (best.objective or -np.inf)):
+        # Asked AFTER this trial is stored, with the storage's own ranking (objective, then the lower
+        # number on ties): whichever trial ends up best saw itself best here, so it has its model file,
+        # even when a tying lower-numbered trial of a later population, or another worker, comes second.
+        best = storage.best_trial(ctx.study_id) if accepted and outcome.objective is not None else None
+        if best is not None and best.id == rec.id:
             storage.save_artifact(rec.id, MODEL_ARTIFACT,
                                   model_file_bytes(plan, outcome, ctx.data, seed=spec.search.seed or 0))
 
@@ -397,10 +400,10 @@ def run_study(
     """
     spec = resolve_spec(spec, trials, workers, storage, seed)
     store = open_storage(spec.search.storage)
+    data = load_data(spec)  # before the study is stored: a data mistake leaves the storage as it was
     study_id = store.get_or_create_study(spec.study.name, spec.to_dict(), seed=spec.search.seed,
                                          metric=spec.search.metric,
                                          direction="maximize" if spec.search.maximize else "minimize")
-    data = load_data(spec)
     sampler = spec.sampler()
     ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
     store.set_study_status(study_id, "RUNNING")

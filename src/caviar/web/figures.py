@@ -69,7 +69,7 @@ def axis_layout(param: ParamInfo) -> dict[str, Any]:
     """Layout properties of an axis showing ``param`` on its scale."""
     out: dict[str, Any] = {"title": {"text": axis_title(param.name, param.scale)}}
     if param.scale in LOG_SCALES:
-        out["type"] = "log"
+        out.update(type="log", exponentformat="power")
     elif param.scale == "one_minus_log":
         vals, text = axis_ticks("one_minus_log", param.low, param.high) or ([], [])
         out.update(type="linear", tickmode="array", tickvals=vals, ticktext=text)
@@ -278,12 +278,14 @@ CURVE_STYLES = (("train_loss", 1, "dash"), ("val_loss", 1, "solid"),
 
 def curves_figure(study: Any, trials: Sequence[int] | None = None, k: int = DEFAULT_TOP_K) -> go.Figure:
     """Learning curves (loss and accuracy per epoch, train dashed, validation solid) of the trials with
-    these numbers, or of the top ``k`` trials."""
+    these numbers, or of the top ``k`` trials. One legend entry per trial toggles its four curves; each
+    trace's ``meta`` says which curve it is (``#3 val_loss``)."""
     data = load_study(study)
     chosen = data.by_number(list(trials)) if trials is not None else data.top(k)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
     label = "selected trials" if trials is not None else f"top {len(chosen)} trials"
-    _base_layout(fig, f"{data.name}: learning curves, {label}", "curves", trials=[t.number for t in chosen])
+    _base_layout(fig, f"{data.name}: learning curves, {label}<br><sup>validation solid, train dashed</sup>",
+                 "curves", trials=[t.number for t in chosen])
     curves = data.curves(chosen)
     for i, t in enumerate(chosen):
         color = PALETTE[i % len(PALETTE)]
@@ -294,10 +296,13 @@ def curves_figure(study: Any, trials: Sequence[int] | None = None, k: int = DEFA
             if all(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in ys):
                 continue
             fig.add_trace(go.Scatter(
-                x=epochs, y=ys, mode="lines+markers", name=f"#{t.number} {name}", legendgroup=f"t{t.number}",
-                line={"color": color, "dash": dash}, marker={"size": 4},
+                x=epochs, y=ys, mode="lines+markers", name=f"#{t.number}", legendgroup=f"t{t.number}",
+                showlegend=name == "val_loss", meta=f"#{t.number} {name}", line={"color": color, "dash": dash},
+                marker={"size": 4}, hovertemplate="%{meta}<br>epoch %{x}: %{y:.4g}<extra></extra>",
             ), row=1, col=col)
-    fig.update_xaxes(title={"text": "epoch"})
+    most = max((len(rows) for rows in curves.values()), default=0)
+    fig.update_xaxes(title={"text": "epoch"}, **({"dtick": 1} if most <= 12 else {}))
+    fig.update_layout(margin={"t": 90})
     if not chosen:
         _empty(fig, "no trials to draw")
     return fig
