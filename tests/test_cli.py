@@ -107,7 +107,7 @@ def snapshot(db: Path) -> list[tuple]:
 # ------------------------------------------------------------------------------------------- tune
 def test_dry_run_prints_csv_and_stores_nothing(tmp_path: Path) -> None:
     spec = tmp_path / "dry.toml"
-    spec.write_text(SPEC.format(name="dry", epochs=2).replace("trials = 4", "trials = 8"))
+    spec.write_text(SPEC.format(name="dry", epochs=2).replace("coarse_to_fine", "random"))
     done = subprocess.run([str(CAVIAR), "tune", str(spec), "--dry-run", "-n", "5", "--format", "csv"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -191,8 +191,8 @@ MISTAKES = {
                     r"unknown key 'training\.learnig_rate' \(did you mean 'learning_rate'\?\)"),
     "unknown space name": ('[data]\ndataset = "iris"\n[space]\nlearnig_rate = { low = 1e-3, high = 0.1 }\n',
                            r"space\.learnig_rate: not a tunable hyperparameter \(did you mean 'learning_rate'\?\)"),
-    "impossible range": ('[data]\ndataset = "iris"\n[space]\nlearning_rate = { low = 0.1, high = 0.01, scale = "log" }\n',
-                         r"space\.learning_rate: needs low < high"),
+    "impossible range": ('[data]\ndataset = "iris"\n[space]\nl2 = { low = 0.1, high = 0.01, scale = "log" }\n',
+                         r"space\.l2: needs low < high"),
     "log from zero": ('[data]\ndataset = "iris"\n[space]\nlearning_rate = { low = 0.0, high = 0.1, scale = "log" }\n',
                       r"space\.learning_rate: scale 'log' needs 0 < low"),
     "scale it cannot take": ('[data]\ndataset = "iris"\n[space]\nbatchnorm = { low = 0, high = 1 }\n',
