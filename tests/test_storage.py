@@ -10,10 +10,10 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import pg
 import pytest
 import sqlalchemy as sa
 
+import pg
 from caviar.errors import StorageError
 from caviar.tune.storage import (
     COMPLETE,
@@ -41,8 +41,14 @@ def url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 def _items(numbers, round_=0, group_key=None) -> list[dict]:
     return [
-        {"number": n, "params": {"learning_rate": 10.0 ** -(1 + n % 3), "hidden": (16, 8)}, "unit": [n / 100],
-         "round": round_, "seed": 1000 + n, "group_key": group_key}
+        {
+            "number": n,
+            "params": {"learning_rate": 10.0 ** -(1 + n % 3), "hidden": (16, 8)},
+            "unit": [n / 100],
+            "round": round_,
+            "seed": 1000 + n,
+            "group_key": group_key,
+        }
         for n in numbers
     ]
 
@@ -75,8 +81,10 @@ def test_round_trip(url: str) -> None:
     assert _utc_aware(t0.heartbeat_at) and _utc_aware(t0.started_at)
     assert s.heartbeat([t0.id], "w1") == [t0.id]
     assert s.add_curve_rows(t0.id, [{"epoch": 0, "train_loss": 2.0, "val_accuracy": 0.3, "lr": 0.5}], "w1")
-    curve = [{"epoch": e, "train_loss": 2.0 - e, "train_accuracy": 0.5, "val_loss": 1.5, "val_accuracy": 0.4 + e / 10}
-             for e in range(3)]
+    curve = [
+        {"epoch": e, "train_loss": 2.0 - e, "train_accuracy": 0.5, "val_loss": 1.5, "val_accuracy": 0.4 + e / 10}
+        for e in range(3)
+    ]
     metrics = {"val_accuracy": 0.6, "val_loss": 1.5, "test_accuracy": 0.55, "train_loss": 0.0, "epochs_run": 3}
     assert s.finish_trial(t0.id, "w1", COMPLETE, metrics, objective=0.6, curve=curve)
 
@@ -89,8 +97,7 @@ def test_round_trip(url: str) -> None:
     assert rows[2]["val_accuracy"] == pytest.approx(0.6)
 
     (t1,) = s.claim_trials(sid, "w2")
-    nan_curve = [{"epoch": 0, "train_loss": float("nan"), "train_accuracy": 0.1, "val_loss": None,
-                  "val_accuracy": 0.1}]
+    nan_curve = [{"epoch": 0, "train_loss": float("nan"), "train_accuracy": 0.1, "val_loss": None, "val_accuracy": 0.1}]
     assert s.finish_trial(t1.id, "w2", DIVERGED, {"epochs_run": 1}, objective=float("nan"), curve=nan_curve)
     assert s.trial(t1.id).objective is None
     assert np.isnan(s.curves(sid, [t1.id])[t1.id][0]["train_loss"])
@@ -329,8 +336,14 @@ def _drain(url: str, study_id: int, worker_id: str, barrier) -> tuple[int, list[
         s.heartbeat([t.id for t in claimed], worker_id)
         for t in claimed:
             curve = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_accuracy": t.number / 200} for e in range(3)]
-            ok = s.finish_trial(t.id, worker_id, COMPLETE, {"val_accuracy": t.number / 200, "worker": worker_id},
-                                objective=t.number / 200, curve=curve)
+            ok = s.finish_trial(
+                t.id,
+                worker_id,
+                COMPLETE,
+                {"val_accuracy": t.number / 200, "worker": worker_id},
+                objective=t.number / 200,
+                curve=curve,
+            )
             assert ok, f"{worker_id} lost trial {t.number}"
             done.append(t.number)
     s.close()

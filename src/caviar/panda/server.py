@@ -1,5 +1,7 @@
 """The panda's web server: the page, its state and curves, a live stream, and the controls (FastAPI).
 
+Imported only by the panda commands and tests (it loads FastAPI at import time).
+
 Reading is open (GET: the page, ``/api/state``, ``/api/curves``, ``/api/stream``); every changing
 request (POST) needs the session's token, as ``Authorization: Bearer T`` or ``X-Caviar-Token: T``:
 missing -> 401, wrong -> 403. Bodies are checked by pydantic models and then by caviar's validation
@@ -18,7 +20,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.errors import ControlError
 from caviar.panda.fork import FORKABLE, MAX_K
@@ -109,14 +116,8 @@ def _static(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the app
-def create_app(session: PandaSession, token: str) -> Any:
+def create_app(session: PandaSession, token: str) -> FastAPI:
     """The FastAPI app serving one session; POSTs need ``token``."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     if not token:
         raise ControlError("the panda server needs a non-empty token")
     app = FastAPI(title="caviar panda", docs_url=None, redoc_url=None, openapi_url=None)

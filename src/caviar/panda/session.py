@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -253,7 +254,7 @@ class PandaSession:
 
     def _default_name(self) -> str:
         stem = self.spec.study.name or "panda"
-        return f"panda-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000}"
+        return f"panda-{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
     def stored_spec(self) -> dict[str, Any]:
         """The spec stored with the session's study: the start values fixed, no space, one trial."""
@@ -579,7 +580,8 @@ class PandaSession:
                 _set_trainer_epoch_sums(t, self._epoch_sums)
             idx = self._batches[self._batch_pos]
             lr = float(t.lr[0])
-        loss, acc = t.train_step(data.X_train[idx], data.y_train[idx])  # outside the lock: readers go on
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported, not warned
+            loss, acc = t.train_step(data.X_train[idx], data.y_train[idx])  # outside the lock: readers go on
         loss0, acc0 = float(loss[0]) if len(loss) else float("nan"), float(acc[0]) if len(acc) else float("nan")
         with self._cond:
             n = len(idx)

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import math
 import os
+import random
 import re
+import sqlite3
+import time
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +47,8 @@ __all__ = [
     "StudyRecord",
     "TrialRecord",
     "open_storage",
+    "safe_url",
+    "to_url",
 ]
 
 SCHEMA_VERSION = 1
@@ -318,14 +324,34 @@ def to_url(url_or_path: str | os.PathLike[str]) -> str:
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     """Wait for locks instead of failing, use WAL, and let SQLAlchemy's 'begin' event emit BEGIN."""
     dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
-        cur.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cur.close()
+    dbapi_conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    _retry_busy(lambda: _use_wal(dbapi_conn))
+    dbapi_conn.execute("PRAGMA synchronous = NORMAL")
+    dbapi_conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _use_wal(dbapi_conn: Any) -> None:
+    mode = str(dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    if mode not in ("wal", "memory"):
+        dbapi_conn.execute("PRAGMA journal_mode = WAL")
+
+
+def _retry_busy(fn: Callable[[], None], budget_s: float = BUSY_TIMEOUT_S) -> None:
+    """Call ``fn``, retrying while SQLite says busy/locked without having waited itself.
+
+    Switching a new file to WAL while other processes open it can fail at once (SQLite skips the busy
+    handler there to avoid deadlock); the retry plays the busy handler's role, with jittered backoff.
+    """
+    deadline = time.monotonic() + budget_s
+    for attempt in itertools.count():
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as err:
+            text = str(err).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
@@ -349,10 +375,9 @@ if hasattr(os, "register_at_fork"):
 
 def _default_driver(url: URL) -> URL:
     """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1; fall back to psycopg2 when only it is installed."""
-    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
-        if importlib.util.find_spec("psycopg2") is not None:
-            return url.set(drivername="postgresql+psycopg2")
-    return url
+    if url.drivername != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    return url.set(drivername="postgresql+psycopg2") if importlib.util.find_spec("psycopg2") else url
 
 
 def _make_engine(url: URL) -> Engine:
@@ -363,9 +388,8 @@ def _make_engine(url: URL) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
         connect_args: dict[str, Any] = {}
-        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-            if url.get_driver_name() in ("psycopg2", "psycopg"):
-                connect_args["connect_timeout"] = 10
+        if url.get_driver_name() in ("psycopg2", "psycopg") and "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10  # an unreachable host fails in 10 s, not minutes
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     _ENGINES.add(engine)
     return engine
@@ -583,9 +607,7 @@ class Storage:
         """Create a study and return its id; a name already taken is an error."""
         with self._write() as conn:
             if conn.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():
-                raise StorageError(
-                    f"study '{name}' already exists in {self.url}; resume it or choose another name"
-                )
+                raise StorageError(f"study '{name}' already exists in {self.url}; resume it or choose another name")
             return self._insert_study(conn, name, spec, seed, metric, direction, now)
 
     def get_or_create_study(
@@ -609,8 +631,15 @@ class Storage:
                 row = conn.execute(sa.select(studies).where(studies.c.name == name)).one()
                 return int(row.id)
             diff = _spec_diff(_loads(row.spec, {}), _canonical(dict(spec)), ignore)
-            diff += [k for k, old, new in (("seed", row.seed, _seed(seed)), ("metric", row.metric, metric),
-                                           ("direction", row.direction, direction)) if old != new]
+            diff += [
+                k
+                for k, old, new in (
+                    ("seed", row.seed, _seed(seed)),
+                    ("metric", row.metric, metric),
+                    ("direction", row.direction, direction),
+                )
+                if old != new
+            ]
             if diff:
                 raise StorageError(
                     f"study '{name}' in {self.url} was created with a different spec "
@@ -634,8 +663,16 @@ class Storage:
             "created_at": _now(now),
         }
 
-    def _insert_study(self, conn: Connection, name: str, spec: Mapping[str, Any], seed: Any, metric: str,
-                      direction: str, now: datetime | None) -> int:
+    def _insert_study(
+        self,
+        conn: Connection,
+        name: str,
+        spec: Mapping[str, Any],
+        seed: Any,
+        metric: str,
+        direction: str,
+        now: datetime | None,
+    ) -> int:
         row = self._study_row(name, spec, seed, metric, direction, now)
         return int(conn.execute(studies.insert().values(**row)).inserted_primary_key[0])
 
@@ -762,8 +799,9 @@ class Storage:
             conn.execute(
                 trials.update()
                 .where(trials.c.id.in_(ids), trials.c.state == WAITING)
-                .values(state=RUNNING, worker_id=worker_id, heartbeat_at=t, started_at=t,
-                        attempts=trials.c.attempts + 1)
+                .values(
+                    state=RUNNING, worker_id=worker_id, heartbeat_at=t, started_at=t, attempts=trials.c.attempts + 1
+                )
             )
             conn.execute(curves.delete().where(curves.c.trial_id.in_(ids)))  # a re-run starts clean
             rows = conn.execute(
@@ -774,14 +812,14 @@ class Storage:
             return [_trial_record(row) for row in rows]
 
     @staticmethod
-    def _pick_waiting(conn: Connection, study_id: int, limit: int, group_key: str | None, same_group: bool) -> list[int]:
+    def _pick_waiting(
+        conn: Connection, study_id: int, limit: int, group_key: str | None, same_group: bool
+    ) -> list[int]:
         waiting = sa.select(trials.c.id, trials.c.group_key).where(
             trials.c.study_id == study_id, trials.c.state == WAITING
         )
         if group_key is None and same_group:
-            first = conn.execute(
-                waiting.order_by(trials.c.number).limit(1).with_for_update(skip_locked=True)
-            ).first()
+            first = conn.execute(waiting.order_by(trials.c.number).limit(1).with_for_update(skip_locked=True)).first()
             if first is None:
                 return []
             group_key = first.group_key
@@ -831,11 +869,20 @@ class Storage:
             )
             conn.execute(curves.delete().where(curves.c.trial_id.in_(ids)))
             t = _now(now)
-            conn.execute(events.insert(), [
-                {"study_id": study_id, "trial_id": row.id, "step": None, "kind": "requeue",
-                 "payload": _dumps({"worker_id": row.worker_id, "reason": reason}), "created_at": t}
-                for row in rows
-            ])
+            conn.execute(
+                events.insert(),
+                [
+                    {
+                        "study_id": study_id,
+                        "trial_id": row.id,
+                        "step": None,
+                        "kind": "requeue",
+                        "payload": _dumps({"worker_id": row.worker_id, "reason": reason}),
+                        "created_at": t,
+                    }
+                    for row in rows
+                ],
+            )
             return len(ids)
 
     def finish_trial(
@@ -864,7 +911,9 @@ class Storage:
                 return False
             began = _utc(started.started_at)
             conn.execute(
-                trials.update().where(*owned).values(
+                trials.update()
+                .where(*owned)
+                .values(
                     state=state,
                     finished_at=t,
                     heartbeat_at=t,
@@ -877,22 +926,28 @@ class Storage:
             self._put_curve(conn, trial_id, curve or [])
             return True
 
-    def add_curve_rows(
-        self, trial_id: int, rows: Sequence[Mapping[str, Any]], worker_id: str | None = None
-    ) -> bool:
+    def add_curve_rows(self, trial_id: int, rows: Sequence[Mapping[str, Any]], worker_id: str | None = None) -> bool:
         """Write per-epoch rows (an epoch written twice is replaced). With ``worker_id``, only while that
         worker still owns the RUNNING trial; returns whether the rows were written."""
+        return trial_id in self.add_curves({trial_id: rows}, worker_id)
+
+    def add_curves(self, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]],
+                   worker_id: str | None = None) -> list[int]:
+        """Write the rows of several trials in ONE transaction (a population's epoch); returns the ids
+        written. With ``worker_id``, only trials that worker still owns (RUNNING) are written."""
+        ids = list(rows_by_trial)
+        if not ids:
+            return []
         with self._write() as conn:
             if worker_id is not None:
-                owned = conn.execute(
+                ids = list(conn.execute(
                     sa.select(trials.c.id).where(
-                        trials.c.id == trial_id, trials.c.state == RUNNING, trials.c.worker_id == worker_id
+                        trials.c.id.in_(ids), trials.c.state == RUNNING, trials.c.worker_id == worker_id
                     )
-                ).first()
-                if owned is None:
-                    return False
-            self._put_curve(conn, trial_id, rows)
-            return True
+                ).scalars())
+            for trial_id in ids:
+                self._put_curve(conn, trial_id, rows_by_trial[trial_id])
+            return sorted(ids)
 
     @staticmethod
     def _put_curve(conn: Connection, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -930,8 +985,14 @@ class Storage:
         now: datetime | None = None,
     ) -> int:
         """Append an event (an intervention, a note) and return its id; ids only grow."""
-        values = {"study_id": study_id, "trial_id": trial_id, "step": None if step is None else int(step),
-                  "kind": kind, "payload": _dumps(payload), "created_at": _now(now)}
+        values = {
+            "study_id": study_id,
+            "trial_id": trial_id,
+            "step": None if step is None else int(step),
+            "kind": kind,
+            "payload": _dumps(payload),
+            "created_at": _now(now),
+        }
         with self._write() as conn:
             return int(conn.execute(events.insert().values(**values)).inserted_primary_key[0])
 
@@ -1017,11 +1078,7 @@ class Storage:
 
     @staticmethod
     def _counts(conn: Connection, study_id: int) -> dict[str, int]:
-        query = (
-            sa.select(trials.c.state, sa.func.count())
-            .where(trials.c.study_id == study_id)
-            .group_by(trials.c.state)
-        )
+        query = sa.select(trials.c.state, sa.func.count()).where(trials.c.study_id == study_id).group_by(trials.c.state)
         out = dict.fromkeys(STATES, 0)
         out.update({state: int(n) for state, n in conn.execute(query)})
         return out
@@ -1052,8 +1109,21 @@ class Storage:
         """A pandas DataFrame, one row per trial: bookkeeping columns, metrics, and ``params_<name>``."""
         import pandas as pd
 
-        base = ["number", "id", "round", "state", "objective", "seed", "group_key", "worker_id", "attempts",
-                "started_at", "finished_at", "duration", "error"]
+        base = [
+            "number",
+            "id",
+            "round",
+            "state",
+            "objective",
+            "seed",
+            "group_key",
+            "worker_id",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "duration",
+            "error",
+        ]
         records = []
         for tr in self.trials(study_id, states):
             rec: dict[str, Any] = {name: getattr(tr, name) for name in base}

@@ -254,8 +254,7 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
         halving = SuccessiveHalving(h.eta, h.min_epochs, spec.search.metric)
 
     def stream(rows: dict[int, dict]) -> None:
-        for number, row in rows.items():
-            storage.add_curve_rows(by_number[number].id, [row], ctx.worker_id)
+        storage.add_curves({by_number[number].id: [row] for number, row in rows.items()}, ctx.worker_id)
 
     with _Heartbeat(storage, [r.id for r in claimed], ctx.worker_id):
         try:
