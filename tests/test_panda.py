@@ -280,7 +280,8 @@ def test_controls_need_the_token(live, path, body):
     ("/api/set", {"lr": -1}, 422, "greater than 0"),
     ("/api/set", {"learning_rate": "nan"}, 422, "valid number"),
     ("/api/set", {"learning_rate": "fast"}, 422, "valid number"),
-    ("/api/set", {"learning_rate": 1e400}, 422, "finite"),
+    ("/api/set", b'{"learning_rate": 1e400}', 422, "finite"),
+    ("/api/set", b'{"learning_rate": NaN}', 422, "finite"),
     ("/api/set", {"beta2": 1.5}, 422, "less than 1"),
     ("/api/set", {"hidden": [3]}, 422, "unknown hyperparameter 'hidden'"),
     ("/api/set", {"lrate": 0.1}, 422, "did you mean"),
@@ -295,7 +296,10 @@ def test_controls_need_the_token(live, path, body):
 ])
 def test_malformed_payloads_are_4xx_and_training_goes_on(live, path, body, status, words):
     s, c = live
-    r = c.post(path, json=body, headers=AUTH)
+    if isinstance(body, bytes):
+        r = c.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+    else:
+        r = c.post(path, json=body, headers=AUTH)
     assert r.status_code == status, r.text
     assert words in r.json()["error"] and "\n" not in r.json()["error"]
     assert s.hp["learning_rate"] == 0.01

@@ -167,17 +167,43 @@ def tune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first points, train nothing")] = False,
     n: Annotated[int, typer.Option("-n", help="How many points --dry-run prints")] = 10,
     fmt: Annotated[str, typer.Option("--format", help="--dry-run output: table, csv or json")] = "table",
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec key, e.g. --set data.data_dir=data/mnist (repeatable)"),
+    ] = None,
 ) -> None:
     """Run (or resume) a tuning study: trials sharing a shape train together as one population."""
     from caviar.tune.study import preview, resolve_spec
 
     if not spec.is_file():
         fail(f"spec file not found: {spec}")
-    resolved = resolve_spec(spec, trials, workers, storage, seed)
+    resolved = resolve_spec(spec, trials, workers, storage, seed, _parse_settings(settings or []))
     if dry_run:
         _print_rows(preview(resolved, n), fmt)
         return
     _run_with_progress(resolved)
+
+
+def _parse_settings(items: list[str]) -> dict:
+    """``key=value`` pairs; values parse as TOML (numbers, booleans, lists) or stay strings.
+
+    Relative paths given for data.path / data.data_dir are taken from the working directory.
+    """
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set: {item!r} is not KEY=VALUE (e.g. --set search.trials=16)")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        if key.strip() in ("data.path", "data.data_dir") and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())
+        out[key.strip()] = value
+    return out
 
 
 def _run_with_progress(spec) -> None:

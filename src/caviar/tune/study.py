@@ -46,9 +46,10 @@ def resolve_spec(
     workers: int | None = None,
     storage: str | None = None,
     seed: int | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> StudySpec:
-    """A validated spec with command-line style overrides applied."""
-    overrides: dict[str, Any] = {}
+    """A validated spec with command-line style overrides applied (``settings``: dotted keys)."""
+    overrides: dict[str, Any] = dict(settings or {})
     if trials is not None:
         overrides["search.trials"] = trials
     if workers is not None:
