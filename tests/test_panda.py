@@ -284,7 +284,7 @@ def test_controls_need_the_token(live, path, body):
     ("/api/set", b'{"learning_rate": NaN}', 422, "finite"),
     ("/api/set", {"beta2": 1.5}, 422, "less than 1"),
     ("/api/set", {"hidden": [3]}, 422, "unknown hyperparameter 'hidden'"),
-    ("/api/set", {"lrate": 0.1}, 422, "did you mean"),
+    ("/api/set", {"learnin_rate": 0.1}, 422, "did you mean 'learning_rate'"),
     ("/api/set", {}, 422, "nothing to set"),
     ("/api/set", [0.1], 422, ""),
     ("/api/rollback", {"checkpoint": 999}, 404, "no checkpoint 999"),

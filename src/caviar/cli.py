@@ -167,6 +167,9 @@ def tune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first points, train nothing")] = False,
     n: Annotated[int, typer.Option("-n", help="How many points --dry-run prints")] = 10,
     fmt: Annotated[str, typer.Option("--format", help="--dry-run output: table, csv or json")] = "table",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="With --dry-run: a PNG of the points on their scales")
+    ] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a spec key, e.g. --set data.data_dir=data/mnist (repeatable)"),
@@ -179,7 +182,12 @@ def tune(
         fail(f"spec file not found: {spec}")
     resolved = resolve_spec(spec, trials, workers, storage, seed, _parse_settings(settings or []))
     if dry_run:
-        _print_rows(preview(resolved, n), fmt)
+        rows = preview(resolved, n)
+        _print_rows(rows, fmt)
+        if plot is not None:
+            from caviar.web.preview import preview_png
+
+            err_console.print(f"plot written to {preview_png(resolved.space, rows, plot)}")
         return
     _run_with_progress(resolved)
 
