@@ -150,8 +150,6 @@ def test_checkpoint_restore_reproduces_continuation(optimizer: str, dropout: flo
     t.restore(ckpt)
     assert t.epoch == 2 and all(len(h.rows) == 2 for h in t.histories)
     p2, h2 = continuation(t, 2)
-    # With dropout > 0 this fails until Trainer.checkpoint()/restore() save and restore the members'
-    # generators (self.rngs: dropout masks); see docs/engine.md and the report.
     assert h1 == h2, "curves after restore differ from the first continuation (member rngs not restored?)"
     for n in p1:
         np.testing.assert_array_equal(p1[n], p2[n], err_msg=f"{n}: restore did not reproduce the run")
@@ -167,7 +165,6 @@ def test_restore_rolls_back_the_best_epoch() -> None:
     assert t.histories[0].best_epoch == 4
     t.restore(ckpt)
     h = t.histories[0]
-    # Fails until Checkpoint also holds each history's best_epoch/best_score and Trainer._best.
     assert h.best_epoch < len(h.rows), f"best_epoch {h.best_epoch} points past the {len(h.rows)} restored rows"
     assert h.best_score == min(r["val_loss"] for r in h.rows)
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -94,6 +94,10 @@ class Checkpoint:
     step: int
     rng_state: dict
     histories_len: list[int]
+    member_rng_states: list[dict] = field(default_factory=list)
+    bests: list[tuple[int, float]] = field(default_factory=list)  # (best_epoch, best_score) per member
+    best_arrays: dict[int, tuple[Arrays, Arrays]] = field(default_factory=dict)
+    epoch_sums: np.ndarray | None = None
 
 
 def hyperparameters_from(configs: Sequence[dict[str, float]], base: TrainConfig, dropout: float = 0.0) -> dict:
@@ -382,6 +386,10 @@ class Trainer:
             step=self.step,
             rng_state=self.data_rng.bit_generator.state,
             histories_len=[len(h.rows) for h in self.histories],
+            member_rng_states=[r.bit_generator.state for r in self.rngs],
+            bests=[(h.best_epoch, h.best_score) for h in self.histories],
+            best_arrays=dict(self._best),  # kept arrays are never written in place: sharing is safe
+            epoch_sums=self._epoch_sums.copy(),
         )
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -394,6 +402,12 @@ class Trainer:
         self.hp = {n: v.copy() for n, v in ckpt.hp.items()}
         self.epoch, self.step = ckpt.epoch, ckpt.step
         self.data_rng.bit_generator.state = ckpt.rng_state
-        for h, n in zip(self.histories, ckpt.histories_len, strict=True):
+        for rng, state in zip(self.rngs, ckpt.member_rng_states, strict=False):
+            rng.bit_generator.state = state
+        for h, n, (best_epoch, best_score) in zip(self.histories, ckpt.histories_len, ckpt.bests, strict=False):
             del h.rows[n:]
+            h.best_epoch, h.best_score = best_epoch, best_score
+        self._best = dict(ckpt.best_arrays)
+        if ckpt.epoch_sums is not None:
+            self._epoch_sums = ckpt.epoch_sums.copy()
         self._refresh_lr()
