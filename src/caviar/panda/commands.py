@@ -60,7 +60,8 @@ def panda(
         sock.close()
         _fail(str(exc))
     token = token or secrets.token_urlsafe(24)
-    app = create_app(session, token)
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    app = create_app(session, token, allowed_hosts=None if host not in loopback else sorted(loopback))
     server = make_server(app)
     url = url_of(sock)
     state_file = Path.cwd() / STATE_FILE

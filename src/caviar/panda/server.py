@@ -116,11 +116,19 @@ def _static(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the app
-def create_app(session: PandaSession, token: str) -> FastAPI:
-    """The FastAPI app serving one session; POSTs need ``token``."""
+def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The FastAPI app serving one session; POSTs need ``token``.
+
+    ``allowed_hosts`` (the CLI passes the loopback names) refuses other Host headers, so a web page
+    elsewhere cannot read the session through DNS rebinding.
+    """
     if not token:
         raise ControlError("the panda server needs a non-empty token")
     app = FastAPI(title="caviar panda", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.session = session
     app.state.should_stop = lambda: False
 

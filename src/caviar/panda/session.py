@@ -199,7 +199,7 @@ class PandaSession:
         # The panda decides when to stop: early stopping would take the only member away.
         model, train = with_values(model, train, {"early_stopping": False})
         if epochs is not None:
-            check_value("epochs", epochs, "--epochs ")
+            check_value("epochs", epochs)
             model, train = with_values(model, train, {"epochs": int(epochs)})
         self.model_config: ModelConfig = model
         self.train_config: TrainConfig = train
@@ -477,14 +477,16 @@ class PandaSession:
         return {**result, "study": fork.name, "checkpoint": ckpt.id}
 
     # ------------------------------------------------------------------------------- log
-    def _log(self, kind: str, payload: dict[str, Any], step: int | None = None) -> dict[str, Any]:
-        """Store an event (kind, payload, effect step) and keep it in memory for the page."""
+    def _log(self, kind: str, payload: dict[str, Any], step: int | None = None, keep: bool = True) -> dict[str, Any]:
+        """Store an event (kind, payload, effect step); ``keep`` also lists it in :attr:`events` for the page
+        (automatic checkpoints are stored only: the checkpoint list shows them)."""
         step = self._effect_step() if step is None else step
         payload = clean(payload)
         event_id = self.storage.add_event(self.study_id, kind, payload, trial_id=self.trial_id, step=step)
         event = {"id": event_id, "kind": kind, "step": step, "epoch": self.trainer.epoch, "payload": payload,
                  "time": time.time(), "undone": False}
-        self.events.append(event)
+        if keep:
+            self.events.append(event)
         self.version += 1
         return dict(event)
 
@@ -505,7 +507,8 @@ class PandaSession:
             autos = [c.id for c in self.checkpoints.values() if c.label == "auto"]
             for old in autos[: max(0, len(autos) - self.keep_auto_checkpoints)]:
                 del self.checkpoints[old]
-        self._log("checkpoint", {"checkpoint": ckpt.id, "label": label, "epoch": ckpt.epoch, "at_step": ckpt.step})
+        self._log("checkpoint", {"checkpoint": ckpt.id, "label": label, "epoch": ckpt.epoch, "at_step": ckpt.step},
+                  keep=not auto)
         return ckpt
 
     def _restore(self, ckpt: PandaCheckpoint) -> None:

@@ -152,7 +152,8 @@ function showState(st) {
   st.events.slice().reverse().forEach((ev) => {
     if (ev.kind === "checkpoint" && (ev.payload || {}).label === "auto") return;
     const li = document.createElement("li");
-    li.textContent = `step ${ev.step}: ${ev.kind} ${ev.kind === "start" ? "" : markerLabel(ev)}`;
+    const label = markerLabel(ev);
+    li.textContent = `step ${ev.step}: ` + (label === ev.kind ? ev.kind : `${ev.kind}: ${label}`);
     if (ev.undone) li.className = "undone";
     $("events").appendChild(li);
   });
