@@ -8,6 +8,7 @@ Backward functions take the cache their forward returned; nothing is stored on o
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.01
@@ -138,7 +139,7 @@ def activation_forward(z: np.ndarray, kind: str) -> np.ndarray:
     if kind == "tanh":
         return np.tanh(z)
     if kind == "sigmoid":
-        return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for any z
+        return expit(z)  # stable and exact for any z (sigmoid(-50) is 1.9e-22, not 0)
     raise ValueError(f"unknown activation {kind!r}")
 
 
@@ -151,11 +152,7 @@ def activation_forward_(z: np.ndarray, kind: str) -> np.ndarray:
     if kind == "tanh":
         return np.tanh(z, out=z)
     if kind == "sigmoid":
-        z *= 0.5
-        np.tanh(z, out=z)
-        z += 1.0
-        z *= 0.5
-        return z
+        return expit(z, out=z)
     raise ValueError(f"unknown activation {kind!r}")
 
 
