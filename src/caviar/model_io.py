@@ -84,6 +84,11 @@ def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.nda
     return header, arrays
 
 
+def _name(path) -> str:
+    """How a model file is named in messages (file objects have no path)."""
+    return str(getattr(path, "name", path)) if not hasattr(path, "getvalue") else "<model bytes>"
+
+
 def load(path: str | Path | BinaryIO):
     """Return the Classifier stored in ``path``; it predicts exactly as the saved one did."""
     from caviar.data.preprocess import Standardizer
@@ -91,6 +96,9 @@ def load(path: str | Path | BinaryIO):
     from caviar.sklearn import Classifier
 
     header, arrays = read_model_file(path)
+    missing = [key for key in ("params", "n_features_in", "classes") if key not in header]
+    if missing:
+        raise ModelFileError(f"{_name(path)}: header lacks {', '.join(missing)}")
     params = dict(header["params"])
     params["hidden"] = tuple(params.get("hidden", ()))
     try:
@@ -114,6 +122,8 @@ def load(path: str | Path | BinaryIO):
                 raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, expected {expected}")
             target[name] = a.reshape(ref[0].shape)
     if "input.mean" in arrays:
+        if "input.std" not in arrays:
+            raise ModelFileError(f"{_name(path)}: array 'input.std' is missing (input.mean is there)")
         clf.standardizer_ = Standardizer.from_dict({"mean": arrays["input.mean"], "std": arrays["input.std"]})
     else:
         clf.standardizer_ = None
