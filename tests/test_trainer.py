@@ -233,3 +233,13 @@ def test_float32_is_the_default_and_is_preserved() -> None:
     t2.train_epoch(X.astype(np.float32), Y)
     assert all(a.dtype == np.float32 for a in t2.params.values())
     assert t2.logits(X.astype(np.float32)).dtype == np.float32
+
+
+def test_a_blown_up_loss_kept_finite_by_batch_norm_is_diverged() -> None:
+    """A member whose loss is finite but absurd (BN holds it at 1e30) is diverged, the others go on."""
+    cfg = TrainConfig(optimizer="sgd", batch_size=32, epochs=3)
+    t = trainer(cfg, [{"learning_rate": 1e-2}, {"learning_rate": 1e9}])
+    continuation(t, 3)
+    statuses = [h.status for h in t.histories]
+    assert statuses[1] == "diverged", statuses
+    assert t.histories[0].rows and all(np.isfinite(r["train_loss"]) for r in t.histories[0].rows)

@@ -192,6 +192,18 @@ def tune(
     _run_with_progress(resolved)
 
 
+def _display_storage(url: str) -> str:
+    """A SQLite URL as the file path a user would type (relative to here when below it)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path = Path(url[len(prefix):])
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _parse_settings(items: list[str]) -> dict:
     """``key=value`` pairs; values parse as TOML (numbers, booleans, lists) or stay strings.
 
@@ -249,7 +261,7 @@ def _run_with_progress(spec) -> None:
                       f"test accuracy {_fmt(m.get('test_accuracy'))}", highlight=False)
         for k, v in best.params.items():
             console.print(f"  {k} = {_fmt(v)}", highlight=False)
-    url = spec.search.storage
+    url = _display_storage(spec.search.storage)
     console.print(f"stored in {url}", highlight=False)
     console.print(f"next: caviar show {spec.study.name} --storage {url}\n"
                   f"      caviar dashboard --storage {url}\n"

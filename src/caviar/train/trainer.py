@@ -34,6 +34,9 @@ from caviar.seeding import data_rng, member_rng
 from caviar.train.history import MemberHistory
 
 EVAL_CHUNK = 8192
+#: A mean cross-entropy above this has diverged: chance level is log(C) (2.3 for 10 classes), and batch
+#: norm can keep a blown-up network's loss finite (1e30 and more) where it would otherwise be inf/NaN.
+DIVERGED_LOSS = 1e4
 SMALL_MATMUL = 64 * 1024 * 1024  # multiply-adds of a step's largest matmul below which BLAS gets 1 thread
 
 _POOL: ThreadPoolExecutor | None = None
@@ -199,7 +202,7 @@ class Trainer:
         self._epoch_sums[:, 0] += loss * n
         self._epoch_sums[:, 1] += acc * n
         self._epoch_sums[:, 2] += n
-        bad = ~np.isfinite(loss)
+        bad = ~(loss <= DIVERGED_LOSS)  # NaN compares False: caught too
         if bad.any():
             self.retire(self.active[bad], "diverged")
         return loss, acc
