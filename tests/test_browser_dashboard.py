@@ -8,34 +8,18 @@ from playwright.sync_api import expect, sync_playwright
 from browser import launch_chromium, screenshot_path, serve
 from caviar.tune.study import Study, run_study
 from caviar.web.app import create_app
+from tiny import tiny_spec
 
 pytestmark = pytest.mark.browser
 
-N_TRIALS = 6
 N_PLOTS = 5
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)  # a loaded CI machine draws WebGL plots slowly
 
 
-def tiny_spec(storage: str) -> dict:
-    """Six trials, two coarse-to-fine rounds: a couple of seconds on digits."""
-    return {
-        "study": {"name": "browser", "seed": 3},
-        "data": {"dataset": "digits"},
-        "model": {"hidden": [32]},
-        "training": {"epochs": 2, "batch_size": 128},
-        "search": {"strategy": "coarse_to_fine", "trials": N_TRIALS, "rounds": 2, "storage": storage},
-        "space": {
-            "learning_rate": {"low": 1e-4, "high": 3e-2, "scale": "log"},
-            "beta1": {"low": 0.8, "high": 0.999, "scale": "one_minus_log"},
-            "l2": {"low": 1e-6, "high": 1e-2, "scale": "log"},
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Study:
-    return run_study(tiny_spec(str(tmp_path_factory.mktemp("browser") / "browser.db")))
+    return run_study(tiny_spec(str(tmp_path_factory.mktemp("browser") / "browser.db"), "browser", seed=3))
 
 
 @pytest.fixture(scope="module")

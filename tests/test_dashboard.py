@@ -13,24 +13,7 @@ from caviar.tune.study import Study, run_study
 from caviar.web.app import create_app
 from caviar.web.figures import KINDS, figures
 from caviar.web.scales import one_minus_log_ticks
-
-N_TRIALS = 6
-
-
-def tiny_spec(storage: str, name: str = "tiny") -> dict:
-    """Six trials of a small net on digits, two coarse-to-fine rounds: a couple of seconds."""
-    return {
-        "study": {"name": name, "seed": 1},
-        "data": {"dataset": "digits"},
-        "model": {"hidden": [32]},
-        "training": {"epochs": 2, "batch_size": 128},
-        "search": {"strategy": "coarse_to_fine", "trials": N_TRIALS, "rounds": 2, "storage": storage},
-        "space": {
-            "learning_rate": {"low": 1e-4, "high": 3e-2, "scale": "log"},
-            "beta1": {"low": 0.8, "high": 0.999, "scale": "one_minus_log"},
-            "l2": {"low": 1e-6, "high": 1e-2, "scale": "log"},
-        },
-    }
+from tiny import N_TRIALS, tiny_spec
 
 
 @pytest.fixture(scope="module")
