@@ -96,6 +96,13 @@ class Optimizer:
         along elements only, so the arithmetic, and every bit of the result, is unchanged.
         ``overwrite_grads`` lets L2 be added into the gradients in place.
         """
+        coefs: dict[tuple, dict[str, np.ndarray]] = {}  # per (dtype, ndim): built once per step
+
+        def coef(dtype: np.dtype, ndim: int) -> dict[str, np.ndarray]:
+            if (dtype, ndim) not in coefs:
+                coefs[dtype, ndim] = self._coefficients(lr, hp, dtype, ndim)
+            return coefs[dtype, ndim]
+
         for name, p in params.items():
             g = grads[name]
             if l2 is not None and name in decayed:
@@ -104,19 +111,18 @@ class Optimizer:
                 else:
                     g = g + _col(l2, p) * p
             member_slots = {s: d[name] for s, d in slots.items()}
-            arrays = (p, g, *member_slots.values())
-            if all(a.flags.c_contiguous for a in arrays):
-                blocks, ndim = _blocks(p), 2
-            else:  # blocks would be copies: update whole arrays
-                blocks, ndim = [(slice(None), slice(None))], p.ndim
-            coef = self._coefficients(lr, hp, p.dtype, ndim)
+            blocks = _blocks(p) if all(a.flags.c_contiguous for a in (p, g, *member_slots.values())) else None
+            if blocks is None or len(blocks) == 1:  # one block: the arrays themselves, no views to build
+                self._step(p, g, member_slots, t, coef(p.dtype, p.ndim))
+                continue
+            c = coef(p.dtype, 2)
             for rows, cols in blocks:
                 self._step(
-                    _block(p, rows, cols, ndim),
-                    _block(g, rows, cols, ndim),
-                    {s: _block(a, rows, cols, ndim) for s, a in member_slots.items()},
+                    _block(p, rows, cols, 2),
+                    _block(g, rows, cols, 2),
+                    {s: _block(a, rows, cols, 2) for s, a in member_slots.items()},
                     t,
-                    {n: c[rows] for n, c in coef.items()},
+                    {n: v[rows] for n, v in c.items()},
                 )
 
     def _coefficients(
