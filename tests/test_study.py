@@ -154,6 +154,22 @@ def test_best_model_scores_its_stored_test_accuracy(tmp_path: Path) -> None:
     assert score == study.best_trial.metrics["test_accuracy"]
 
 
+def test_retrain_reproduces_a_trial_exactly_and_backs_a_missing_model(tmp_path: Path) -> None:
+    """A trial trained again alone, from the study's seed, has the weights it had in its population."""
+    space = {"learning_rate": LR, "dropout": {"low": 0.0, "high": 0.3}}
+    study = run_study(tiny_spec(tmp_path / "r.db", trials=5, space=space))
+    best = study.best_trial
+    stored = study.best_model()
+    again = study.retrain(best.number)
+    assert stored.params_.keys() == again.params_.keys()
+    for name, array in stored.params_.items():
+        np.testing.assert_array_equal(array, again.params_[name])
+    with sqlite3.connect(tmp_path / "r.db") as conn:  # as if killed between storing the trial and its model
+        conn.execute("DELETE FROM caviar_artifacts")
+    rebuilt = study.best_model()
+    np.testing.assert_array_equal(rebuilt.params_["out.W"], stored.params_["out.W"])
+
+
 def test_storage_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     first = run_study(tiny_spec(db, name="trip", trials=4))
@@ -237,6 +253,42 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     assert rerun == zombie_numbers
     requeued = sql(db, "SELECT COUNT(*) FROM caviar_events WHERE kind = 'requeue'")[0][0]
     assert requeued == zombies
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_killing_tune_ends_its_worker_processes(tmp_path: Path) -> None:
+    """SIGKILL of `caviar tune --workers 2` takes its workers down; the next run requeues their trials."""
+    trials, epochs = 12, 10
+    spec = write_toml(tmp_path / "w.toml", "w", epochs=epochs, trials=trials, max_population=3)
+    db = tmp_path / "w.db"
+    proc = subprocess.Popen([str(CAVIAR), "tune", str(spec), "--workers", "2"], cwd=tmp_path, env=env_for_cli(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while not (db.exists() and state_counts(db)["RUNNING"] >= 1):  # a worker is training
+            assert proc.poll() is None and time.monotonic() < deadline, "no trial started in time"
+            time.sleep(POLL_S)  # polling interval, not a synchronization
+        workers = {int(w.split(":")[1]) for (w,) in sql(db, "SELECT worker_id FROM caviar_trials "
+                                                            "WHERE state = 'RUNNING'")}
+    finally:
+        proc.kill()
+        proc.wait()
+    assert workers and proc.pid not in workers
+    while any(_alive(pid) for pid in workers):  # each gets SIGTERM from the kernel as its parent dies
+        assert time.monotonic() < deadline, f"workers {workers} outlived the killed `caviar tune`"
+        time.sleep(POLL_S)
+    assert state_counts(db)["COMPLETE"] < trials, "the workers finished the study instead of dying with it"
+    done = subprocess.run([str(CAVIAR), "tune", str(spec)], cwd=tmp_path, env=env_for_cli(),
+                          capture_output=True, text=True, timeout=DEADLINE_S)
+    assert done.returncode == 0, done.stderr
+    assert_each_number_once(db, trials, epochs)
 
 
 def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:

@@ -184,6 +184,9 @@ def tune(
     if dry_run:
         rows = preview(resolved, n)
         _print_rows(rows, fmt)
+        if len(rows) < n:
+            err_console.print(f"{len(rows)} points: {resolved.search.strategy} proposes later points from the "
+                              "results of these, so only its first round is known before training", highlight=False)
         if plot is not None:
             from caviar.web.preview import preview_png
 

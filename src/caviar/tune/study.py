@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -174,7 +176,28 @@ class Study:
         best = self.best_trial
         if best is None:
             raise StorageError(f"study '{self.name}' has no completed trial yet")
-        return load(io.BytesIO(self.storage.load_artifact(best.id, MODEL_ARTIFACT)))
+        if MODEL_ARTIFACT in self.storage.artifact_names(best.id):
+            return load(io.BytesIO(self.storage.load_artifact(best.id, MODEL_ARTIFACT)))
+        return self.retrain(best.number)  # e.g. killed between storing the trial and its model
+
+    def retrain(self, number: int):
+        """Train trial ``number`` again, alone, from the study's seed: the same weights it had.
+
+        A member's randomness comes from (seed, trial number) and batches from the seed, so a trial
+        trained alone repeats what it did in its population. Returns a fitted caviar.Classifier.
+        """
+        from caviar.model_io import load
+
+        spec = self.spec
+        records = {t.number: t for t in self.trials}
+        if number not in records:
+            raise StorageError(f"study '{self.name}' has no trial #{number}")
+        plan = plan_from_record(spec, records[number])
+        data = load_data(spec)
+        seed = spec.search.seed or 0
+        halving = None  # a trial alone is never pruned: it runs the epochs it was given
+        (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric, halving=halving)
+        return load(io.BytesIO(model_file_bytes(plan, outcome, data, seed=seed)))
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, {self.counts()})"
@@ -293,10 +316,28 @@ def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
             on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
 
 
+def _die_with_parent() -> None:
+    """On Linux, end this worker when the process that started it dies (even by SIGKILL).
+
+    Its RUNNING trials are then requeued by the next run (their worker's pid is gone), instead
+    of a headless worker finishing a study nobody watches.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+
+
 def _process_worker(spec_dict: dict, study_id: int, threads: int) -> None:
     """Entry point of a worker process: it loads the data itself and works until nothing waits."""
     from threadpoolctl import threadpool_limits
 
+    _die_with_parent()
     spec = load_spec(spec_dict)
     with threadpool_limits(limits=threads):
         storage = open_storage(spec.search.storage)
