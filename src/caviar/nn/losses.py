@@ -24,11 +24,17 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     """
     K, B, _ = logits.shape
     logp = log_softmax(logits)
-    yk = np.broadcast_to(y, (K, B))
-    picked = np.take_along_axis(logp, yk[..., None], axis=-1)[..., 0]
-    loss = -picked.mean(axis=1)
-    grad = np.exp(logp)
-    np.put_along_axis(grad, yk[..., None], np.take_along_axis(grad, yk[..., None], axis=-1) - 1.0, axis=-1)
+    rows = np.arange(B)
+    if np.ndim(y) == 1:  # shared labels: one fancy index for every member
+        picked = logp[:, rows, y]
+    else:
+        picked = logp[np.arange(K)[:, None], rows, y]
+    loss = -np.add.reduce(picked, axis=1) / B
+    grad = np.exp(logp, out=logp)
+    if np.ndim(y) == 1:
+        grad[:, rows, y] -= 1.0
+    else:
+        grad[np.arange(K)[:, None], rows, y] -= 1.0
     grad /= B
     return loss, grad
 

@@ -100,7 +100,7 @@ class Optimizer:
 
         def coef(dtype: np.dtype, ndim: int) -> dict[str, np.ndarray]:
             if (dtype, ndim) not in coefs:
-                coefs[dtype, ndim] = self._coefficients(lr, hp, dtype, ndim)
+                coefs[dtype, ndim] = self._coefficients(lr, hp, dtype, ndim, t)
             return coefs[dtype, ndim]
 
         for name, p in params.items():
@@ -126,13 +126,25 @@ class Optimizer:
                 )
 
     def _coefficients(
-        self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int
+        self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int, t: int
     ) -> dict[str, np.ndarray]:
-        """The per-member hyperparameters this kind uses, (K, 1, ...) with ``ndim`` axes, in ``dtype``."""
+        """The per-member numbers step ``t`` uses, (K, 1, ...) with ``ndim`` axes, in ``dtype``.
+
+        Derived ones (1 - beta, Adam's bias corrections) are computed here once per step rather
+        than once per parameter array: the same values, so the same bits.
+        """
         names = {"sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "rmsprop": ("rho", "epsilon"),
                  "adam": ("beta1", "beta2", "epsilon")}[self.kind]
         shape = (-1, *([1] * (ndim - 1)))
-        return {n: np.asarray(v, dtype=dtype).reshape(shape) for n, v in [("lr", lr), *((n, hp[n]) for n in names)]}
+        c = {n: np.asarray(v, dtype=dtype).reshape(shape) for n, v in [("lr", lr), *((n, hp[n]) for n in names)]}
+        if self.kind == "rmsprop":
+            c["1-rho"] = 1.0 - c["rho"]
+        elif self.kind == "adam":
+            b1, b2 = c["beta1"], c["beta2"]
+            c["1-beta1"], c["1-beta2"] = 1.0 - b1, 1.0 - b2
+            c["step_size"] = c["lr"] / (1.0 - b1**t)
+            c["sqrt_bc2"] = np.sqrt(1.0 - b2**t)
+        return c
 
     def _step(self, p: np.ndarray, g: np.ndarray, slots: Arrays, t: int, c: dict[str, np.ndarray]) -> None:
         """Update ``p`` in place from ``g``; in-place ufuncs with ``out=`` so that each of the
@@ -159,7 +171,7 @@ class Optimizer:
         elif self.kind == "rmsprop":
             rho = c["rho"]
             sq = slots["sq"]
-            tmp = np.multiply(1.0 - rho, g)
+            tmp = np.multiply(c["1-rho"], g)
             tmp *= g
             sq *= rho
             sq += tmp
@@ -171,18 +183,17 @@ class Optimizer:
         else:
             b1, b2 = c["beta1"], c["beta2"]
             m, v = slots["m"], slots["v"]
-            tmp = np.multiply(1.0 - b1, g)
+            tmp = np.multiply(c["1-beta1"], g)
             m *= b1
             m += tmp
-            np.multiply(1.0 - b2, g, out=tmp)
+            np.multiply(c["1-beta2"], g, out=tmp)
             tmp *= g
             v *= b2
             v += tmp
-            step_size = lr_k / (1.0 - b1**t)
             denom = np.sqrt(v, out=tmp)
-            denom /= np.sqrt(1.0 - b2**t)
+            denom /= c["sqrt_bc2"]
             denom += c["epsilon"]
-            d = np.multiply(step_size, m)
+            d = np.multiply(c["step_size"], m)
             d /= denom
             p -= d
 
