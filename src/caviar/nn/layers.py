@@ -114,21 +114,21 @@ def batchnorm_forward_(
 def batchnorm_backward_(
     dy: np.ndarray, cache: tuple, dgamma_out: np.ndarray | None = None, dbeta_out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``batchnorm_backward`` that overwrites ``dy`` with dz (same arithmetic, one temporary).
+    """``batchnorm_backward`` that overwrites ``dy`` with dz, in 5 passes over the batch and one temporary.
 
-    dgamma and dbeta may be written straight into the caller's gradient buffers.
+    The same formula with gamma and 1/n factored into per-feature vectors:
+    dz = (gamma inv) (dy - dbeta / n - xhat dgamma / n). dgamma and dbeta may be written straight
+    into the caller's gradient buffers.
     """
     xhat, inv, gamma = cache
     n = dy.shape[1]
     dbeta = np.add.reduce(dy, axis=1, keepdims=True, out=dbeta_out)
     tmp = np.multiply(dy, xhat)
     dgamma = np.add.reduce(tmp, axis=1, keepdims=True, out=dgamma_out)
-    np.multiply(xhat, gamma * dgamma, out=tmp)
-    dy *= gamma  # dxhat
-    dy *= n
-    dy -= gamma * dbeta
+    np.multiply(xhat, dgamma / n, out=tmp)
+    dy -= dbeta / n
     dy -= tmp
-    dy *= inv / n
+    dy *= gamma * inv
     return dy, dgamma, dbeta
 
 
