@@ -24,17 +24,13 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     """
     K, B, _ = logits.shape
     logp = log_softmax(logits)
-    rows = np.arange(B)
-    if np.ndim(y) == 1:  # shared labels: one fancy index for every member
-        picked = logp[:, rows, y]
-    else:
-        picked = logp[np.arange(K)[:, None], rows, y]
-    loss = -np.add.reduce(picked, axis=1) / B
+    index = (slice(None), np.arange(B), y) if np.ndim(y) == 1 else (np.arange(K)[:, None], np.arange(B), y)
+    picked = logp[index]  # log p of each sample's label, (K, B)
+    # Summed in float64: numpy's order of summation can depend on K, and a member's reported loss
+    # must not depend on the population it trains in (the gradient below does not use it).
+    loss = -(np.add.reduce(picked, axis=1, dtype=np.float64) / B)
     grad = np.exp(logp, out=logp)
-    if np.ndim(y) == 1:
-        grad[:, rows, y] -= 1.0
-    else:
-        grad[np.arange(K)[:, None], rows, y] -= 1.0
+    grad[index] -= 1.0
     grad /= B
     return loss, grad
 

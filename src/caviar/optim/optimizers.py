@@ -100,33 +100,34 @@ class Optimizer:
 
         def coef(dtype: np.dtype, ndim: int) -> dict[str, np.ndarray]:
             if (dtype, ndim) not in coefs:
-                coefs[dtype, ndim] = self._coefficients(lr, hp, dtype, ndim, t)
+                coefs[dtype, ndim] = self._coefficients(lr, hp, dtype, ndim, t, l2)
             return coefs[dtype, ndim]
 
         for name, p in params.items():
             g = grads[name]
-            if l2 is not None and name in decayed:
-                if overwrite_grads:
-                    g += _col(l2, p) * p
-                else:
-                    g = g + _col(l2, p) * p
+            decay = l2 is not None and name in decayed
+            if decay and not overwrite_grads:
+                g = g + _col(l2, p) * p
+                decay = False
             member_slots = {s: d[name] for s, d in slots.items()}
             blocks = _blocks(p) if all(a.flags.c_contiguous for a in (p, g, *member_slots.values())) else None
             if blocks is None or len(blocks) == 1:  # one block: the arrays themselves, no views to build
-                self._step(p, g, member_slots, t, coef(p.dtype, p.ndim))
+                c = coef(p.dtype, p.ndim)
+                if decay:
+                    g += c["l2"] * p
+                self._step(p, g, member_slots, t, c)
                 continue
             c = coef(p.dtype, 2)
             for rows, cols in blocks:
-                self._step(
-                    _block(p, rows, cols, 2),
-                    _block(g, rows, cols, 2),
-                    {s: _block(a, rows, cols, 2) for s, a in member_slots.items()},
-                    t,
-                    {n: v[rows] for n, v in c.items()},
-                )
+                pb, gb = _block(p, rows, cols, 2), _block(g, rows, cols, 2)
+                cb = {n: v[rows] for n, v in c.items()}
+                if decay:  # L2 into the gradient block by block: its temporary stays in cache
+                    gb += cb["l2"] * pb
+                self._step(pb, gb, {s: _block(a, rows, cols, 2) for s, a in member_slots.items()}, t, cb)
 
     def _coefficients(
-        self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int, t: int
+        self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int, t: int,
+        l2: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The per-member numbers step ``t`` uses, (K, 1, ...) with ``ndim`` axes, in ``dtype``.
 
@@ -137,6 +138,8 @@ class Optimizer:
                  "adam": ("beta1", "beta2", "epsilon")}[self.kind]
         shape = (-1, *([1] * (ndim - 1)))
         c = {n: np.asarray(v, dtype=dtype).reshape(shape) for n, v in [("lr", lr), *((n, hp[n]) for n in names)]}
+        if l2 is not None:
+            c["l2"] = np.asarray(l2, dtype=dtype).reshape(shape)
         if self.kind == "rmsprop":
             c["1-rho"] = 1.0 - c["rho"]
         elif self.kind == "adam":
