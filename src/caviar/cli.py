@@ -123,6 +123,12 @@ def train(
 
 def main() -> None:
     """Entry point that turns caviar errors into one line and a non-zero exit."""
+    import warnings
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    warnings.showwarning = one_line_warning
     try:
         app()
     except CaviarError as exc:
