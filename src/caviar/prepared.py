@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from caviar.data import Standardizer, load_dataset, load_table, train_val_test_split
+from caviar.data import standardize as standardize_splits
 from caviar.errors import DataError
 
 
@@ -50,11 +51,12 @@ def prepare_data(
         raise DataError("give either a dataset name or a data file path, not both or neither")
     data = load_dataset(dataset, data_dir) if dataset is not None else load_table(path, label)
     splits = train_val_test_split(data, validation_fraction, test_fraction, seed)
-    scaler = Standardizer().fit(splits.train.X) if standardize else None
+    scaler = None
+    if standardize:
+        splits, scaler = standardize_splits(splits)  # statistics of the training part only
 
     def arrays(ds) -> np.ndarray:
-        X = ds.X if scaler is None or not len(ds) else scaler.transform(ds.X)
-        return np.ascontiguousarray(X, dtype=dtype)
+        return np.ascontiguousarray(ds.X, dtype=dtype)
 
     tr, va, te = splits.train, splits.validation, splits.test
     return PreparedData(
