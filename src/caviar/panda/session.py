@@ -123,8 +123,7 @@ class PandaCheckpoint:
 
     id: int
     label: str
-    trainer: Checkpoint
-    member_rng_states: list[dict]
+    trainer: Checkpoint  # weights, optimizer, counters, the members' dropout streams, best-epoch records
     epoch_rng_state: dict | None  # data RNG at the start of the running epoch (None: at an epoch boundary)
     batch_pos: int
     epoch_sums: np.ndarray
@@ -495,7 +494,6 @@ class PandaSession:
         t = self.trainer
         ckpt = PandaCheckpoint(
             id=self._next_ckpt, label=label, trainer=t.checkpoint(),
-            member_rng_states=[r.bit_generator.state for r in t.rngs],
             epoch_rng_state=self._epoch_rng_state if self._batches is not None else None,
             batch_pos=self._batch_pos, epoch_sums=self._epoch_sums.copy(),
             history_rows=[dict(r) for r in t.histories[0].rows], ewa=(self.ewa.v, self.ewa.t),
@@ -516,9 +514,7 @@ class PandaSession:
         if self.trainer.K != 1:  # diverged: the trainer let its member go; start from a fresh one
             self.trainer = self._new_trainer()
         t = self.trainer
-        t.restore(ckpt.trainer)
-        for rng, st in zip(t.rngs, ckpt.member_rng_states, strict=True):
-            rng.bit_generator.state = st
+        t.restore(ckpt.trainer)  # member RNG streams included
         t.histories[0].rows[:] = [dict(r) for r in ckpt.history_rows]
         self._epoch_sums = ckpt.epoch_sums.copy()
         _set_trainer_epoch_sums(t, self._epoch_sums)
