@@ -195,8 +195,8 @@ class Study:
         plan = plan_from_record(spec, records[number])
         data = load_data(spec)
         seed = spec.search.seed or 0
-        halving = None  # a trial alone is never pruned: it runs the epochs it was given
-        (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric, halving=halving)
+        # No halving: a trial alone is never pruned, it runs the epochs it was given.
+        (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric)
         return load(io.BytesIO(model_file_bytes(plan, outcome, data, seed=seed)))
 
     def __repr__(self) -> str:
