@@ -16,6 +16,9 @@ from caviar.nn import layers
 from caviar.nn.losses import log_softmax, softmax_cross_entropy
 from caviar.nn.network import Architecture, backward, forward, init_params
 
+#: Every test here runs on both engine paths (numba kernels, numpy passes): see conftest.py.
+pytestmark = pytest.mark.usefixtures("engine_path")
+
 H = 1e-6
 TOL = 1e-6
 

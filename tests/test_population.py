@@ -14,6 +14,9 @@ from caviar.config import TrainConfig
 from caviar.nn.network import Architecture
 from caviar.train.trainer import Trainer, hyperparameters_from
 
+#: Every test here runs on both engine paths (numba kernels, numpy passes): see conftest.py.
+pytestmark = pytest.mark.usefixtures("engine_path")
+
 N_IN, C = 8, 3
 IDS = [3, 7, 11, 20]
 

@@ -18,6 +18,9 @@ from caviar.nn.network import Architecture, backward, forward, init_params, weig
 from caviar.optim.optimizers import Optimizer
 from caviar.train.trainer import Trainer, hyperparameters_from
 
+#: Every test here runs on both engine paths (numba kernels, numpy passes): see conftest.py.
+pytestmark = pytest.mark.usefixtures("engine_path")
+
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)  # tiny tensors: threads only add contention
 

@@ -7,7 +7,8 @@ whose arrays carry the population axis first.
 
 Speed: the forward and backward passes work in place on the arrays they create themselves (never
 on their inputs), and ``backward`` can write the gradients into preallocated arrays (``out=``), so a
-training step allocates little and runs few passes over memory.
+training step allocates little and runs few passes over memory. With numba, batch norm and its
+activation run as one fused kernel each way (``caviar.nn.kernels``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from caviar.nn import layers
+from caviar.nn import kernels, layers
 from caviar.nn.init import init_weight
 
 Arrays = dict[str, np.ndarray]
@@ -95,19 +96,26 @@ def forward(
         W = params[f"dense{i}.W"]
         z = layers.dense_forward(a, W, None if arch.batchnorm else params[f"dense{i}.b"])
         bn_cache = None
+        fused = arch.batchnorm and kernels.ENABLED
         if arch.batchnorm:
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
             rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
             if train:
-                # z is ours (fresh from the matmul): normalize in place, keep xhat in it
-                z, bn_cache, mu, var_unbiased = layers.batchnorm_forward_(z, gamma, beta)
+                # z is ours (fresh from the matmul): it becomes z - mu, kept for backward
+                bn = kernels.batchnorm_activation_forward_ if fused else layers.batchnorm_forward_
+                args = (z, gamma, beta, layers.BN_EPS, arch.activation) if fused else (z, gamma, beta)
+                z, bn_cache, mu, var_unbiased = bn(*args)
                 m = np.asarray(bn_momentum, dtype=z.dtype).reshape(K, 1, 1)
                 new_state[rm] = layers.update_running(state[rm], mu, m)
                 new_state[rv] = layers.update_running(state[rv], var_unbiased, m)
+            elif fused:
+                z = kernels.batchnorm_activation_eval_(
+                    z, gamma, beta, state[rm], state[rv], layers.BN_EPS, arch.activation
+                )
             else:
                 z = layers.batchnorm_eval(z, gamma, beta, state[rm], state[rv])
         # the activation overwrites its input: backward needs only the output (see activation_backward_)
-        h = layers.activation_forward_(z, arch.activation)
+        h = z if fused else layers.activation_forward_(z, arch.activation)
         mask = None
         if train and dropout is not None:
             mask = layers.dropout_mask(h.shape[1:], dropout, rngs, h.dtype)
@@ -140,11 +148,17 @@ def backward(
         a_in, _, h, bn_cache, mask = caches[i]
         if mask is not None:
             da *= mask  # da is fresh from the matmul: ours to overwrite
-        dz = layers.activation_backward_(da, h, arch.activation)
-        if arch.batchnorm:
+        if arch.batchnorm and kernels.ENABLED:
+            dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = kernels.batchnorm_activation_backward_(
+                da, h, bn_cache, arch.activation, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
+            )
+        elif arch.batchnorm:
+            dz = layers.activation_backward_(da, h, arch.activation)
             dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward_(
                 dz, bn_cache, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
             )
+        else:
+            dz = layers.activation_backward_(da, h, arch.activation)
         db_out = None if arch.batchnorm else into(f"dense{i}.b")
         da, grads[f"dense{i}.W"], db = layers.dense_backward(
             dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, dW_out=into(f"dense{i}.W"), db_out=db_out

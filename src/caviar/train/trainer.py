@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
 from caviar.config import PER_MEMBER, TrainConfig
 from caviar.data.batches import minibatch_indices
+from caviar.nn import kernels
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
 from caviar.optim.optimizers import Optimizer, OptimizerState
@@ -184,18 +186,10 @@ class Trainer:
         """One gradient step of every active member on the batch; returns (loss, accuracy) (K,)."""
         self._ensure_grads()
         self.opt_state.step += 1
-        spans = self._spans()
         new_state = {n: np.empty_like(a) for n, a in self.state.items()}
-        if len(spans) == 1:
-            with self._blas_for_one_slice(len(xb)):
-                loss, acc = self._step_members(0, self.K, xb, yb, new_state)
-        else:
-            with _one_blas_thread():
-                pool = _pool(len(spans) - 1)
-                futures = [pool.submit(self._step_members, k0, k1, xb, yb, new_state) for k0, k1 in spans[1:]]
-                parts = [self._step_members(*spans[0], xb, yb, new_state)] + [f.result() for f in futures]
-            loss = np.concatenate([p[0] for p in parts])
-            acc = np.concatenate([p[1] for p in parts])
+        parts = self._by_slices(partial(self._step_members, new_state=new_state), xb, yb)
+        loss = np.concatenate([p[0] for p in parts])
+        acc = np.concatenate([p[1] for p in parts])
         self.state = new_state
         self.step += 1
         n = len(yb)
@@ -224,7 +218,11 @@ class Trainer:
             self.arch, params, {n: a[rows] for n, a in self.state.items()}, xb, train=True,
             bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs[k0:k1],
         )
-        loss, dlogits = softmax_cross_entropy(logits, yb)
+        if kernels.ENABLED and yb.ndim == 1:
+            loss, acc, dlogits = kernels.softmax_cross_entropy_(logits, yb)  # logits become dlogits
+        else:
+            loss, dlogits = softmax_cross_entropy(logits, yb)
+            acc = accuracy(logits, yb)
         backward(self.arch, params, caches, dlogits, out=grads)
         for n, a in state.items():
             new_state[n][rows] = a
@@ -234,7 +232,7 @@ class Trainer:
             params, grads, slots, self.opt_state.step, self.lr[rows], hp, l2=l2, decayed=self._decayed,
             overwrite_grads=True,
         )
-        return loss, accuracy(logits, yb)
+        return loss, acc
 
     def _blas_for_one_slice(self, batch: int) -> AbstractContextManager:
         """One BLAS thread unless the matmuls are big enough for threads to pay.
@@ -368,17 +366,36 @@ class Trainer:
     # ----- evaluation -----------------------------------------------------------------------
     def logits(self, X: np.ndarray) -> np.ndarray:
         """Evaluation-mode logits (K, N, C) of the active members, in chunks to bound memory."""
-        outs = [
-            forward(self.arch, self.params, self.state, X[i : i + EVAL_CHUNK], train=False)[0]
-            for i in range(0, len(X), EVAL_CHUNK)
-        ]
-        return np.concatenate(outs, axis=1)
+        return np.concatenate(self._by_slices(self._slice_logits, X), axis=0)
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(loss, accuracy) of each active member on (X, y), in evaluation mode."""
-        z = self.logits(X)
-        loss, _ = softmax_cross_entropy(z, y)
-        return loss, accuracy(z, y)
+        parts = self._by_slices(self._slice_evaluate, X, y)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _slice_logits(self, k0: int, k1: int, X: np.ndarray) -> np.ndarray:
+        params = {n: a[k0:k1] for n, a in self.params.items()}
+        state = {n: a[k0:k1] for n, a in self.state.items()}
+        outs = [forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False)[0]
+                for i in range(0, len(X), EVAL_CHUNK)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
+
+    def _slice_evaluate(self, k0: int, k1: int, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = self._slice_logits(k0, k1, X)
+        if kernels.ENABLED and np.ndim(y) == 1:
+            loss, acc, _ = kernels.softmax_cross_entropy_(z, y)  # one pass; z is ours to overwrite
+            return loss, acc
+        return softmax_cross_entropy(z, y)[0], accuracy(z, y)
+
+    def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:
+        """``fn(k0, k1, *args)`` for each slice of the population, side by side like ``train_step``."""
+        spans = self._spans()
+        if len(spans) == 1:
+            with self._blas_for_one_slice(len(args[0])):
+                return [fn(0, self.K, *args)]
+        with _one_blas_thread():
+            futures = [_pool(len(spans) - 1).submit(fn, *span, *args) for span in spans[1:]]
+            return [fn(*spans[0], *args)] + [f.result() for f in futures]
 
     def stacked_kept(self) -> tuple[Arrays, Arrays]:
         """Kept weights of every member (after ``finish``), stacked back on axis 0 in member order."""

@@ -945,16 +945,29 @@ class Storage:
                         trials.c.id.in_(ids), trials.c.state == RUNNING, trials.c.worker_id == worker_id
                     )
                 ).scalars())
-            for trial_id in ids:
-                self._put_curve(conn, trial_id, rows_by_trial[trial_id])
+            self._put_curves(conn, {trial_id: rows_by_trial[trial_id] for trial_id in ids})
             return sorted(ids)
 
     @staticmethod
     def _put_curve(conn: Connection, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
+        Storage._put_curves(conn, {trial_id: rows})
+
+    @staticmethod
+    def _put_curves(conn: Connection, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]]) -> None:
+        """Replace the given epochs of each trial's curve: one DELETE per distinct epoch (a population's
+        epoch is one) and one INSERT for all the rows, not two statements per trial."""
+        new: dict[tuple[int, int], dict[str, Any]] = {}
+        for trial_id, rows in rows_by_trial.items():
+            for row in rows:
+                r = _curve_row(trial_id, row)
+                new[trial_id, r["epoch"]] = r
+        if not new:
             return
-        new = {r["epoch"]: r for r in (_curve_row(trial_id, row) for row in rows)}
-        conn.execute(curves.delete().where(curves.c.trial_id == trial_id, curves.c.epoch.in_(list(new))))
+        trials_by_epoch: dict[int, list[int]] = {}
+        for trial_id, epoch in new:
+            trials_by_epoch.setdefault(epoch, []).append(trial_id)
+        for epoch, ids in trials_by_epoch.items():
+            conn.execute(curves.delete().where(curves.c.epoch == epoch, curves.c.trial_id.in_(ids)))
         conn.execute(curves.insert(), list(new.values()))
 
     # ---- boxes, events, artifacts

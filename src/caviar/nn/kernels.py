@@ -1,0 +1,311 @@
+"""Fused loops for the training step's elementwise work, compiled with numba.
+
+Batch norm with its activation, the softmax cross-entropy and the optimizers each run as one loop
+nest per member instead of a dozen numpy passes over memory; the matmuls stay with BLAS. Each
+kernel applies the same operations, in the same order and the same precision per element, as the
+numpy code it replaces (``caviar.nn.layers``, ``caviar.nn.losses``, ``caviar.optim.optimizers``);
+only sums over the batch run in another order, so results agree to rounding. The optimizer kernels
+match numpy bit for bit. Kernels release the GIL (the trainer runs slices of a population on
+threads), touch only the rows of the members they are given, and are compiled once per dtype and
+cached on disk.
+
+``ENABLED`` is False without numba or with the environment variable ``CAVIAR_KERNELS=numpy``; the
+engine then runs its numpy passes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+ACT_CODES = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3}
+LEAKY_SLOPE = 0.01
+OPT_CODES = {"sgd": 0, "momentum": 1, "nesterov": 2, "rmsprop": 3, "adam": 4}
+
+
+def _numba_wanted() -> bool:
+    if os.environ.get("CAVIAR_KERNELS", "numba").strip().lower() == "numpy":
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+ENABLED = _numba_wanted()
+
+if ENABLED:
+    import numba
+
+    _jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy", boundscheck=False)
+
+    @_jit
+    def _act(y, code):
+        """g(y) for the activation ``code`` (ACT_CODES), in y's precision."""
+        if code == 0:
+            return y if y > 0 else y * 0
+        if code == 1:
+            return y if y > 0 else y * type(y)(LEAKY_SLOPE)
+        if code == 2:
+            return np.tanh(y)
+        one = type(y)(1)
+        return one / (one + np.exp(-y))
+
+    @_jit
+    def _act_grad(g, a, code):
+        """g * act'(z) from the activation's output a (for relu-likes, a > 0 exactly where z > 0)."""
+        if code == 0:
+            return g if a > 0 else g * 0
+        if code == 1:
+            return g if a > 0 else g * type(g)(LEAKY_SLOPE)
+        one = type(a)(1)
+        if code == 2:
+            return g * (one - a * a)
+        return g * (a * (one - a))
+
+    @_jit
+    def bn_act_forward_(z, gamma, beta, eps, code, h, mu_out, var_out, inv_out):
+        """Training-mode batch norm then the activation, for every member (row of axis 0).
+
+        z (K, B, F) is overwritten with z - mu; h (K, B, F) receives the activation's output;
+        mu_out and var_out (K, 1, F) the batch mean and biased variance; inv_out 1 / sqrt(var + eps).
+        """
+        K, B, F = z.shape
+        dt = z.dtype.type
+        n = dt(B)
+        one = dt(1)
+        acc = np.empty(F, z.dtype)
+        scale = np.empty(F, z.dtype)
+        for k in range(K):
+            acc[:] = 0
+            for b in range(B):
+                for f in range(F):
+                    acc[f] += z[k, b, f]
+            for f in range(F):
+                mu_out[k, 0, f] = acc[f] / n
+            acc[:] = 0
+            for b in range(B):
+                for f in range(F):
+                    d = z[k, b, f] - mu_out[k, 0, f]
+                    z[k, b, f] = d
+                    acc[f] += d * d
+            for f in range(F):
+                var = acc[f] / n
+                var_out[k, 0, f] = var
+                inv = one / np.sqrt(var + eps)
+                inv_out[k, 0, f] = inv
+                scale[f] = gamma[k, 0, f] * inv
+            if code == 0:  # relu in a loop of its own: it vectorizes
+                for b in range(B):
+                    for f in range(F):
+                        y = z[k, b, f] * scale[f] + beta[k, 0, f]
+                        h[k, b, f] = y if y > 0 else y * 0
+            else:
+                for b in range(B):
+                    for f in range(F):
+                        h[k, b, f] = _act(z[k, b, f] * scale[f] + beta[k, 0, f], code)
+
+    @_jit
+    def bn_act_eval_(z, gamma, beta, mean, var, eps, code):
+        """Evaluation-mode batch norm (running statistics) then the activation, in place in z."""
+        K, B, F = z.shape
+        scale = np.empty(F, z.dtype)
+        shift = np.empty(F, z.dtype)
+        for k in range(K):
+            for f in range(F):
+                scale[f] = gamma[k, 0, f] / np.sqrt(var[k, 0, f] + eps)
+                shift[f] = beta[k, 0, f] - mean[k, 0, f] * scale[f]
+            for b in range(B):
+                for f in range(F):
+                    z[k, b, f] = _act(z[k, b, f] * scale[f] + shift[f], code)
+
+    @_jit
+    def bn_act_backward_(da, h, zc, inv, gamma, code, dgamma_out, dbeta_out):
+        """Backward of ``bn_act_forward_`` from its outputs: da (K, B, F), the gradient with
+        respect to h, is overwritten with dz; dgamma_out and dbeta_out (K, 1, F) receive theirs."""
+        K, B, F = da.shape
+        n = da.dtype.type(B)
+        sdy = np.empty(F, da.dtype)
+        sdyz = np.empty(F, da.dtype)
+        c_mean = np.empty(F, da.dtype)
+        c_z = np.empty(F, da.dtype)
+        c_out = np.empty(F, da.dtype)
+        for k in range(K):
+            sdy[:] = 0
+            sdyz[:] = 0
+            if code == 0:
+                for b in range(B):
+                    for f in range(F):
+                        g = da[k, b, f] if h[k, b, f] > 0 else da[k, b, f] * 0
+                        da[k, b, f] = g
+                        sdy[f] += g
+                        sdyz[f] += g * zc[k, b, f]
+            else:
+                for b in range(B):
+                    for f in range(F):
+                        g = _act_grad(da[k, b, f], h[k, b, f], code)
+                        da[k, b, f] = g
+                        sdy[f] += g
+                        sdyz[f] += g * zc[k, b, f]
+            for f in range(F):
+                dgamma = sdyz[f] * inv[k, 0, f]
+                dgamma_out[k, 0, f] = dgamma
+                dbeta_out[k, 0, f] = sdy[f]
+                c_mean[f] = sdy[f] / n
+                c_z[f] = inv[k, 0, f] * dgamma / n
+                c_out[f] = gamma[k, 0, f] * inv[k, 0, f]
+            for b in range(B):
+                for f in range(F):
+                    da[k, b, f] = ((da[k, b, f] - c_mean[f]) - zc[k, b, f] * c_z[f]) * c_out[f]
+
+    @_jit
+    def softmax_xent_(logits, y, loss_out, correct_out):
+        """Softmax cross-entropy against labels y (B,) shared by the members.
+
+        logits (K, B, C) are overwritten with dlogits = (softmax - onehot) / B; loss_out (K,) float64
+        receives the mean loss (summed in float64, in batch order), correct_out (K,) the number of
+        argmax hits (the first maximum wins, as numpy's argmax).
+        """
+        K, B, C = logits.shape
+        n = logits.dtype.type(B)
+        one = logits.dtype.type(1)
+        for k in range(K):
+            total = 0.0
+            hits = 0
+            for b in range(B):
+                label = y[b]
+                best = 0
+                m = logits[k, b, 0]
+                for c in range(1, C):
+                    if logits[k, b, c] > m:
+                        m = logits[k, b, c]
+                        best = c
+                hits += best == label
+                s = logits[k, b, 0] * 0
+                for c in range(C):
+                    s += np.exp(logits[k, b, c] - m)
+                lse = np.log(s)
+                for c in range(C):
+                    logp = (logits[k, b, c] - m) - lse
+                    p = np.exp(logp)
+                    if c == label:
+                        total += logp
+                        p -= one
+                    logits[k, b, c] = p / n
+            loss_out[k] = -(total / B)
+            correct_out[k] = hits
+
+    @_jit
+    def optimizer_step_(code, first, decay, p, g, s1, s2, coef):
+        """One optimizer step on (K, n) views, in PyTorch's order of operations per element.
+
+        ``code``: OPT_CODES; ``first``: step 1 (momentum's buffer starts as the gradient);
+        ``decay``: add coef[:, 1] * p (L2) to the gradient (g itself is left as it is).
+        s1, s2: the slots (momentum / nesterov buf; rmsprop sq; adam m, v); unused ones: any array.
+        ``coef`` (K, 8) in p's dtype, one row per member: lr (Adam: lr / (1 - beta1^t)), l2, then
+        the columns ``COEF_COLUMNS`` names for the kind.
+        """
+        K, n = p.shape
+        for k in range(K):
+            lr = coef[k, 0]
+            l2 = coef[k, 1]
+            a, b, c, d, e, f = coef[k, 2], coef[k, 3], coef[k, 4], coef[k, 5], coef[k, 6], coef[k, 7]
+            if code == 0:
+                for i in range(n):
+                    gi = g[k, i] + l2 * p[k, i] if decay else g[k, i]
+                    p[k, i] = p[k, i] - lr * gi
+            elif code == 1 or code == 2:
+                for i in range(n):
+                    gi = g[k, i] + l2 * p[k, i] if decay else g[k, i]
+                    buf = gi if first else s1[k, i] * a + gi
+                    s1[k, i] = buf
+                    p[k, i] = p[k, i] - ((a * buf + gi) if code == 2 else buf) * lr
+            elif code == 3:
+                for i in range(n):
+                    gi = g[k, i] + l2 * p[k, i] if decay else g[k, i]
+                    sq = s1[k, i] * a + (b * gi) * gi
+                    s1[k, i] = sq
+                    p[k, i] = p[k, i] - (lr * gi) / (np.sqrt(sq) + c)
+            else:
+                for i in range(n):
+                    gi = g[k, i] + l2 * p[k, i] if decay else g[k, i]
+                    m = s1[k, i] * a + c * gi
+                    v = s2[k, i] * b + (d * gi) * gi
+                    s1[k, i] = m
+                    s2[k, i] = v
+                    p[k, i] = p[k, i] - (lr * m) / (np.sqrt(v) / e + f)
+
+#: The columns of ``optimizer_step_``'s coefficients after lr (Adam: lr / (1 - beta1^t)) and l2.
+COEF_COLUMNS = {
+    "sgd": (),
+    "momentum": ("momentum",),
+    "nesterov": ("momentum",),
+    "rmsprop": ("rho", "1-rho", "epsilon"),
+    "adam": ("beta1", "beta2", "1-beta1", "1-beta2", "sqrt_bc2", "epsilon"),
+}
+
+
+# ---------------------------------------------------------------------------------- wrappers
+def batchnorm_activation_forward_(
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, activation: str
+) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
+    """``layers.batchnorm_forward_`` then ``layers.activation_forward_`` in one kernel.
+
+    Returns (h, cache, batch mean, unbiased batch variance); z (fresh from the matmul) becomes
+    z - mu, and the cache (z - mu, 1 / sigma, gamma) is the one ``batchnorm_backward_`` takes.
+    """
+    K, n, F = z.shape
+    if n < 2:
+        raise ValueError("batch norm needs at least 2 samples per batch in training")
+    h = np.empty_like(z)
+    mu, var, inv = (np.empty((K, 1, F), z.dtype) for _ in range(3))
+    bn_act_forward_(z, gamma, beta, z.dtype.type(eps), ACT_CODES[activation], h, mu, var, inv)
+    return h, (z, inv, gamma), mu, var * (n / (n - 1))
+
+
+def batchnorm_activation_eval_(
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
+    activation: str,
+) -> np.ndarray:
+    """``layers.batchnorm_eval`` then the activation, in place in ``z``; returns z."""
+    bn_act_eval_(z, gamma, beta, mean, var, z.dtype.type(eps), ACT_CODES[activation])
+    return z
+
+
+def batchnorm_activation_backward_(
+    da: np.ndarray, h: np.ndarray, cache: tuple, activation: str,
+    dgamma_out: np.ndarray | None = None, dbeta_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The activation's backward then ``layers.batchnorm_backward_``, in place in ``da``."""
+    zc, inv, gamma = cache
+    K, _, F = da.shape
+    dgamma = np.empty((K, 1, F), da.dtype) if dgamma_out is None else dgamma_out
+    dbeta = np.empty((K, 1, F), da.dtype) if dbeta_out is None else dbeta_out
+    bn_act_backward_(da, h, zc, inv, gamma, ACT_CODES[activation], dgamma, dbeta)
+    return da, dgamma, dbeta
+
+
+def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``losses.softmax_cross_entropy`` and ``losses.accuracy`` for shared labels (B,), in one pass.
+
+    Returns (loss (K,), accuracy (K,), dlogits); the logits are overwritten with dlogits.
+    """
+    K, B, _ = logits.shape
+    loss = np.empty(K)
+    correct = np.empty(K, np.int64)
+    softmax_xent_(logits, np.ascontiguousarray(y, dtype=np.int64), loss, correct)
+    return loss, correct / B, logits
+
+
+def optimizer_step(
+    kind: str, t: int, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], coef: np.ndarray, decay: bool
+) -> None:
+    """One step of optimizer ``kind`` on one contiguous parameter array (K, ...) and its gradient
+    and slots; ``coef`` (K, 8) as ``COEF_COLUMNS`` says."""
+    K = p.shape[0]
+    flat = [a.reshape(K, -1) for a in (p, g, *slots)]
+    s1 = flat[2] if len(flat) > 2 else flat[0]
+    s2 = flat[3] if len(flat) > 3 else flat[0]
+    optimizer_step_(OPT_CODES[kind], t == 1, decay, flat[0], flat[1], s1, s2, coef)
