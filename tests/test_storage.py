@@ -23,6 +23,7 @@ from caviar.tune.storage import (
     SCHEMA_VERSION,
     WAITING,
     Storage,
+    TrialEnd,
     open_storage,
 )
 
@@ -150,6 +151,30 @@ def test_enqueue_is_idempotent(url: str) -> None:
 
 
 # ------------------------------------------------------------------------------- zombies and ownership
+
+
+def test_finish_trials_records_a_population_and_refuses_what_it_does_not_own(url: str) -> None:
+    s = Storage(url)
+    sid = s.create_study("p", SPEC)
+    s.enqueue_trials(sid, _items([0, 1, 2]))
+    mine = s.claim_trials(sid, "w1", limit=2)
+    (theirs,) = s.claim_trials(sid, "w2")
+    curve = [{"epoch": 0, "train_loss": 1.0, "val_accuracy": 0.5}, {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.7}]
+    ends = [TrialEnd(mine[0].id, COMPLETE, {"val_accuracy": 0.7}, 0.7, curve),
+            TrialEnd(theirs.id, COMPLETE, {"val_accuracy": 0.9}, 0.9, curve),
+            TrialEnd(mine[1].id, DIVERGED, {"epochs_run": 1}, float("nan"), curve[:1])]
+    assert s.finish_trials("w1", ends) == [True, False, True]
+    by_id = {t.id: t for t in s.trials(sid)}
+    assert (by_id[mine[0].id].state, by_id[mine[0].id].objective) == (COMPLETE, 0.7)
+    assert (by_id[mine[1].id].state, by_id[mine[1].id].objective) == (DIVERGED, None)
+    assert (by_id[theirs.id].state, by_id[theirs.id].worker_id) == (RUNNING, "w2")  # untouched
+    curves = s.curves(sid)
+    assert [r["epoch"] for r in curves[mine[0].id]] == [0, 1]
+    assert [r["epoch"] for r in curves[mine[1].id]] == [0]
+    assert theirs.id not in curves
+    with pytest.raises(StorageError, match="finishes as one of"):
+        s.finish_trials("w2", [TrialEnd(theirs.id, WAITING)])
+    assert s.finish_trials("w2", []) == []
 
 
 def test_stale_worker_cannot_finish(url: str) -> None:

@@ -28,17 +28,19 @@ def dense_backward(
     W: np.ndarray,
     need_dx: bool = True,
     *,
+    need_db: bool = True,
     dW_out: np.ndarray | None = None,
     db_out: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Return (dx, dW, db) for z = x W + b; dx is skipped for the input layer.
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Return (dx, dW, db) for z = x W + b; dx is skipped for the input layer, db (None) for a
+    layer without bias (batch norm follows it).
 
     ``dW_out`` / ``db_out`` let the caller receive the gradients in place (views of one flat
     gradient buffer, so that the optimizer can update every parameter in a few passes).
     """
     xt = x.T if x.ndim == 2 else x.transpose(0, 2, 1)
     dW = np.matmul(xt, dz, out=dW_out)
-    db = np.add.reduce(dz, axis=1, keepdims=True, out=db_out)
+    db = np.add.reduce(dz, axis=1, keepdims=True, out=db_out) if need_db else None
     dx = np.matmul(dz, W.transpose(0, 2, 1)) if need_dx else None
     return dx, dW, db
 

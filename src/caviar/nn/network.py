@@ -161,7 +161,8 @@ def backward(
             dz = layers.activation_backward_(da, h, arch.activation)
         db_out = None if arch.batchnorm else into(f"dense{i}.b")
         da, grads[f"dense{i}.W"], db = layers.dense_backward(
-            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, dW_out=into(f"dense{i}.W"), db_out=db_out
+            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, need_db=not arch.batchnorm, dW_out=into(f"dense{i}.W"),
+            db_out=db_out,
         )
         if not arch.batchnorm:
             grads[f"dense{i}.b"] = db

@@ -214,6 +214,18 @@ class StudyRecord:
         return sum(self.counts.values())
 
 
+@dataclass(frozen=True)
+class TrialEnd:
+    """How one trial ended, for ``Storage.finish_trials``."""
+
+    trial_id: int
+    state: str
+    metrics: Mapping[str, Any] | None = None
+    objective: float | None = None
+    curve: Sequence[Mapping[str, Any]] | None = None
+    error: str | None = None
+
+
 @dataclass
 class EventRecord:
     """One event: a requeue, a panda intervention, a note from the study loop."""
@@ -901,30 +913,47 @@ class Storage:
 
         ``objective`` is the value the study maximizes; non-finite values are stored as None.
         """
-        if state not in FINISHED_STATES:
-            raise StorageError(f"a trial finishes as one of {', '.join(FINISHED_STATES)}, not {state!r}")
+        end = TrialEnd(trial_id, state, metrics, objective, curve, error)
+        return self.finish_trials(worker_id, [end], now)[0]
+
+    def finish_trials(self, worker_id: str, ends: Sequence[TrialEnd], now: datetime | None = None) -> list[bool]:
+        """``finish_trial`` for several trials (a population) in ONE transaction; one flag per end, in
+        order: whether that trial was still RUNNING under ``worker_id`` and is now finished."""
+        for end in ends:
+            if end.state not in FINISHED_STATES:
+                raise StorageError(f"a trial finishes as one of {', '.join(FINISHED_STATES)}, not {end.state!r}")
+        if not ends:
+            return []
         t = _now(now)
-        owned = (trials.c.id == trial_id, trials.c.state == RUNNING, trials.c.worker_id == worker_id)
+        ids = [end.trial_id for end in ends]
         with self._write() as conn:
-            started = conn.execute(sa.select(trials.c.started_at).where(*owned).with_for_update()).first()
-            if started is None:
-                return False
-            began = _utc(started.started_at)
-            conn.execute(
-                trials.update()
-                .where(*owned)
-                .values(
-                    state=state,
-                    finished_at=t,
-                    heartbeat_at=t,
-                    duration=(t - began).total_seconds() if began else None,
-                    metrics=_dumps(dict(metrics or {})),
-                    objective=_finite(objective),
-                    error=None if error is None else str(error),
+            started = {
+                row.id: _utc(row.started_at)
+                for row in conn.execute(
+                    sa.select(trials.c.id, trials.c.started_at)
+                    .where(trials.c.id.in_(ids), trials.c.state == RUNNING, trials.c.worker_id == worker_id)
+                    .with_for_update()
                 )
-            )
-            self._put_curve(conn, trial_id, curve or [])
-            return True
+            }
+            for end in ends:
+                if end.trial_id not in started:
+                    continue
+                began = started[end.trial_id]
+                conn.execute(
+                    trials.update()
+                    .where(trials.c.id == end.trial_id)
+                    .values(
+                        state=end.state,
+                        finished_at=t,
+                        heartbeat_at=t,
+                        duration=(t - began).total_seconds() if began else None,
+                        metrics=_dumps(dict(end.metrics or {})),
+                        objective=_finite(end.objective),
+                        error=None if end.error is None else str(end.error),
+                    )
+                )
+            self._put_curves(conn, {end.trial_id: end.curve or [] for end in ends if end.trial_id in started})
+            return [end.trial_id in started for end in ends]
 
     def add_curve_rows(self, trial_id: int, rows: Sequence[Mapping[str, Any]], worker_id: str | None = None) -> bool:
         """Write per-epoch rows (an epoch written twice is replaced). With ``worker_id``, only while that
@@ -947,10 +976,6 @@ class Storage:
                 ).scalars())
             self._put_curves(conn, {trial_id: rows_by_trial[trial_id] for trial_id in ids})
             return sorted(ids)
-
-    @staticmethod
-    def _put_curve(conn: Connection, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-        Storage._put_curves(conn, {trial_id: rows})
 
     @staticmethod
     def _put_curves(conn: Connection, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]]) -> None:

@@ -31,7 +31,16 @@ from caviar.tune.population import TrialPlan, pack
 from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.samplers import Observation, Sampler
 from caviar.tune.spec import StudySpec, load_spec
-from caviar.tune.storage import COMPLETE, FAILED, RUNNING, WAITING, Storage, TrialRecord, open_storage
+from caviar.tune.storage import (
+    COMPLETE,
+    FAILED,
+    RUNNING,
+    WAITING,
+    Storage,
+    TrialEnd,
+    TrialRecord,
+    open_storage,
+)
 
 HEARTBEAT_EVERY_S = 5.0
 STALE_AFTER_S = 60.0
@@ -286,20 +295,22 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
             outcomes = train_population(plans, ctx.data, seed=spec.search.seed or 0, metric=spec.search.metric,
                                         halving=halving, on_epoch=stream)
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
-            for r in claimed:
-                storage.finish_trial(r.id, ctx.worker_id, FAILED, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, FAILED, error=error) for r in claimed])
             return
-    for plan, outcome in zip(plans, outcomes, strict=True):
-        rec = by_number[plan.number]
-        accepted = storage.finish_trial(rec.id, ctx.worker_id, outcome.state, outcome.metrics, outcome.objective,
-                                        outcome.curve)
-        # Asked AFTER this trial is stored, with the storage's own ranking (objective, then the lower
-        # number on ties): whichever trial ends up best saw itself best here, so it has its model file,
-        # even when a tying lower-numbered trial of a later population, or another worker, comes second.
-        best = storage.best_trial(ctx.study_id) if accepted and outcome.objective is not None else None
-        if best is not None and best.id == rec.id:
-            storage.save_artifact(rec.id, MODEL_ARTIFACT,
-                                  model_file_bytes(plan, outcome, ctx.data, seed=spec.search.seed or 0))
+    ends = [TrialEnd(by_number[p.number].id, o.state, o.metrics, o.objective, o.curve)
+            for p, o in zip(plans, outcomes, strict=True)]
+    accepted = storage.finish_trials(ctx.worker_id, ends)  # the whole population in one transaction
+    # Asked AFTER the population is stored, with the storage's own ranking (objective, then the lower
+    # number on ties): whichever trial ends up best saw itself best here, so it has its model file,
+    # even when a tying lower-numbered trial of a later population, or another worker, comes second.
+    if any(ok and o.objective is not None for ok, o in zip(accepted, outcomes, strict=True)):
+        best = storage.best_trial(ctx.study_id)
+        mine = {end.trial_id: k for k, (end, ok) in enumerate(zip(ends, accepted, strict=True)) if ok}
+        if best is not None and best.id in mine:
+            k = mine[best.id]
+            storage.save_artifact(best.id, MODEL_ARTIFACT,
+                                  model_file_bytes(plans[k], outcomes[k], ctx.data, seed=spec.search.seed or 0))
 
 
 def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
