@@ -28,6 +28,14 @@ def _numba_present() -> None:
     assert kernels.ENABLED, "numba is a dependency: the kernels must be available in the tests"
 
 
+def bn_forward(z, gamma, beta, activation="relu"):
+    """The kernel's forward with neutral running statistics (momentum 0.1)."""
+    K, _, F = z.shape
+    ones = np.ones((K, 1, F), z.dtype)
+    return kernels.batchnorm_activation_forward_(z, gamma, beta, layers.BN_EPS, activation, 0 * ones, ones,
+                                                  np.full(K, 0.1))
+
+
 def bn_inputs(dtype, K=3, B=17, F=12, seed=0):
     rng = np.random.default_rng(seed)
     z = (rng.standard_normal((K, B, F)) * 3 + 1).astype(dtype)
@@ -46,12 +54,21 @@ def numpy_forward(z, gamma, beta, activation):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_batchnorm_activation_forward_matches_numpy(activation: str, dtype) -> None:
     z, gamma, beta = bn_inputs(dtype)
+    rng = np.random.default_rng(9)
+    running_mean = rng.standard_normal(gamma.shape).astype(dtype)
+    running_var = rng.uniform(0.5, 2, gamma.shape).astype(dtype)
+    momentum = np.array([0.1, 0.01, 0.5])
     h_ref, (zc_ref, inv_ref, _), mu_ref, var_ref = numpy_forward(z, gamma, beta, activation)
+    m = momentum.astype(dtype).reshape(-1, 1, 1)
+    mean_ref = layers.update_running(running_mean, mu_ref, m)
+    var_ref = layers.update_running(running_var, var_ref, m)
     z_k = z.copy()
-    h, (zc, inv, g), mu, var = kernels.batchnorm_activation_forward_(z_k, gamma, beta, layers.BN_EPS, activation)
+    h, (zc, inv, g), new_mean, new_var = kernels.batchnorm_activation_forward_(
+        z_k, gamma, beta, layers.BN_EPS, activation, running_mean, running_var, momentum
+    )
     tol = TOL[dtype]
-    assert h.dtype == dtype and zc is z_k and g is gamma
-    for got, want in ((h, h_ref), (zc, zc_ref), (inv, inv_ref), (mu, mu_ref), (var, var_ref)):
+    assert h.dtype == new_mean.dtype == dtype and zc is z_k and g is gamma
+    for got, want in ((h, h_ref), (zc, zc_ref), (inv, inv_ref), (new_mean, mean_ref), (new_var, var_ref)):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
@@ -86,24 +103,25 @@ def test_batchnorm_activation_eval_matches_numpy(activation: str, dtype) -> None
 def test_batchnorm_kernel_members_are_independent() -> None:
     z, gamma, beta = bn_inputs(np.float32, K=4, seed=5)
     z[2] *= 1e6  # a wild member must not change its neighbours' bits
-    together = kernels.batchnorm_activation_forward_(z.copy(), gamma, beta, layers.BN_EPS, "relu")[0]
+    together = bn_forward(z.copy(), gamma, beta)
     for k in range(4):
-        alone = kernels.batchnorm_activation_forward_(
-            z[k : k + 1].copy(), gamma[k : k + 1], beta[k : k + 1], layers.BN_EPS, "relu"
-        )[0]
-        np.testing.assert_array_equal(together[k : k + 1], alone)
+        alone = bn_forward(z[k : k + 1].copy(), gamma[k : k + 1], beta[k : k + 1])
+        for a, b in zip(together, alone, strict=True):
+            if isinstance(a, tuple):
+                continue
+            np.testing.assert_array_equal(a[k : k + 1], b)
 
 
 def test_batchnorm_kernel_refuses_a_batch_of_one() -> None:
     z, gamma, beta = bn_inputs(np.float64, B=1)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        kernels.batchnorm_activation_forward_(z, gamma, beta, layers.BN_EPS, "relu")
+        bn_forward(z, gamma, beta)
 
 
 def test_nan_propagates_through_the_batchnorm_kernel() -> None:
     z, gamma, beta = bn_inputs(np.float64)
     z[1, 3, 2] = np.nan
-    h = kernels.batchnorm_activation_forward_(z, gamma, beta, layers.BN_EPS, "relu")[0]
+    h = bn_forward(z, gamma, beta)[0]
     assert np.isnan(h[1, :, 2]).all()  # the whole feature's statistics are NaN
     assert np.isfinite(h[0]).all() and np.isfinite(h[2]).all()
 
@@ -130,6 +148,11 @@ def test_softmax_kernel_breaks_argmax_ties_like_numpy() -> None:
     _, acc, _ = kernels.softmax_cross_entropy_(logits.copy(), y)
     np.testing.assert_array_equal(acc, accuracy(logits, y))
     assert acc[0] == pytest.approx(1 / 3) and acc[1] == pytest.approx(1 / 3)
+
+
+def test_softmax_kernel_refuses_labels_out_of_range() -> None:
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        kernels.softmax_cross_entropy_(np.zeros((1, 2, 4)), np.array([0, 4]))
 
 
 def optimizer_arrays(dtype, K=3, seed=7):

@@ -243,3 +243,46 @@ def test_a_blown_up_loss_kept_finite_by_batch_norm_is_diverged() -> None:
     statuses = [h.status for h in t.histories]
     assert statuses[1] == "diverged", statuses
     assert t.histories[0].rows and all(np.isfinite(r["train_loss"]) for r in t.histories[0].rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slices of the population on threads
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("engine_path")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """5 members on 3 threads (uneven slices), with dropout, L2 on some members only and one member
+    diverging mid-run (the slices shrink): every number equals the single-slice run's."""
+    import caviar.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SPLIT_MIN_MACS", 0)  # split even these tiny networks
+    values = [{"learning_rate": 0.05, "l2": 1e-3}, {"learning_rate": 0.01}, {"learning_rate": 1e4},
+              {"learning_rate": 0.02, "l2": 1e-2}, {"learning_rate": 0.1}]
+    cfg = TrainConfig(optimizer="adam", epochs=4, batch_size=16)
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(10, 8), batchnorm=False)
+    runs = []
+    for threads in (1, 3):
+        t = trainer(cfg, values, arch=arch, dtype=dtype, threads=threads, dropout=0.2)
+        assert len(t._spans(16)) == threads
+        t.fit(X, Y, X[:40], Y[:40])
+        runs.append(t)
+    one, three = runs
+    assert [h.status for h in one.histories] == [h.status for h in three.histories]
+    assert "diverged" in [h.status for h in one.histories]
+    for h1, h3 in zip(one.histories, three.histories, strict=True):
+        assert h1.rows == h3.rows
+    (p1, s1), (p3, s3) = one.stacked_kept(), three.stacked_kept()
+    for name in p1:
+        np.testing.assert_array_equal(p1[name], p3[name], err_msg=name)
+    for name in s1:
+        np.testing.assert_array_equal(s1[name], s3[name], err_msg=name)
+
+
+def test_small_populations_are_not_split() -> None:
+    """Handing a slice to a thread costs more than a tiny population's step: one slice then."""
+    t = trainer(TrainConfig(epochs=1), [{}] * 4, threads=2)
+    assert t._spans(16) == [(0, 4)]
+    big = trainer(TrainConfig(epochs=1), [{}] * 4, threads=2, arch=Architecture(n_in=784, n_out=10, hidden=(128, 64)))
+    assert big._spans(256) == [(0, 2), (2, 4)]

@@ -66,34 +66,40 @@ if ENABLED:
         return g * (a * (one - a))
 
     @_jit
-    def bn_act_forward_(z, gamma, beta, eps, code, h, mu_out, var_out, inv_out):
+    def bn_act_forward_(z, gamma, beta, eps, code, h, inv_out, running_mean, running_var, momentum, new_mean, new_var):
         """Training-mode batch norm then the activation, for every member (row of axis 0).
 
-        z (K, B, F) is overwritten with z - mu; h (K, B, F) receives the activation's output;
-        mu_out and var_out (K, 1, F) the batch mean and biased variance; inv_out 1 / sqrt(var + eps).
+        z (K, B, F) is overwritten with z - mu; h (K, B, F) receives the activation's output and
+        inv_out (K, 1, F) 1 / sqrt(var + eps). The running statistics (K, 1, F) move by ``momentum``
+        (K,) into new_mean and new_var (PyTorch's convention: the unbiased batch variance).
         """
         K, B, F = z.shape
         dt = z.dtype.type
         n = dt(B)
         one = dt(1)
+        unbias = dt(B / (B - 1))
         acc = np.empty(F, z.dtype)
+        mu = np.empty(F, z.dtype)
         scale = np.empty(F, z.dtype)
         for k in range(K):
+            m = momentum[k]
+            keep = one - m
             acc[:] = 0
             for b in range(B):
                 for f in range(F):
                     acc[f] += z[k, b, f]
             for f in range(F):
-                mu_out[k, 0, f] = acc[f] / n
+                mu[f] = acc[f] / n
+                new_mean[k, 0, f] = keep * running_mean[k, 0, f] + m * mu[f]
             acc[:] = 0
             for b in range(B):
                 for f in range(F):
-                    d = z[k, b, f] - mu_out[k, 0, f]
+                    d = z[k, b, f] - mu[f]
                     z[k, b, f] = d
                     acc[f] += d * d
             for f in range(F):
                 var = acc[f] / n
-                var_out[k, 0, f] = var
+                new_var[k, 0, f] = keep * running_var[k, 0, f] + m * (var * unbias)
                 inv = one / np.sqrt(var + eps)
                 inv_out[k, 0, f] = inv
                 scale[f] = gamma[k, 0, f] * inv
@@ -166,7 +172,8 @@ if ENABLED:
 
         logits (K, B, C) are overwritten with dlogits = (softmax - onehot) / B; loss_out (K,) float64
         receives the mean loss (summed in float64, in batch order), correct_out (K,) the number of
-        argmax hits (the first maximum wins, as numpy's argmax).
+        argmax hits (the first maximum wins, as numpy's argmax). The probabilities are exp(z - max)
+        over their sum (numpy's path: exp of the log-softmax): the same values to rounding.
         """
         K, B, C = logits.shape
         n = logits.dtype.type(B)
@@ -185,13 +192,16 @@ if ENABLED:
                 hits += best == label
                 s = logits[k, b, 0] * 0
                 for c in range(C):
-                    s += np.exp(logits[k, b, c] - m)
-                lse = np.log(s)
-                for c in range(C):
-                    logp = (logits[k, b, c] - m) - lse
-                    p = np.exp(logp)
+                    shifted = logits[k, b, c] - m
                     if c == label:
-                        total += logp
+                        total += shifted  # log p(label) = shifted - log(s), finished below
+                    e = np.exp(shifted)
+                    logits[k, b, c] = e
+                    s += e
+                total -= np.log(s)
+                for c in range(C):  # softmax as exp(shifted) / s: one exp per logit, not two
+                    p = logits[k, b, c] / s
+                    if c == label:
                         p -= one
                     logits[k, b, c] = p / n
             loss_out[k] = -(total / B)
@@ -249,20 +259,24 @@ COEF_COLUMNS = {
 
 # ---------------------------------------------------------------------------------- wrappers
 def batchnorm_activation_forward_(
-    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, activation: str
+    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, activation: str,
+    running_mean: np.ndarray, running_var: np.ndarray, momentum: np.ndarray,
 ) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
-    """``layers.batchnorm_forward_`` then ``layers.activation_forward_`` in one kernel.
+    """``layers.batchnorm_forward_``, ``activation_forward_`` and both ``update_running`` in one kernel.
 
-    Returns (h, cache, batch mean, unbiased batch variance); z (fresh from the matmul) becomes
+    Returns (h, cache, new running mean, new running variance); z (fresh from the matmul) becomes
     z - mu, and the cache (z - mu, 1 / sigma, gamma) is the one ``batchnorm_backward_`` takes.
+    ``momentum`` (K,) moves the running statistics, PyTorch's convention.
     """
     K, n, F = z.shape
     if n < 2:
         raise ValueError("batch norm needs at least 2 samples per batch in training")
     h = np.empty_like(z)
-    mu, var, inv = (np.empty((K, 1, F), z.dtype) for _ in range(3))
-    bn_act_forward_(z, gamma, beta, z.dtype.type(eps), ACT_CODES[activation], h, mu, var, inv)
-    return h, (z, inv, gamma), mu, var * (n / (n - 1))
+    inv, new_mean, new_var = (np.empty((K, 1, F), z.dtype) for _ in range(3))
+    m = np.ascontiguousarray(np.asarray(momentum, dtype=z.dtype).reshape(K))
+    bn_act_forward_(z, gamma, beta, z.dtype.type(eps), ACT_CODES[activation], h, inv, running_mean, running_var, m,
+                    new_mean, new_var)
+    return h, (z, inv, gamma), new_mean, new_var
 
 
 def batchnorm_activation_eval_(
@@ -292,20 +306,12 @@ def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
 
     Returns (loss (K,), accuracy (K,), dlogits); the logits are overwritten with dlogits.
     """
-    K, B, _ = logits.shape
+    K, B, C = logits.shape
+    labels = np.ascontiguousarray(y, dtype=np.int64)
+    if labels.shape != (B,) or (B and (labels.min() < 0 or labels.max() >= C)):
+        raise ValueError(f"labels must be {B} integers in [0, {C}); got shape {labels.shape}")
     loss = np.empty(K)
     correct = np.empty(K, np.int64)
-    softmax_xent_(logits, np.ascontiguousarray(y, dtype=np.int64), loss, correct)
+    softmax_xent_(logits, labels, loss, correct)
     return loss, correct / B, logits
 
-
-def optimizer_step(
-    kind: str, t: int, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], coef: np.ndarray, decay: bool
-) -> None:
-    """One step of optimizer ``kind`` on one contiguous parameter array (K, ...) and its gradient
-    and slots; ``coef`` (K, 8) as ``COEF_COLUMNS`` says."""
-    K = p.shape[0]
-    flat = [a.reshape(K, -1) for a in (p, g, *slots)]
-    s1 = flat[2] if len(flat) > 2 else flat[0]
-    s2 = flat[3] if len(flat) > 3 else flat[0]
-    optimizer_step_(OPT_CODES[kind], t == 1, decay, flat[0], flat[1], s1, s2, coef)

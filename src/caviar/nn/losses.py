@@ -23,12 +23,16 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     (loss of shape (K,), dlogits = (softmax - onehot) / B of shape (K, B, C)).
     """
     K, B, _ = logits.shape
+    if B == 0:
+        raise ValueError("softmax_cross_entropy needs at least one sample")
     logp = log_softmax(logits)
     index = (slice(None), np.arange(B), y) if np.ndim(y) == 1 else (np.arange(K)[:, None], np.arange(B), y)
     picked = logp[index]  # log p of each sample's label, (K, B)
-    # Summed in float64: numpy's order of summation can depend on K, and a member's reported loss
-    # must not depend on the population it trains in (the gradient below does not use it).
-    loss = -(np.add.reduce(picked, axis=1, dtype=np.float64) / B)
+    # Summed in float64, in batch order (a cumulative sum): numpy's reductions pick their order of
+    # summation from the array's shape (pairwise for one row, row-wise vectors for several), and a
+    # member's reported loss must not depend on the population, or the slice of it, it trains in.
+    # The gradient below does not use it.
+    loss = -(np.cumsum(picked, axis=1, dtype=np.float64)[:, -1] / B)
     grad = np.exp(logp, out=logp)
     grad[index] -= 1.0
     grad /= B

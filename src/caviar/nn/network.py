@@ -100,11 +100,13 @@ def forward(
         if arch.batchnorm:
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
             rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
-            if train:
+            if train and fused:
                 # z is ours (fresh from the matmul): it becomes z - mu, kept for backward
-                bn = kernels.batchnorm_activation_forward_ if fused else layers.batchnorm_forward_
-                args = (z, gamma, beta, layers.BN_EPS, arch.activation) if fused else (z, gamma, beta)
-                z, bn_cache, mu, var_unbiased = bn(*args)
+                z, bn_cache, new_state[rm], new_state[rv] = kernels.batchnorm_activation_forward_(
+                    z, gamma, beta, layers.BN_EPS, arch.activation, state[rm], state[rv], bn_momentum
+                )
+            elif train:
+                z, bn_cache, mu, var_unbiased = layers.batchnorm_forward_(z, gamma, beta)
                 m = np.asarray(bn_momentum, dtype=z.dtype).reshape(K, 1, 1)
                 new_state[rm] = layers.update_running(state[rm], mu, m)
                 new_state[rv] = layers.update_running(state[rv], var_unbiased, m)

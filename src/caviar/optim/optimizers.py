@@ -135,26 +135,47 @@ class Optimizer:
         self, params: Arrays, grads: Arrays, slots: dict[str, Arrays], t: int, lr: np.ndarray,
         hp: dict[str, np.ndarray], l2: np.ndarray | None, decayed: frozenset[str],
     ) -> None:
-        """``apply`` with one fused kernel per array (``caviar.nn.kernels.optimizer_step``): the same
+        """``apply`` with one fused kernel per array (``caviar.nn.kernels.optimizer_step_``): the same
         arithmetic element by element, so the same bits, in one pass instead of up to 13."""
-        tables: dict[np.dtype, np.ndarray] = {}
-        for name, p in params.items():
-            if p.dtype not in tables:
-                c = self._coefficients(lr, hp, p.dtype, 1, t, l2)
-                table = np.zeros((p.shape[0], 8), p.dtype)
-                table[:, 0] = c["step_size" if self.kind == "adam" else "lr"]
-                if l2 is not None:
-                    table[:, 1] = c["l2"]
-                for j, column in enumerate(kernels.COEF_COLUMNS[self.kind]):
-                    table[:, 2 + j] = c[column]
-                tables[p.dtype] = table
-            decay = l2 is not None and name in decayed
-            kernels.optimizer_step(self.kind, t, p, grads[name], [d[name] for d in self._slot_order(slots)],
-                                   tables[p.dtype], decay)
+        plan = self.fused_plan(params, grads, slots, decayed if l2 is not None else frozenset())
+        tables = {dtype: self.coefficient_table(lr, hp, t, l2, dtype) for dtype in {p.dtype for p in params.values()}}
+        self.apply_plan(plan, tables, t)
 
-    def _slot_order(self, slots: dict[str, Arrays]) -> list[Arrays]:
-        """The slots in the order the kernel takes them (buf; sq; m, v)."""
-        return [slots[s] for s in self.slot_names]
+    def fused_plan(self, params: Arrays, grads: Arrays, slots: dict[str, Arrays],
+                   decayed: frozenset[str] = frozenset()) -> list[tuple]:
+        """What ``apply_plan`` runs: per parameter, its (K, n) views (parameter, gradient, slots) and
+        whether L2 applies. Arrays must be C-contiguous; a caller that updates the same arrays step
+        after step (the trainer) builds the plan once and reuses it."""
+        plan = []
+        for name, p in params.items():
+            K = p.shape[0]
+            flat = [a.reshape(K, -1) for a in (p, grads[name], *(slots[s][name] for s in self.slot_names))]
+            flat += [flat[0]] * (4 - len(flat))  # unused slot arguments: any array of the right type
+            plan.append((*flat, name in decayed))
+        return plan
+
+    def coefficient_table(self, lr: np.ndarray, hp: dict[str, np.ndarray], t: int, l2: np.ndarray | None,
+                          dtype: np.dtype) -> np.ndarray:
+        """The per-member numbers of step ``t`` as the kernel takes them: (K, 8) in ``dtype``, columns
+        lr (Adam: lr / (1 - beta1^t)), l2 (0 without), then ``kernels.COEF_COLUMNS[kind]``."""
+        c = self._coefficients(lr, hp, np.dtype(dtype), 1, t, l2)
+        table = np.zeros((len(c["lr"]), 8), dtype)
+        table[:, 0] = c["step_size" if self.kind == "adam" else "lr"]
+        if l2 is not None:
+            table[:, 1] = c["l2"]
+        for j, column in enumerate(kernels.COEF_COLUMNS[self.kind]):
+            table[:, 2 + j] = c[column]
+        return table
+
+    def apply_plan(self, plan: list[tuple], tables: dict[np.dtype, np.ndarray] | np.ndarray, t: int,
+                   l2: bool = True) -> None:
+        """Step ``t`` over a ``fused_plan`` with ``coefficient_table`` rows for its members (one table,
+        or one per dtype). L2 is added where the plan says (unless ``l2`` is False), never written
+        into the gradients."""
+        code = kernels.OPT_CODES[self.kind]
+        for p, g, s1, s2, decay in plan:
+            table = tables if isinstance(tables, np.ndarray) else tables[p.dtype]
+            kernels.optimizer_step_(code, t == 1, decay and l2, p, g, s1, s2, table)
 
     def _coefficients(
         self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int, t: int,

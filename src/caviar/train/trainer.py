@@ -39,7 +39,10 @@ EVAL_CHUNK = 8192
 #: A mean cross-entropy above this has diverged: chance level is log(C) (2.3 for 10 classes), and batch
 #: norm can keep a blown-up network's loss finite (1e30 and more) where it would otherwise be inf/NaN.
 DIVERGED_LOSS = 1e4
-SMALL_MATMUL = 4 * 1024 * 1024  # multiply-adds of a step's largest matmul below which BLAS gets 1 thread
+SMALL_MATMUL = 4 * 1024 * 1024  # multiply-adds of one member's largest matmul below which BLAS gets 1 thread
+#: Multiply-adds of a whole call (all members, forward and backward) below which the population is not
+#: split across threads: handing a slice to a thread costs ~0.3 ms, about 25M multiply-adds of work.
+SPLIT_MIN_MACS = 32 * 1024 * 1024
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -106,6 +109,19 @@ class Checkpoint:
     epoch_sums: np.ndarray | None = None
 
 
+@dataclass
+class _SliceViews:
+    """A slice's views of the trainer's arrays, valid while ``sources`` are the trainer's dicts."""
+
+    sources: tuple
+    params: Arrays
+    grads: Arrays
+    plan: list | None
+
+    def built_from(self, sources: tuple) -> bool:
+        return all(a is b for a, b in zip(self.sources, sources, strict=True))
+
+
 def hyperparameters_from(configs: Sequence[dict[str, float]], base: TrainConfig, dropout: float = 0.0) -> dict:
     """(K,) arrays of the per-member hyperparameters, from each member's values over ``base``."""
     defaults = {name: getattr(base, name, None) for name in PER_MEMBER}
@@ -139,6 +155,8 @@ class Trainer:
         self.rngs = [member_rng(seed, m) for m in self.member_ids]
         self.params, self.state = init_params(arch, self.rngs, self.dtype)
         self._grads: Arrays = {}
+        self._views: dict[tuple[int, int], _SliceViews] = {}
+        self._blas_held = False  # True while train_epoch holds the BLAS thread setting for its steps
         self.optimizer = Optimizer(train.optimizer)
         self.opt_state = self.optimizer.init(self.params)
         self.threads = threads
@@ -187,7 +205,10 @@ class Trainer:
         self._ensure_grads()
         self.opt_state.step += 1
         new_state = {n: np.empty_like(a) for n, a in self.state.items()}
-        parts = self._by_slices(partial(self._step_members, new_state=new_state), xb, yb)
+        table = None  # the optimizer's per-member coefficients, built once for all slices
+        if kernels.ENABLED:
+            table = self.optimizer.coefficient_table(self.lr, self.hp, self.opt_state.step, self.hp["l2"], self.dtype)
+        parts = self._by_slices(partial(self._step_members, new_state=new_state, table=table), xb, yb)
         loss = np.concatenate([p[0] for p in parts])
         acc = np.concatenate([p[1] for p in parts])
         self.state = new_state
@@ -202,7 +223,7 @@ class Trainer:
         return loss, acc
 
     def _step_members(
-        self, k0: int, k1: int, xb: np.ndarray, yb: np.ndarray, new_state: Arrays
+        self, k0: int, k1: int, xb: np.ndarray, yb: np.ndarray, new_state: Arrays, table: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Forward, backward and update of members k0..k1 (rows of the stacked arrays).
 
@@ -211,8 +232,8 @@ class Trainer:
         """
         rows = slice(k0, k1)
         hp = {n: v[rows] for n, v in self.hp.items()}
-        params = {n: a[rows] for n, a in self.params.items()}
-        grads = {n: a[rows] for n, a in self._grads.items()}
+        views = self._slice_views(k0, k1)
+        params, grads = views.params, views.grads
         dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
         logits, caches, state = forward(
             self.arch, params, {n: a[rows] for n, a in self.state.items()}, xb, train=True,
@@ -226,30 +247,57 @@ class Trainer:
         backward(self.arch, params, caches, dlogits, out=grads)
         for n, a in state.items():
             new_state[n][rows] = a
-        l2 = hp["l2"] if np.any(hp["l2"] > 0) else None
-        slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
-        self.optimizer.apply(
-            params, grads, slots, self.opt_state.step, self.lr[rows], hp, l2=l2, decayed=self._decayed,
-            overwrite_grads=True,
-        )
+        l2_on = bool(np.any(hp["l2"] > 0))  # no member of the slice decays: no L2 pass at all
+        if views.plan is not None and table is not None:
+            self.optimizer.apply_plan(views.plan, table[rows], self.opt_state.step, l2=l2_on)
+        else:
+            slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
+            self.optimizer.apply(
+                params, grads, slots, self.opt_state.step, self.lr[rows], hp,
+                l2=hp["l2"] if l2_on else None, decayed=self._decayed, overwrite_grads=True,
+            )
         return loss, acc
+
+    def _slice_views(self, k0: int, k1: int) -> _SliceViews:
+        """Views of members k0..k1 of the parameters and gradients, and the optimizer's fused plan
+        over them: built once and reused while the arrays stay the same objects (compaction,
+        ``restore`` or a caller replacing ``params`` / ``opt_state`` makes new ones)."""
+        sources = (self.params, self._grads, self.opt_state.slots)
+        views = self._views.get((k0, k1))
+        if views is None or not views.built_from(sources):
+            if not all(v.built_from(sources) for v in self._views.values()):
+                self._views = {}  # the arrays changed: every slice's views are stale
+            rows = slice(k0, k1)
+            params = {n: a[rows] for n, a in self.params.items()}
+            grads = {n: a[rows] for n, a in self._grads.items()}
+            slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
+            contiguous = all(a.flags.c_contiguous for d in (params, grads, *slots.values()) for a in d.values())
+            plan = (self.optimizer.fused_plan(params, grads, slots, self._decayed)
+                    if kernels.ENABLED and contiguous else None)
+            views = self._views[k0, k1] = _SliceViews(sources, params, grads, plan)
+        return views
 
     def _blas_for_one_slice(self, batch: int) -> AbstractContextManager:
         """One BLAS thread unless the matmuls are big enough for threads to pay.
 
+        numpy hands BLAS one member's matmul at a time, so the size that counts is a member's.
         Measured on 2 quiet cores: threaded BLAS made a digits-sized step (64 x 64 x 128, 0.5M
         multiply-adds) 2.5x slower, and an MNIST-sized one (256 x 784 x 128, 26M) 1.25x faster.
         """
         w = self.arch.widths
-        largest = self.K * batch * max(a * b for a, b in zip(w[:-1], w[1:], strict=False))
+        largest = batch * max(a * b for a, b in zip(w[:-1], w[1:], strict=False))
         return _one_blas_thread() if largest < SMALL_MATMUL else nullcontext()
 
-    def _spans(self) -> list[tuple[int, int]]:
-        """Row ranges of the population slices run side by side (one range when not threading)."""
+    def _spans(self, batch: int) -> list[tuple[int, int]]:
+        """Row ranges of the population slices run side by side for a call on ``batch`` rows: one
+        range when not threading, or when the call is too small for a thread hand-off to pay
+        (digits-sized: 8 members at batch 64 run faster on one thread than split in two)."""
         threads = blas_threads() if self.threads is None else int(self.threads)
         if self.threads is None:
             self.threads = threads  # looked up once: threadpoolctl scans the loaded libraries
-        if threads < 2 or threads > self.K:
+        w = self.arch.widths
+        work = 3 * self.K * batch * sum(a * b for a, b in zip(w[:-1], w[1:], strict=False))
+        if threads < 2 or threads > self.K or work < SPLIT_MIN_MACS:
             return [(0, self.K)]
         bounds = np.linspace(0, self.K, threads + 1).round().astype(int)
         return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -265,12 +313,17 @@ class Trainer:
     def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
         """One pass over (X, y) in fresh mini-batches; returns True if a callback asked to stop."""
         self._epoch_sums[:] = 0.0
-        for idx in minibatch_indices(len(y), self.config.batch_size, self.data_rng, self.shuffle):
-            if self.K == 0:
-                return True
-            loss, _ = self.train_step(X[idx], y[idx])
-            if any([cb.on_step_end(self, loss) for cb in callbacks if hasattr(cb, "on_step_end")]):
-                return True
+        with self._blas_context(self.config.batch_size):
+            self._blas_held = True
+            try:
+                for idx in minibatch_indices(len(y), self.config.batch_size, self.data_rng, self.shuffle):
+                    if self.K == 0:
+                        return True
+                    loss, _ = self.train_step(X[idx], y[idx])
+                    if any([cb.on_step_end(self, loss) for cb in callbacks if hasattr(cb, "on_step_end")]):
+                        return True
+            finally:
+                self._blas_held = False
         return False
 
     def end_epoch(
@@ -389,13 +442,20 @@ class Trainer:
 
     def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:
         """``fn(k0, k1, *args)`` for each slice of the population, side by side like ``train_step``."""
-        spans = self._spans()
-        if len(spans) == 1:
-            with self._blas_for_one_slice(len(args[0])):
+        spans = self._spans(len(args[0]))
+        with self._blas_context(len(args[0])):
+            if len(spans) == 1:
                 return [fn(0, self.K, *args)]
-        with _one_blas_thread():
             futures = [_pool(len(spans) - 1).submit(fn, *span, *args) for span in spans[1:]]
             return [fn(*spans[0], *args)] + [f.result() for f in futures]
+
+    def _blas_context(self, batch: int) -> AbstractContextManager:
+        """BLAS threads for a call on ``batch`` rows: one per slice when the population is split, else
+        ``_blas_for_one_slice``; nothing to do while ``train_epoch`` holds the setting for its steps
+        (setting it costs tens of microseconds, a few percent of a small step)."""
+        if self._blas_held:
+            return nullcontext()
+        return self._blas_for_one_slice(batch) if len(self._spans(batch)) == 1 else _one_blas_thread()
 
     def stacked_kept(self) -> tuple[Arrays, Arrays]:
         """Kept weights of every member (after ``finish``), stacked back on axis 0 in member order."""
