@@ -141,6 +141,17 @@ def test_softmax_cross_entropy_kernel_matches_numpy(scale: float, dtype) -> None
     np.testing.assert_array_equal(acc, acc_ref)
 
 
+def test_softmax_kernel_takes_labels_per_member() -> None:
+    rng = np.random.default_rng(8)
+    logits = rng.standard_normal((3, 20, 5))
+    labels = rng.integers(0, 5, (3, 20))
+    loss, acc, grad = kernels.softmax_cross_entropy_(logits.copy(), labels)
+    loss_ref, grad_ref = softmax_cross_entropy(logits, labels)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(acc, accuracy(logits, labels))
+
+
 def test_softmax_kernel_breaks_argmax_ties_like_numpy() -> None:
     logits = np.zeros((2, 3, 4))
     logits[0, :, 1] = logits[0, :, 3] = 5.0  # tie between classes 1 and 3: numpy takes 1
@@ -151,7 +162,7 @@ def test_softmax_kernel_breaks_argmax_ties_like_numpy() -> None:
 
 
 def test_softmax_kernel_refuses_labels_out_of_range() -> None:
-    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"integers in \[0, 4\)"):
         kernels.softmax_cross_entropy_(np.zeros((1, 2, 4)), np.array([0, 4]))
 
 

@@ -286,3 +286,24 @@ def test_small_populations_are_not_split() -> None:
     assert t._spans(16) == [(0, 4)]
     big = trainer(TrainConfig(epochs=1), [{}] * 4, threads=2, arch=Architecture(n_in=784, n_out=10, hidden=(128, 64)))
     assert big._spans(256) == [(0, 2), (2, 4)]
+
+
+@pytest.mark.usefixtures("engine_path")
+def test_evaluate_on_threaded_slices_with_labels_per_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    import caviar.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SPLIT_MIN_MACS", 0)
+    t = trainer(TrainConfig(epochs=1, batch_size=16), [{}] * 4, threads=2)
+    t.train_epoch(X, Y)  # still training: evaluate sees all 4 members
+    assert len(t._spans(len(X))) == 2
+    rng = np.random.default_rng(3)
+    labels = np.stack([Y, rng.permutation(Y), Y, rng.integers(0, C, len(Y))])  # (K, N): one row per member
+    loss, acc = t.evaluate(X, labels)
+    logits = t.logits(X)
+    want_loss, _ = softmax_cross_entropy(logits, labels)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_array_equal(acc, (logits.argmax(-1) == labels).mean(-1))
+    for k in range(4):  # each member is judged on its own row, whatever slice it sits in
+        shared_loss, shared_acc = t.evaluate(X, labels[k])
+        assert (loss[k], acc[k]) == (shared_loss[k], shared_acc[k])
+    assert len(set(loss.round(12))) == 4

@@ -168,7 +168,7 @@ if ENABLED:
 
     @_jit
     def softmax_xent_(logits, y, loss_out, correct_out):
-        """Softmax cross-entropy against labels y (B,) shared by the members.
+        """Softmax cross-entropy against labels y (1, B) shared by the members, or (K, B) one row each.
 
         logits (K, B, C) are overwritten with dlogits = (softmax - onehot) / B; loss_out (K,) float64
         receives the mean loss (summed in float64, in batch order), correct_out (K,) the number of
@@ -178,11 +178,13 @@ if ENABLED:
         K, B, C = logits.shape
         n = logits.dtype.type(B)
         one = logits.dtype.type(1)
+        shared = y.shape[0] == 1
         for k in range(K):
             total = 0.0
             hits = 0
+            row = 0 if shared else k
             for b in range(B):
-                label = y[b]
+                label = y[row, b]
                 best = 0
                 m = logits[k, b, 0]
                 for c in range(1, C):
@@ -302,14 +304,16 @@ def batchnorm_activation_backward_(
 
 
 def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``losses.softmax_cross_entropy`` and ``losses.accuracy`` for shared labels (B,), in one pass.
+    """``losses.softmax_cross_entropy`` and ``losses.accuracy`` in one pass: labels (B,) shared by
+    the members or (K, B), one row each.
 
     Returns (loss (K,), accuracy (K,), dlogits); the logits are overwritten with dlogits.
     """
     K, B, C = logits.shape
     labels = np.ascontiguousarray(y, dtype=np.int64)
-    if labels.shape != (B,) or (B and (labels.min() < 0 or labels.max() >= C)):
-        raise ValueError(f"labels must be {B} integers in [0, {C}); got shape {labels.shape}")
+    if labels.shape not in ((B,), (K, B)) or (B and (labels.min() < 0 or labels.max() >= C)):
+        raise ValueError(f"labels must be ({B},) or ({K}, {B}) integers in [0, {C}); got shape {labels.shape}")
+    labels = labels.reshape(-1, B)
     loss = np.empty(K)
     correct = np.empty(K, np.int64)
     softmax_xent_(logits, labels, loss, correct)

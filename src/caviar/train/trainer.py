@@ -239,7 +239,7 @@ class Trainer:
             self.arch, params, {n: a[rows] for n, a in self.state.items()}, xb, train=True,
             bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs[k0:k1],
         )
-        if kernels.ENABLED and yb.ndim == 1:
+        if kernels.ENABLED:
             loss, acc, dlogits = kernels.softmax_cross_entropy_(logits, yb)  # logits become dlogits
         else:
             loss, dlogits = softmax_cross_entropy(logits, yb)
@@ -422,7 +422,8 @@ class Trainer:
         return np.concatenate(self._by_slices(self._slice_logits, X), axis=0)
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(loss, accuracy) of each active member on (X, y), in evaluation mode."""
+        """(loss, accuracy) of each active member on (X, y), in evaluation mode: X (N, F) shared by
+        the members, labels (N,) or one row per member (K, N)."""
         parts = self._by_slices(self._slice_evaluate, X, y)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -435,7 +436,9 @@ class Trainer:
 
     def _slice_evaluate(self, k0: int, k1: int, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = self._slice_logits(k0, k1, X)
-        if kernels.ENABLED and np.ndim(y) == 1:
+        if np.ndim(y) == 2:  # labels per member (K, N): this slice's rows
+            y = y[k0:k1]
+        if kernels.ENABLED:
             loss, acc, _ = kernels.softmax_cross_entropy_(z, y)  # one pass; z is ours to overwrite
             return loss, acc
         return softmax_cross_entropy(z, y)[0], accuracy(z, y)
