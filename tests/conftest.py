@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caviar.nn import kernels
+from caviar import kernels
 
 
 @pytest.fixture(params=["kernels", "numpy"])

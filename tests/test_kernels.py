@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from caviar.nn import kernels, layers
+from caviar import kernels
+from caviar.nn import layers
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.optim.optimizers import Optimizer
 
@@ -211,6 +212,6 @@ def test_optimizer_kernel_leaves_the_gradient_alone() -> None:
 
 def test_caviar_kernels_numpy_turns_the_kernels_off() -> None:
     env = {**os.environ, "CAVIAR_KERNELS": "numpy"}
-    code = "import caviar.nn.kernels as k; print(k.ENABLED)"
+    code = "import caviar.kernels as k; print(k.ENABLED)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

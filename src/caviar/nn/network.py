@@ -8,7 +8,7 @@ whose arrays carry the population axis first.
 Speed: the forward and backward passes work in place on the arrays they create themselves (never
 on their inputs), and ``backward`` can write the gradients into preallocated arrays (``out=``), so a
 training step allocates little and runs few passes over memory. With numba, batch norm and its
-activation run as one fused kernel each way (``caviar.nn.kernels``).
+activation run as one fused kernel each way (``caviar.kernels``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from caviar.nn import kernels, layers
+from caviar import kernels
+from caviar.nn import layers
 from caviar.nn.init import init_weight
 
 Arrays = dict[str, np.ndarray]

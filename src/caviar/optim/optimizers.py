@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from caviar import kernels
 from caviar.config import OPTIMIZERS
-from caviar.nn import kernels
 
 Arrays = dict[str, np.ndarray]
 
@@ -135,7 +135,7 @@ class Optimizer:
         self, params: Arrays, grads: Arrays, slots: dict[str, Arrays], t: int, lr: np.ndarray,
         hp: dict[str, np.ndarray], l2: np.ndarray | None, decayed: frozenset[str],
     ) -> None:
-        """``apply`` with one fused kernel per array (``caviar.nn.kernels.optimizer_step_``): the same
+        """``apply`` with one fused kernel per array (``caviar.kernels.optimizer_step_``): the same
         arithmetic element by element, so the same bits, in one pass instead of up to 13."""
         plan = self.fused_plan(params, grads, slots, decayed if l2 is not None else frozenset())
         tables = {dtype: self.coefficient_table(lr, hp, t, l2, dtype) for dtype in {p.dtype for p in params.values()}}

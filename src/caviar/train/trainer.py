@@ -25,9 +25,9 @@ from typing import Protocol
 
 import numpy as np
 
+from caviar import kernels
 from caviar.config import PER_MEMBER, TrainConfig
 from caviar.data.batches import minibatch_indices
-from caviar.nn import kernels
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
 from caviar.optim.optimizers import Optimizer, OptimizerState

@@ -4,13 +4,15 @@ Batch norm with its activation, the softmax cross-entropy and the optimizers eac
 nest per member instead of a dozen numpy passes over memory; the matmuls stay with BLAS. Each
 kernel applies the same operations, in the same order and the same precision per element, as the
 numpy code it replaces (``caviar.nn.layers``, ``caviar.nn.losses``, ``caviar.optim.optimizers``);
-only sums over the batch run in another order, so results agree to rounding. The optimizer kernels
-match numpy bit for bit. Kernels release the GIL (the trainer runs slices of a population on
+only sums over the batch run in another order, and the softmax divides by its sum rather than
+exponentiating the log-softmax, so results agree to rounding. The optimizer kernels match numpy
+bit for bit. Kernels release the GIL (the trainer runs slices of a population on
 threads), touch only the rows of the members they are given, and are compiled once per dtype and
 cached on disk.
 
 ``ENABLED`` is False without numba or with the environment variable ``CAVIAR_KERNELS=numpy``; the
-engine then runs its numpy passes.
+engine then runs its numpy passes. Callers check it: the wrappers below exist only to be called
+when it is True.
 """
 
 from __future__ import annotations
@@ -310,8 +312,10 @@ def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
     Returns (loss (K,), accuracy (K,), dlogits); the logits are overwritten with dlogits.
     """
     K, B, C = logits.shape
+    if B == 0:
+        raise ValueError("softmax_cross_entropy needs at least one sample")
     labels = np.ascontiguousarray(y, dtype=np.int64)
-    if labels.shape not in ((B,), (K, B)) or (B and (labels.min() < 0 or labels.max() >= C)):
+    if labels.shape not in ((B,), (K, B)) or (labels.min() < 0 or labels.max() >= C):
         raise ValueError(f"labels must be ({B},) or ({K}, {B}) integers in [0, {C}); got shape {labels.shape}")
     labels = labels.reshape(-1, B)
     loss = np.empty(K)
