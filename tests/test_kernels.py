@@ -101,6 +101,20 @@ def test_batchnorm_activation_eval_matches_numpy(activation: str, dtype) -> None
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_bias_activation_kernels_match_numpy(activation: str, dtype) -> None:
+    z, _, b = bn_inputs(dtype, seed=10)
+    h_ref = layers.activation_forward(z + b, activation)
+    h = kernels.bias_activation_forward_(z.copy(), b, activation)
+    np.testing.assert_allclose(h, h_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    da = np.random.default_rng(11).standard_normal(h.shape).astype(dtype)
+    dz_ref = layers.activation_backward_(da.copy(), h, activation)
+    dz, db = kernels.activation_bias_backward_(da.copy(), h, activation)
+    np.testing.assert_allclose(dz, dz_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(db, dz_ref.sum(axis=1, keepdims=True), rtol=10 * TOL[dtype], atol=10 * TOL[dtype])
+
+
 def test_batchnorm_kernel_members_are_independent() -> None:
     z, gamma, beta = bn_inputs(np.float32, K=4, seed=5)
     z[2] *= 1e6  # a wild member must not change its neighbours' bits

@@ -1,7 +1,7 @@
 """Fused loops for the training step's elementwise work, compiled with numba.
 
-Batch norm with its activation, the softmax cross-entropy and the optimizers each run as one loop
-nest per member instead of a dozen numpy passes over memory; the matmuls stay with BLAS. Each
+Batch norm (or a dense bias) with its activation, the softmax cross-entropy and the optimizers each
+run as one loop nest per member instead of a dozen numpy passes over memory; the matmuls stay with BLAS. Each
 kernel applies the same operations, in the same order and the same precision per element, as the
 numpy code it replaces (``caviar.nn.layers``, ``caviar.nn.losses``, ``caviar.optim.optimizers``);
 only sums over the batch run in another order, and the softmax divides by its sum rather than
@@ -114,6 +114,43 @@ if ENABLED:
                 for b in range(B):
                     for f in range(F):
                         h[k, b, f] = _act(z[k, b, f] * scale[f] + beta[k, 0, f], code)
+
+    @_jit
+    def bias_act_forward_(z, b, code):
+        """z (K, B, F) becomes act(z + b), b (K, 1, F): a dense layer's bias and activation (no batch norm)."""
+        K, B, F = z.shape
+        for k in range(K):
+            if code == 0:  # relu in a loop of its own: it vectorizes
+                for i in range(B):
+                    for f in range(F):
+                        y = z[k, i, f] + b[k, 0, f]
+                        z[k, i, f] = y if y > 0 else y * 0
+            else:
+                for i in range(B):
+                    for f in range(F):
+                        z[k, i, f] = _act(z[k, i, f] + b[k, 0, f], code)
+
+    @_jit
+    def act_bias_backward_(da, h, code, db_out):
+        """da (K, B, F), the gradient with respect to h = act(z), becomes dz; db_out (K, 1, F) the bias's."""
+        K, B, F = da.shape
+        acc = np.empty(F, da.dtype)
+        for k in range(K):
+            acc[:] = 0
+            if code == 0:
+                for i in range(B):
+                    for f in range(F):
+                        g = da[k, i, f] if h[k, i, f] > 0 else da[k, i, f] * 0
+                        da[k, i, f] = g
+                        acc[f] += g
+            else:
+                for i in range(B):
+                    for f in range(F):
+                        g = _act_grad(da[k, i, f], h[k, i, f], code)
+                        da[k, i, f] = g
+                        acc[f] += g
+            for f in range(F):
+                db_out[k, 0, f] = acc[f]
 
     @_jit
     def bn_act_eval_(z, gamma, beta, mean, var, eps, code):
@@ -281,6 +318,23 @@ def batchnorm_activation_forward_(
     bn_act_forward_(z, gamma, beta, z.dtype.type(eps), ACT_CODES[activation], h, inv, running_mean, running_var, m,
                     new_mean, new_var)
     return h, (z, inv, gamma), new_mean, new_var
+
+
+def bias_activation_forward_(z: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
+    """``z + b`` then the activation, in place in ``z`` (fresh from the matmul); returns z."""
+    bias_act_forward_(z, b, ACT_CODES[activation])
+    return z
+
+
+def activation_bias_backward_(
+    da: np.ndarray, h: np.ndarray, activation: str, db_out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``layers.activation_backward_`` and the bias gradient (the sum over the batch) in one pass;
+    ``da`` becomes dz. Returns (dz, db)."""
+    K, _, F = da.shape
+    db = np.empty((K, 1, F), da.dtype) if db_out is None else db_out
+    act_bias_backward_(da, h, ACT_CODES[activation], db)
+    return da, db
 
 
 def batchnorm_activation_eval_(

@@ -7,8 +7,8 @@ whose arrays carry the population axis first.
 
 Speed: the forward and backward passes work in place on the arrays they create themselves (never
 on their inputs), and ``backward`` can write the gradients into preallocated arrays (``out=``), so a
-training step allocates little and runs few passes over memory. With numba, batch norm and its
-activation run as one fused kernel each way (``caviar.kernels``).
+training step allocates little and runs few passes over memory. With numba, batch norm (or the
+dense bias) and the activation run as one fused kernel each way (``caviar.kernels``).
 """
 
 from __future__ import annotations
@@ -95,10 +95,13 @@ def forward(
     a = x
     for i in range(len(arch.hidden)):
         W = params[f"dense{i}.W"]
-        z = layers.dense_forward(a, W, None if arch.batchnorm else params[f"dense{i}.b"])
+        fused = kernels.ENABLED  # bias or batch norm, and the activation, in one kernel
+        bias = None if arch.batchnorm else params[f"dense{i}.b"]
+        z = layers.dense_forward(a, W, None if fused else bias)
         bn_cache = None
-        fused = arch.batchnorm and kernels.ENABLED
-        if arch.batchnorm:
+        if fused and not arch.batchnorm:
+            z = kernels.bias_activation_forward_(z, bias, arch.activation)
+        elif arch.batchnorm:
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
             rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
             if train and fused:
@@ -160,13 +163,15 @@ def backward(
             dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward_(
                 dz, bn_cache, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
             )
+        elif kernels.ENABLED:
+            dz, grads[f"dense{i}.b"] = kernels.activation_bias_backward_(da, h, arch.activation, into(f"dense{i}.b"))
         else:
             dz = layers.activation_backward_(da, h, arch.activation)
-        db_out = None if arch.batchnorm else into(f"dense{i}.b")
+        bias_here = not arch.batchnorm and not kernels.ENABLED  # the bias's sum, unless a kernel took it
         da, grads[f"dense{i}.W"], db = layers.dense_backward(
-            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, need_db=not arch.batchnorm, dW_out=into(f"dense{i}.W"),
-            db_out=db_out,
+            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, need_db=bias_here, dW_out=into(f"dense{i}.W"),
+            db_out=into(f"dense{i}.b") if bias_here else None,
         )
-        if not arch.batchnorm:
+        if bias_here:
             grads[f"dense{i}.b"] = db
     return grads
