@@ -92,15 +92,16 @@ class Optimizer:
         """Step number ``t`` of ``update`` without touching a step counter, on any rows of members.
 
         The population's trainer calls it on slices of members from several threads (each slice
-        its own rows). Each array is updated in cache-sized blocks: the optimizer's passes then run
+        its own rows). With the kernels (``fused_plan``), each array takes one fused pass. Without
+        them, each array is updated in cache-sized blocks: the optimizer's passes then run
         over data in L2 instead of streaming whole arrays from memory a dozen times. The blocks cut
         along elements only, so the arithmetic, and every bit of the result, is unchanged.
         ``overwrite_grads`` lets L2 be added into the gradients in place.
         """
-        if kernels.ENABLED and all(
-            a.flags.c_contiguous for d in (params, grads, *slots.values()) for a in d.values()
-        ):
-            self._apply_fused(params, grads, slots, t, lr, hp, l2, decayed)
+        plan = self.fused_plan(params, grads, slots, decayed if l2 is not None else frozenset())
+        if plan is not None:  # one fused kernel per array: the same arithmetic, in one pass instead of up to 13
+            dtypes = {p.dtype for p in params.values()}
+            self.apply_plan(plan, {dtype: self.coefficient_table(lr, hp, t, l2, dtype) for dtype in dtypes}, t)
             return
         coefs: dict[tuple, dict[str, np.ndarray]] = {}  # per (dtype, ndim): built once per step
 
@@ -131,21 +132,15 @@ class Optimizer:
                     gb += cb["l2"] * pb
                 self._step(pb, gb, {s: _block(a, rows, cols, 2) for s, a in member_slots.items()}, t, cb)
 
-    def _apply_fused(
-        self, params: Arrays, grads: Arrays, slots: dict[str, Arrays], t: int, lr: np.ndarray,
-        hp: dict[str, np.ndarray], l2: np.ndarray | None, decayed: frozenset[str],
-    ) -> None:
-        """``apply`` with one fused kernel per array (``caviar.kernels.optimizer_step_``): the same
-        arithmetic element by element, so the same bits, in one pass instead of up to 13."""
-        plan = self.fused_plan(params, grads, slots, decayed if l2 is not None else frozenset())
-        tables = {dtype: self.coefficient_table(lr, hp, t, l2, dtype) for dtype in {p.dtype for p in params.values()}}
-        self.apply_plan(plan, tables, t)
-
     def fused_plan(self, params: Arrays, grads: Arrays, slots: dict[str, Arrays],
-                   decayed: frozenset[str] = frozenset()) -> list[tuple]:
+                   decayed: frozenset[str] = frozenset()) -> list[tuple] | None:
         """What ``apply_plan`` runs: per parameter, its (K, n) views (parameter, gradient, slots) and
-        whether L2 applies. Arrays must be C-contiguous; a caller that updates the same arrays step
-        after step (the trainer) builds the plan once and reuses it."""
+        whether L2 applies; None when the kernels cannot run (numba off, or an array not
+        C-contiguous). A caller that updates the same arrays step after step (the trainer) builds
+        the plan once and reuses it."""
+        arrays = [a for d in (params, grads, *slots.values()) for a in d.values()]
+        if not kernels.ENABLED or not all(a.flags.c_contiguous for a in arrays):
+            return None
         plan = []
         for name, p in params.items():
             K = p.shape[0]

@@ -271,9 +271,7 @@ class Trainer:
             params = {n: a[rows] for n, a in self.params.items()}
             grads = {n: a[rows] for n, a in self._grads.items()}
             slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
-            contiguous = all(a.flags.c_contiguous for d in (params, grads, *slots.values()) for a in d.values())
-            plan = (self.optimizer.fused_plan(params, grads, slots, self._decayed)
-                    if kernels.ENABLED and contiguous else None)
+            plan = self.optimizer.fused_plan(params, grads, slots, self._decayed)  # None: numpy passes
             views = self._views[k0, k1] = _SliceViews(sources, params, grads, plan)
         return views
 
@@ -313,7 +311,7 @@ class Trainer:
     def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
         """One pass over (X, y) in fresh mini-batches; returns True if a callback asked to stop."""
         self._epoch_sums[:] = 0.0
-        with self._blas_context(self.config.batch_size):
+        with self._blas_context(self.config.batch_size, self._spans(self.config.batch_size)):
             self._blas_held = True
             try:
                 for idx in minibatch_indices(len(y), self.config.batch_size, self.data_rng, self.shuffle):
@@ -446,19 +444,19 @@ class Trainer:
     def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:
         """``fn(k0, k1, *args)`` for each slice of the population, side by side like ``train_step``."""
         spans = self._spans(len(args[0]))
-        with self._blas_context(len(args[0])):
+        with self._blas_context(len(args[0]), spans):
             if len(spans) == 1:
                 return [fn(0, self.K, *args)]
             futures = [_pool(len(spans) - 1).submit(fn, *span, *args) for span in spans[1:]]
             return [fn(*spans[0], *args)] + [f.result() for f in futures]
 
-    def _blas_context(self, batch: int) -> AbstractContextManager:
+    def _blas_context(self, batch: int, spans: list[tuple[int, int]]) -> AbstractContextManager:
         """BLAS threads for a call on ``batch`` rows: one per slice when the population is split, else
         ``_blas_for_one_slice``; nothing to do while ``train_epoch`` holds the setting for its steps
         (setting it costs tens of microseconds, a few percent of a small step)."""
         if self._blas_held:
             return nullcontext()
-        return self._blas_for_one_slice(batch) if len(self._spans(batch)) == 1 else _one_blas_thread()
+        return self._blas_for_one_slice(batch) if len(spans) == 1 else _one_blas_thread()
 
     def stacked_kept(self) -> tuple[Arrays, Arrays]:
         """Kept weights of every member (after ``finish``), stacked back on axis 0 in member order."""
