@@ -229,3 +229,11 @@ def test_caviar_kernels_numpy_turns_the_kernels_off() -> None:
     code = "import caviar.kernels as k; print(k.ENABLED)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_unknown_caviar_kernels_value_is_named_in_a_warning() -> None:
+    env = {**os.environ, "CAVIAR_KERNELS": "nmupy"}
+    code = "import warnings; warnings.simplefilter('always'); import caviar.kernels as k; print(k.ENABLED)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    assert "CAVIAR_KERNELS='nmupy' is neither 'numba' nor 'numpy'" in out.stderr

@@ -18,6 +18,7 @@ when it is True.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -27,8 +28,11 @@ OPT_CODES = {"sgd": 0, "momentum": 1, "nesterov": 2, "rmsprop": 3, "adam": 4}
 
 
 def _numba_wanted() -> bool:
-    if os.environ.get("CAVIAR_KERNELS", "numba").strip().lower() == "numpy":
+    choice = os.environ.get("CAVIAR_KERNELS", "numba").strip().lower()
+    if choice == "numpy":
         return False
+    if choice != "numba":
+        warnings.warn(f"CAVIAR_KERNELS={choice!r} is neither 'numba' nor 'numpy'; using numba", stacklevel=2)
     try:
         import numba  # noqa: F401
     except ImportError:
