@@ -81,8 +81,9 @@ def load_cases(data_dir: str | None, n_random: int) -> list[Case]:
         cases.append(Case("mnist", _standardized(X), y, 256))
     else:
         rng = np.random.default_rng(0)
-        cases.append(Case("mnist", rng.standard_normal((n_random, 784)).astype(np.float32),
-                          rng.integers(0, 10, n_random), 256))
+        cases.append(
+            Case("mnist", rng.standard_normal((n_random, 784)).astype(np.float32), rng.integers(0, 10, n_random), 256)
+        )
     return cases
 
 
@@ -130,8 +131,12 @@ def torch_model(n_in: int):
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Linear(n_in, HIDDEN[0], bias=False), nn.BatchNorm1d(HIDDEN[0]), nn.ReLU(),
-        nn.Linear(HIDDEN[0], HIDDEN[1], bias=False), nn.BatchNorm1d(HIDDEN[1]), nn.ReLU(),
+        nn.Linear(n_in, HIDDEN[0], bias=False),
+        nn.BatchNorm1d(HIDDEN[0]),
+        nn.ReLU(),
+        nn.Linear(HIDDEN[0], HIDDEN[1], bias=False),
+        nn.BatchNorm1d(HIDDEN[1]),
+        nn.ReLU(),
         nn.Linear(HIDDEN[1], 10),
     )
 
@@ -233,15 +238,20 @@ def report(cases: list[Case], results: dict[str, dict], K: int, peak: float) -> 
     for case in cases:
         res, target, name = results[case.name], TARGETS[case.name], case.name
         r = res["rate"]
-        rows.append(_ratio_row(name, f"K={K} population vs {K} sequential torch", r, "caviar K", "torch seq",
-                               target.get("seq")))
-        rows.append(_ratio_row(name, f"K={K} population vs torch.func ensemble", r, "caviar K", "torch.func",
-                               target.get("func")))
+        rows.append(
+            _ratio_row(name, f"K={K} population vs {K} sequential torch", r, "caviar K", "torch seq", target.get("seq"))
+        )
+        rows.append(
+            _ratio_row(
+                name, f"K={K} population vs torch.func ensemble", r, "caviar K", "torch.func", target.get("func")
+            )
+        )
         rows.append(_ratio_row(name, "K=1 vs torch nn.Sequential", r, "caviar 1", "torch 1", target.get("single")))
         frac, goal = res["gflops"] / peak, target.get("peak")
         verdict = "" if goal is None else (f">= {goal:g} " + ("met" if frac >= goal else "MISSED"))
-        rows.append([name, f"K={K} GFLOP/s vs numpy matmul", f"{res['gflops']:.1f}", f"{peak:.1f}", f"{frac:.2f}",
-                     verdict])
+        rows.append(
+            [name, f"K={K} GFLOP/s vs numpy matmul", f"{res['gflops']:.1f}", f"{peak:.1f}", f"{frac:.2f}", verdict]
+        )
         if res["fit_rate"] is not None:
             rows.append([name, f"K={K} Trainer.fit epochs", f"{res['fit_rate']:,.0f}", "", "", ""])
     head = ["data", "measure", "caviar (model-samples/s)", "anchor", "ratio", "target"]
@@ -258,8 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for BLAS, OpenMP and torch")
     ap.add_argument("--data-dir", default=None, help="a folder with the MNIST idx files (else random data)")
     ap.add_argument("--cases", default="digits,mnist", help="comma-separated: digits, mnist")
-    ap.add_argument("--seq-models", type=int, default=None,
-                    help="sequential torch trainings actually timed (rate per model is the same; default K)")
+    ap.add_argument(
+        "--seq-models",
+        type=int,
+        default=None,
+        help="sequential torch trainings actually timed (rate per model is the same; default K)",
+    )
     args = ap.parse_args(argv)
     steps = args.steps or (3 if args.quick else 20)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -270,10 +284,11 @@ def main(argv: list[str] | None = None) -> None:
 
     limiter = set_threads(args.threads)
     peak = matmul_gflops()
-    cases = [c for c in load_cases(args.data_dir, 6_000 if args.quick else 12_000)
-             if c.name in args.cases.split(",")]
-    print(f"caviar engine benchmark: K={args.K}, {steps} steps x {repeats} interleaved repeats, "
-          f"{args.threads} threads, float32, BN + ReLU + Adam")
+    cases = [c for c in load_cases(args.data_dir, 6_000 if args.quick else 12_000) if c.name in args.cases.split(",")]
+    print(
+        f"caviar engine benchmark: K={args.K}, {steps} steps x {repeats} interleaved repeats, "
+        f"{args.threads} threads, float32, BN + ReLU + Adam"
+    )
     print(f"machine: {os.cpu_count()} cores; numpy float32 2048^3 matmul: {peak:.1f} GFLOP/s")
     print(describe_blas())
     results = {}

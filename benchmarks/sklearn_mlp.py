@@ -41,16 +41,35 @@ def load(name: str, data_dir: str | None):
 def sklearn_mlp(epochs: int, lr: float = 1e-3, seed: int = 0):
     from sklearn.neural_network import MLPClassifier
 
-    return MLPClassifier(hidden_layer_sizes=HIDDEN, activation="relu", solver="adam", alpha=0.0,
-                         batch_size=BATCH, learning_rate_init=lr, max_iter=epochs, shuffle=True,
-                         random_state=seed, tol=0.0, n_iter_no_change=epochs + 1, early_stopping=False)
+    return MLPClassifier(
+        hidden_layer_sizes=HIDDEN,
+        activation="relu",
+        solver="adam",
+        alpha=0.0,
+        batch_size=BATCH,
+        learning_rate_init=lr,
+        max_iter=epochs,
+        shuffle=True,
+        random_state=seed,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+        early_stopping=False,
+    )
 
 
 def caviar_clf(epochs: int, batchnorm: bool, lr: float = 1e-3, seed: int = 0):
     from caviar import Classifier
 
-    return Classifier(hidden=HIDDEN, batchnorm=batchnorm, optimizer="adam", learning_rate=lr,
-                      batch_size=BATCH, epochs=epochs, standardize=False, seed=seed)
+    return Classifier(
+        hidden=HIDDEN,
+        batchnorm=batchnorm,
+        optimizer="adam",
+        learning_rate=lr,
+        batch_size=BATCH,
+        epochs=epochs,
+        standardize=False,
+        seed=seed,
+    )
 
 
 def single_fits(name: str, data, epochs: int, repeats: int) -> None:
@@ -66,6 +85,7 @@ def single_fits(name: str, data, epochs: int, repeats: int) -> None:
     def fit(key):
         def run():
             fitted[key] = models[key]().fit(Xtr, ytr)
+
         return timed(run)
 
     with warnings.catch_warnings():

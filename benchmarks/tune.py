@@ -52,8 +52,9 @@ PREFIX_STRATEGIES = ("random", "sobol", "tpe")  # trial n does not depend on the
 
 
 # ------------------------------------------------------------------------------------------- specs
-def study_spec(dataset: str, strategy: str, trials: int, epochs: int, seed: int, storage: Path,
-               name: str = "bench") -> dict[str, Any]:
+def study_spec(
+    dataset: str, strategy: str, trials: int, epochs: int, seed: int, storage: Path, name: str = "bench"
+) -> dict[str, Any]:
     """The study both sides run: model 64-128-64-10 (digits) with BN + ReLU, Adam, batch 64."""
     search: dict[str, Any] = {"strategy": strategy, "trials": trials, "storage": str(storage), "max_population": 64}
     if strategy == "coarse_to_fine":
@@ -72,9 +73,12 @@ def warm_up_caviar(spec: dict[str, Any], folder: Path) -> None:
     """One tiny study (2 trials, 1 epoch, its own database) before the clock: the first one in a
     process imports scikit-learn for the data set (1-2 s) and loads the compiled kernels, costs of
     the process, not of the study. The PyTorch side gets the same (``run_optuna``)."""
-    tiny = {**spec, "study": {**spec["study"], "name": "warm-up"},
-            "training": {**spec["training"], "epochs": 1},
-            "search": {**spec["search"], "trials": 2, "storage": str(folder / "warm-up.db")}}
+    tiny = {
+        **spec,
+        "study": {**spec["study"], "name": "warm-up"},
+        "training": {**spec["training"], "epochs": 1},
+        "search": {**spec["search"], "trials": 2, "storage": str(folder / "warm-up.db")},
+    }
     run_caviar(tiny)
 
 
@@ -120,8 +124,12 @@ def torch_trial(data: Any, lr: float, beta1: float, beta2: float, l2: float, epo
     model = torch_model(Xtr.shape[1], int(ytr.max()) + 1)
     weights = [m.weight for m in model if isinstance(m, nn.Linear)]
     others = [p for p in model.parameters() if all(p is not w for w in weights)]
-    opt = torch.optim.Adam([{"params": weights, "weight_decay": l2}, {"params": others, "weight_decay": 0.0}],
-                           lr=lr, betas=(beta1, beta2), eps=1e-8)
+    opt = torch.optim.Adam(
+        [{"params": weights, "weight_decay": l2}, {"params": others, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(beta1, beta2),
+        eps=1e-8,
+    )
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     best_loss, best_acc = float("inf"), 0.0
@@ -155,8 +163,12 @@ def run_optuna(spec: dict[str, Any], storage: Path) -> tuple[float, list[float]]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     d = load_data(load_spec(spec))  # caviar's split and standardization: the same data on both sides
-    data = (torch.from_numpy(d.X_train), torch.from_numpy(d.y_train).long(),
-            torch.from_numpy(d.X_val), torch.from_numpy(d.y_val).long())
+    data = (
+        torch.from_numpy(d.X_train),
+        torch.from_numpy(d.y_train).long(),
+        torch.from_numpy(d.X_val),
+        torch.from_numpy(d.y_val).long(),
+    )
     epochs, seed = spec["training"]["epochs"], spec["study"]["seed"]
     torch_trial(data, 1e-3, 0.9, 0.999, 0.0, 1, seed)  # warm-up, as caviar's: torch's first ops initialize
 
@@ -168,8 +180,9 @@ def run_optuna(spec: dict[str, Any], storage: Path) -> tuple[float, list[float]]
         return torch_trial(data, lr, beta1, beta2, l2, epochs, seed * 100_003 + trial.number)
 
     start = time.perf_counter()
-    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{storage}",
-                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    study = optuna.create_study(
+        direction="maximize", storage=f"sqlite:///{storage}", sampler=optuna.samplers.RandomSampler(seed=seed)
+    )
     study.optimize(objective, n_trials=spec["search"]["trials"])
     seconds = time.perf_counter() - start
     return seconds, [t.value for t in study.trials]
@@ -181,8 +194,10 @@ def part1(trials: int, epochs: int, seed: int, threads: int, folder: Path) -> No
     import torch
 
     spec = study_spec("digits", "random", trials, epochs, seed, folder / "caviar.db", name="part1")
-    print(f"\n## Part 1: {trials}-trial random search on digits, {epochs} epochs, model 64-{HIDDEN[0]}-"
-          f"{HIDDEN[1]}-10 BN+ReLU, Adam, batch {BATCH}, {threads} threads")
+    print(
+        f"\n## Part 1: {trials}-trial random search on digits, {epochs} epochs, model 64-{HIDDEN[0]}-"
+        f"{HIDDEN[1]}-10 BN+ReLU, Adam, batch {BATCH}, {threads} threads"
+    )
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), optuna {optuna.__version__}")
     warm_up_caviar(spec, folder)
     c_time, c_values = run_caviar(spec)
@@ -193,8 +208,10 @@ def part1(trials: int, epochs: int, seed: int, threads: int, folder: Path) -> No
     print(f"{'caviar (run_study)':28}{c_time:10.1f}{c_time / trials:10.3f}{c_best:14.4f}")
     print(f"{'Optuna + PyTorch':28}{o_time:10.1f}{o_time / trials:10.3f}{o_best:14.4f}")
     verdict = "met" if o_time / c_time >= 10 else "NOT met"
-    print(f"speed-up caviar / Optuna+PyTorch: {o_time / c_time:.1f}x (target >= 10x: {verdict}); "
-          f"best accuracy: caviar {'>=' if c_best >= o_best else '<'} Optuna+PyTorch")
+    print(
+        f"speed-up caviar / Optuna+PyTorch: {o_time / c_time:.1f}x (target >= 10x: {verdict}); "
+        f"best accuracy: caviar {'>=' if c_best >= o_best else '<'} Optuna+PyTorch"
+    )
 
 
 # ------------------------------------------------------------------------------- strategies
@@ -222,8 +239,9 @@ def best_of(values: Sequence[float | None], budget: int) -> float:
     return max(finite) if finite else float("nan")
 
 
-def strategy_cells(dataset: str, strategy: str, budgets: Sequence[int], seeds: Sequence[int], epochs: int,
-                   folder: Path) -> list[Cell]:
+def strategy_cells(
+    dataset: str, strategy: str, budgets: Sequence[int], seeds: Sequence[int], epochs: int, folder: Path
+) -> list[Cell]:
     """Run one strategy on one dataset over every seed; one Cell per budget."""
     results: dict[int, list[float]] = {b: [] for b in budgets}
     for seed in seeds:
@@ -245,8 +263,10 @@ def print_table(cells: list[Cell], budgets: Sequence[int]) -> None:
         for strategy in STRATEGIES:
             row = {c.budget: c for c in cells if c.dataset == dataset and c.strategy == strategy}
             if row:
-                print(f"{dataset:10}{strategy:16}" + "".join(
-                    f"{f'{row[b].mean:.4f} +- {row[b].std:.4f}':>20}" for b in budgets))
+                print(
+                    f"{dataset:10}{strategy:16}"
+                    + "".join(f"{f'{row[b].mean:.4f} +- {row[b].std:.4f}':>20}" for b in budgets)
+                )
 
 
 def compare_c2f_random(cells: list[Cell]) -> None:
@@ -291,8 +311,9 @@ def plot(cells: list[Cell], path: Path) -> None:
     print(f"figure written to {path}")
 
 
-def part2(datasets: Sequence[str], budgets: Sequence[int], seeds: Sequence[int], epochs: int, folder: Path,
-          figure: Path) -> None:
+def part2(
+    datasets: Sequence[str], budgets: Sequence[int], seeds: Sequence[int], epochs: int, folder: Path, figure: Path
+) -> None:
     """Every strategy at equal budgets over several seeds: a table, a verdict line and a figure."""
     print(f"\n## Part 2: best validation accuracy, budgets {list(budgets)}, seeds {list(seeds)}, {epochs} epochs")
     cells: list[Cell] = []
@@ -336,8 +357,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="caviar-bench-") as tmp:
         folder = Path(tmp)
         if args.part in (None, 1):
-            part1(trials=64, epochs=args.epochs or (8 if args.quick else 20), seed=0, threads=args.threads,
-                  folder=folder)
+            part1(
+                trials=64, epochs=args.epochs or (8 if args.quick else 20), seed=0, threads=args.threads, folder=folder
+            )
         if args.part in (None, 2):
             budgets = (16, 32) if args.quick else (16, 32, 64)
             seeds = range(args.seeds or (2 if args.quick else 5))

@@ -45,8 +45,7 @@ def serve(app: Any, host: str = "127.0.0.1", start_timeout_s: float = 30.0) -> I
     """
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
     thread.start()

@@ -28,8 +28,12 @@ def test_engine_benchmark_prints_every_ratio() -> None:
     assert "openblas" in text.lower() or "blas:" in text  # says which BLAS kernel ran
     rows = {(m.group(1), m.group(2).strip()): float(m.group(5)) for m in RATIO_ROW.finditer(text)}
     for data in ("digits", "mnist"):
-        for measure in ("K=32 population vs 32 sequential torch", "K=32 population vs torch.func ensemble",
-                        "K=1 vs torch nn.Sequential", "K=32 GFLOP/s vs numpy matmul"):
+        for measure in (
+            "K=32 population vs 32 sequential torch",
+            "K=32 population vs torch.func ensemble",
+            "K=1 vs torch nn.Sequential",
+            "K=32 GFLOP/s vs numpy matmul",
+        ):
             assert rows.get((data, measure), 0) > 0, (data, measure, text[-3000:])
 
 
@@ -46,11 +50,26 @@ def test_tuning_benchmark_part1_compares_both_sides() -> None:
 @pytest.mark.timeout(300)
 def test_tuning_benchmark_part2_writes_its_table_and_figure(tmp_path: Path) -> None:
     figure = tmp_path / "strategies.png"
-    text = run_script("benchmarks/tune.py", "--part", "2", "--quick", "--epochs", "1", "--seeds", "1", "--threads",
-                      "1", "--figure", str(figure))
+    text = run_script(
+        "benchmarks/tune.py",
+        "--part",
+        "2",
+        "--quick",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--threads",
+        "1",
+        "--figure",
+        str(figure),
+    )
     for data in ("digits", "mnist1d"):
         for strategy in ("random", "sobol", "coarse_to_fine", "tpe"):
             assert re.search(rf"^{data}\s+{strategy}\s+[\d.]+ \+- [\d.]+\s+[\d.]+ \+- [\d.]+$", text, re.M), (
-                data, strategy, text[-2000:])
+                data,
+                strategy,
+                text[-2000:],
+            )
     assert len(re.findall(r"coarse_to_fine [\d.]+ (>=|<) random [\d.]+", text)) == 4
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -49,7 +49,8 @@ def page(base_url: str):
 def column_values(page, key: str) -> list[str]:
     """Texts of one column, in table order."""
     index = page.locator("#trials thead th").evaluate_all(
-        "(ths, key) => ths.findIndex(th => th.dataset.key === key)", key)
+        "(ths, key) => ths.findIndex(th => th.dataset.key === key)", key
+    )
     return page.locator(f"#trials tbody tr td:nth-child({index + 1})").all_inner_texts()
 
 

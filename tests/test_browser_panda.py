@@ -21,8 +21,9 @@ TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 N_POINTS = "document.getElementById('loss-plot').data ? document.getElementById('loss-plot').data[1].x.length : 0"
-LAST_X = ("(() => { const x = document.getElementById('loss-plot').data[1].x;"
-          " return x.length ? x[x.length - 1] : 0; })()")
+LAST_X = (
+    "(() => { const x = document.getElementById('loss-plot').data[1].x; return x.length ? x[x.length - 1] : 0; })()"
+)
 
 
 @pytest.fixture()
@@ -73,7 +74,8 @@ def test_panda_page_steers_the_training(session: PandaSession):
             "at => { const l = document.getElementById('loss-plot').layout;"
             " return l.shapes.some(s => s.x0 === at)"
             " && l.annotations.some(a => a.x === at && a.text.includes('lr')); }",
-            arg=at)
+            arg=at,
+        )
         expect(page.locator("#hp-learning_rate")).to_have_attribute("placeholder", "0.002")
         page.screenshot(path=str(screenshot_path("panda-2-lr-changed.png")), full_page=True)
 
@@ -96,7 +98,8 @@ def test_panda_page_steers_the_training(session: PandaSession):
         page.wait_for_function(f"{LAST_X} > {ckpt['step'] + 5}")  # and it goes on from there
         assert int(page.locator("#step").inner_text()) > ckpt["step"]
         page.wait_for_function(
-            "() => document.getElementById('loss-plot').layout.annotations.some(a => a.text.startsWith('rollback'))")
+            "() => document.getElementById('loss-plot').layout.annotations.some(a => a.text.startsWith('rollback'))"
+        )
         page.screenshot(path=str(screenshot_path("panda-4-continued.png")), full_page=True)
 
         # a refused value shows its one-line reason, and training goes on

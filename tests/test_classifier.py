@@ -42,8 +42,11 @@ def iris() -> tuple[np.ndarray, np.ndarray]:
 def test_check_estimator() -> None:
     results = check_estimator(Classifier(hidden=(16,), epochs=20, learning_rate=1e-2), on_fail=None)
     assert len(results) > 40
-    bad = {r["check_name"]: repr(r["exception"]) for r in results
-           if r["status"] != "passed" and r["check_name"] not in CHECK_EXCEPTIONS}
+    bad = {
+        r["check_name"]: repr(r["exception"])
+        for r in results
+        if r["status"] != "passed" and r["check_name"] not in CHECK_EXCEPTIONS
+    }
     assert not bad, bad
 
 
@@ -54,16 +57,16 @@ def test_check_estimator() -> None:
 
 def test_pipeline_cross_val_score(iris) -> None:
     X, y = iris
-    pipe = make_pipeline(StandardScaler(), Classifier(hidden=(16,), epochs=30, learning_rate=1e-2,
-                                                      standardize=False))
+    pipe = make_pipeline(StandardScaler(), Classifier(hidden=(16,), epochs=30, learning_rate=1e-2, standardize=False))
     scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(3, shuffle=True, random_state=0))
     assert scores.shape == (3,) and scores.min() > 0.8
 
 
 def test_grid_search(iris) -> None:
     X, y = iris
-    grid = GridSearchCV(Classifier(hidden=(8,), epochs=15),
-                        {"learning_rate": [1e-4, 3e-2], "batchnorm": [True, False]}, cv=3)
+    grid = GridSearchCV(
+        Classifier(hidden=(8,), epochs=15), {"learning_rate": [1e-4, 3e-2], "batchnorm": [True, False]}, cv=3
+    )
     grid.fit(X, y)
     assert set(grid.best_params_) == {"learning_rate", "batchnorm"}
     assert grid.best_params_["learning_rate"] == 3e-2  # 15 epochs at 1e-4 learn next to nothing
@@ -103,8 +106,9 @@ def test_partial_fit_in_order_equals_trainer(dtype: str) -> None:
     Xs = Standardizer().fit(X.astype(dtype)).transform(X.astype(dtype))
     cfg = TrainConfig(learning_rate=1e-2, batch_size=32)
     arch = Architecture(4, 3, (8, 6), "relu", True)
-    t = Trainer(arch, cfg, hyperparameters_from([{}], cfg), member_ids=[0], seed=4, dtype=np.dtype(dtype),
-                shuffle=False)
+    t = Trainer(
+        arch, cfg, hyperparameters_from([{}], cfg), member_ids=[0], seed=4, dtype=np.dtype(dtype), shuffle=False
+    )
     for _ in range(2):
         t.train_epoch(Xs, y)
         t.end_epoch()
@@ -208,8 +212,9 @@ def test_digits_accuracy() -> None:
 
 #: Adam with exponential decay and dropout; about 35-60 s on 2 cores. Chosen on a population of
 #: variants (caviar's own way): 98.1-98.2% test accuracy after 8-10 epochs, a margin of ~20 images.
-MNIST_SETTINGS = dict(hidden=(512, 256), batch_size=128, epochs=10, learning_rate=2e-3, decay="exponential",
-                      lr_decay=0.3, dropout=0.2)
+MNIST_SETTINGS = dict(
+    hidden=(512, 256), batch_size=128, epochs=10, learning_rate=2e-3, decay="exponential", lr_decay=0.3, dropout=0.2
+)
 
 
 @pytest.mark.slow

@@ -98,8 +98,19 @@ def snapshot(db: Path) -> list[tuple]:
     rows = []
     for record in storage.list_studies():
         for t in storage.trials(record.id):
-            rows.append((record.name, t.number, t.state, t.params, t.metrics, t.objective, t.attempts,
-                         t.finished_at, storage.artifact_names(t.id)))
+            rows.append(
+                (
+                    record.name,
+                    t.number,
+                    t.state,
+                    t.params,
+                    t.metrics,
+                    t.objective,
+                    t.attempts,
+                    t.finished_at,
+                    storage.artifact_names(t.id),
+                )
+            )
     return rows
 
 
@@ -107,8 +118,13 @@ def snapshot(db: Path) -> list[tuple]:
 def test_dry_run_prints_csv_and_stores_nothing(tmp_path: Path) -> None:
     spec = tmp_path / "dry.toml"
     spec.write_text(SPEC.format(name="dry", epochs=2).replace("coarse_to_fine", "random"))
-    done = subprocess.run([str(CAVIAR), "tune", str(spec), "--dry-run", "-n", "5", "--format", "csv"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(CAVIAR), "tune", str(spec), "--dry-run", "-n", "5", "--format", "csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert len(done.stdout.strip().splitlines()) == 6
@@ -165,8 +181,16 @@ def test_best_save_writes_a_model_that_scores_like_the_study(cli, finished, tmp_
     model = caviar.load(out)
     spec = study.spec
     d = spec.data
-    raw = prepare_data(d.dataset, d.path, d.label, d.data_dir, d.validation_fraction, d.test_fraction,
-                       seed=spec.search.seed or 0, standardize=False)
+    raw = prepare_data(
+        d.dataset,
+        d.path,
+        d.label,
+        d.data_dir,
+        d.validation_fraction,
+        d.test_fraction,
+        seed=spec.search.seed or 0,
+        standardize=False,
+    )
     with threadpool_limits(limits=1, user_api="blas"):
         score = model.score(raw.X_test, raw.classes[raw.y_test])
     assert score == study.best_trial.metrics["test_accuracy"]
@@ -186,23 +210,39 @@ def test_train_saves_a_model(cli, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- mistakes
 MISTAKES = {
     "toml": ('[data]\ndataset = "iris"\n\n[search]\ntrials = = 4\n', r"invalid TOML: .*line 5"),
-    "unknown key": ('[data]\ndataset = "iris"\n[training]\nlearnig_rate = 0.1\n',
-                    r"unknown key 'training\.learnig_rate' \(did you mean 'learning_rate'\?\)"),
-    "unknown space name": ('[data]\ndataset = "iris"\n[space]\nlearnig_rate = { low = 1e-3, high = 0.1 }\n',
-                           r"space\.learnig_rate: not a tunable hyperparameter \(did you mean 'learning_rate'\?\)"),
-    "impossible range": ('[data]\ndataset = "iris"\n[space]\nl2 = { low = 0.1, high = 0.01, scale = "log" }\n',
-                         r"space\.l2: needs low < high"),
-    "log from zero": ('[data]\ndataset = "iris"\n[space]\nlearning_rate = { low = 0.0, high = 0.1, scale = "log" }\n',
-                      r"space\.learning_rate: scale 'log' needs 0 < low"),
-    "scale it cannot take": ('[data]\ndataset = "iris"\n[space]\nbatchnorm = { low = 0, high = 1 }\n',
-                             r"space\.batchnorm: needs choices"),
-    "unknown scale": ('[data]\ndataset = "iris"\n[space]\nl2 = { low = 1e-6, high = 1e-2, scale = "logarithmic" }\n',
-                      r"space\.l2: unknown scale 'logarithmic'"),
-    "bad value": ('[data]\ndataset = "iris"\n[model]\nactivation = "relux"\n',
-                  r"model\.activation: 'relux' is not one of relu"),
+    "unknown key": (
+        '[data]\ndataset = "iris"\n[training]\nlearnig_rate = 0.1\n',
+        r"unknown key 'training\.learnig_rate' \(did you mean 'learning_rate'\?\)",
+    ),
+    "unknown space name": (
+        '[data]\ndataset = "iris"\n[space]\nlearnig_rate = { low = 1e-3, high = 0.1 }\n',
+        r"space\.learnig_rate: not a tunable hyperparameter \(did you mean 'learning_rate'\?\)",
+    ),
+    "impossible range": (
+        '[data]\ndataset = "iris"\n[space]\nl2 = { low = 0.1, high = 0.01, scale = "log" }\n',
+        r"space\.l2: needs low < high",
+    ),
+    "log from zero": (
+        '[data]\ndataset = "iris"\n[space]\nlearning_rate = { low = 0.0, high = 0.1, scale = "log" }\n',
+        r"space\.learning_rate: scale 'log' needs 0 < low",
+    ),
+    "scale it cannot take": (
+        '[data]\ndataset = "iris"\n[space]\nbatchnorm = { low = 0, high = 1 }\n',
+        r"space\.batchnorm: needs choices",
+    ),
+    "unknown scale": (
+        '[data]\ndataset = "iris"\n[space]\nl2 = { low = 1e-6, high = 1e-2, scale = "logarithmic" }\n',
+        r"space\.l2: unknown scale 'logarithmic'",
+    ),
+    "bad value": (
+        '[data]\ndataset = "iris"\n[model]\nactivation = "relux"\n',
+        r"model\.activation: 'relux' is not one of relu",
+    ),
     "missing data file": ('[data]\npath = "missing.csv"\n', r"data\.path: file 'missing\.csv' does not exist"),
-    "label column": ('[data]\npath = "table.csv"\nlabel = "label"\n[training]\nepochs = 1\n',
-                     r"label column 'label' not in .*table\.csv; columns: a, b, target"),
+    "label column": (
+        '[data]\npath = "table.csv"\nlabel = "label"\n[training]\nepochs = 1\n',
+        r"label column 'label' not in .*table\.csv; columns: a, b, target",
+    ),
 }
 
 
@@ -220,27 +260,47 @@ def test_spec_mistake_is_one_line_and_loses_nothing(cli, finished, tmp_path: Pat
     assert [s.name for s in open_storage(db).list_studies()] == ["done"]
 
 
-@pytest.mark.parametrize("case", ["unopenable storage", "not a database", "unknown scheme", "spec changed",
-                                  "no spec file", "unknown study (show)", "unknown study (best)",
-                                  "unknown study (export)", "bad export format", "unknown dataset"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unopenable storage",
+        "not a database",
+        "unknown scheme",
+        "spec changed",
+        "no spec file",
+        "unknown study (show)",
+        "unknown study (best)",
+        "unknown study (export)",
+        "bad export format",
+        "unknown dataset",
+    ],
+)
 def test_other_mistakes_are_one_line(cli, finished, tmp_path: Path, case: str) -> None:
     spec, db = finished
     changed = tmp_path / "done.toml"
     changed.write_text(SPEC.format(name="done", epochs=3))
     args, message = {
-        "unopenable storage": (["tune", spec, "--storage", tmp_path / "no" / "dir" / "x.db"],
-                               r"cannot open storage .*: directory .*no/dir does not exist"),
+        "unopenable storage": (
+            ["tune", spec, "--storage", tmp_path / "no" / "dir" / "x.db"],
+            r"cannot open storage .*: directory .*no/dir does not exist",
+        ),
         "not a database": (["studies", "--storage", tmp_path], r"cannot open storage .* is a directory"),
-        "unknown scheme": (["tune", spec, "--storage", "nosuchdb://host/x"],
-                           r"cannot open storage nosuchdb://host/x: unknown database scheme 'nosuchdb'"),
-        "spec changed": (["tune", changed, "--storage", db],
-                         r"study 'done' .* was created with a different spec \(differs at: training\.epochs\)"),
+        "unknown scheme": (
+            ["tune", spec, "--storage", "nosuchdb://host/x"],
+            r"cannot open storage nosuchdb://host/x: unknown database scheme 'nosuchdb'",
+        ),
+        "spec changed": (
+            ["tune", changed, "--storage", db],
+            r"study 'done' .* was created with a different spec \(differs at: training\.epochs\)",
+        ),
         "no spec file": (["tune", tmp_path / "nothere.toml"], r"spec file not found: .*nothere\.toml"),
         "unknown study (show)": (["show", "nope", "--storage", db], r"no study 'nope' in .*; known: done"),
         "unknown study (best)": (["best", "nope", "--storage", db], r"no study 'nope' in .*; known: done"),
         "unknown study (export)": (["export", "nope", "--storage", db], r"no study 'nope' in .*; known: done"),
-        "bad export format": (["export", "done", "--storage", db, "--format", "xml"],
-                              r"--format: 'xml' is not one of csv, json"),
+        "bad export format": (
+            ["export", "done", "--storage", db, "--format", "xml"],
+            r"--format: 'xml' is not one of csv, json",
+        ),
         "unknown dataset": (["train", "nosuchset"], r"unknown dataset 'nosuchset' \(known: digits, iris"),
     }[case]
     before = snapshot(db)

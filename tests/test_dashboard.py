@@ -187,23 +187,32 @@ def test_one_minus_log_ticks_are_betas() -> None:
 
 
 def test_unknown_study_is_404_with_message(client: TestClient) -> None:
-    for path in ("/api/studies/nope", "/api/studies/nope/trials", "/api/studies/nope/figures/history",
-                 "/api/studies/nope/curves", "/api/studies/nope/boxes", "/api/studies/nope/events"):
+    for path in (
+        "/api/studies/nope",
+        "/api/studies/nope/trials",
+        "/api/studies/nope/figures/history",
+        "/api/studies/nope/curves",
+        "/api/studies/nope/boxes",
+        "/api/studies/nope/events",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert "no study 'nope'" in r.json()["detail"]
         assert "tiny" in r.json()["detail"]  # names the known ones
 
 
-@pytest.mark.parametrize(("path", "params"), [
-    ("/api/studies/tiny/figures/pie", {}),
-    ("/api/studies/tiny/curves", {"trials": "1;2"}),
-    ("/api/studies/tiny/curves", {"trials": "../etc"}),
-    ("/api/studies/tiny/curves", {"top": 0}),
-    ("/api/studies/tiny/figures/curves", {"trials": "a,b"}),
-    ("/api/studies/tiny/trials", {"state": "SLEEPING"}),
-    ("/api/studies/tiny/trials", {"desc": "maybe"}),
-])
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/studies/tiny/figures/pie", {}),
+        ("/api/studies/tiny/curves", {"trials": "1;2"}),
+        ("/api/studies/tiny/curves", {"trials": "../etc"}),
+        ("/api/studies/tiny/curves", {"top": 0}),
+        ("/api/studies/tiny/figures/curves", {"trials": "a,b"}),
+        ("/api/studies/tiny/trials", {"state": "SLEEPING"}),
+        ("/api/studies/tiny/trials", {"desc": "maybe"}),
+    ],
+)
 def test_bad_params_are_422(client: TestClient, path: str, params: dict) -> None:
     r = client.get(path, params=params)
     assert r.status_code == 422, (path, params, r.text)
@@ -234,19 +243,22 @@ def test_page_and_plotly_js_are_local(client: TestClient) -> None:
     assert page.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize("path", [
-    "/static/../../etc/passwd",
-    "/static/..%2F..%2Fetc%2Fpasswd",
-    "/static/%2e%2e/%2e%2e/etc/passwd",
-    "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/static/..%5c..%5cetc%5cpasswd",
-    "/static/index.html",
-    "/static/../app.py",
-    "/static/%2e%2e%2fapp.py",
-    "/static/",
-    "/static/%00",
-    "/etc/passwd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../../etc/passwd",
+        "/static/..%2F..%2Fetc%2Fpasswd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/static/..%5c..%5cetc%5cpasswd",
+        "/static/index.html",
+        "/static/../app.py",
+        "/static/%2e%2e%2fapp.py",
+        "/static/",
+        "/static/%00",
+        "/etc/passwd",
+    ],
+)
 def test_no_path_traversal(client: TestClient, path: str) -> None:
     r = client.get(path)
     assert r.status_code == 404, (path, r.status_code)
@@ -261,7 +273,7 @@ def test_events_stream_sends_a_first_event(client: TestClient) -> None:
         data = None
         for line in r.iter_lines():
             if line.startswith("data:"):
-                data = json.loads(line[len("data:"):])
+                data = json.loads(line[len("data:") :])
                 break
     assert data["name"] == "tiny"
     assert data["counts"]["COMPLETE"] == N_TRIALS
@@ -281,7 +293,7 @@ def _next_data(lines) -> dict:
     """The JSON of the next ``data:`` line of an event stream."""
     for line in lines:
         if line.startswith("data:"):
-            return json.loads(line[len("data:"):])
+            return json.loads(line[len("data:") :])
     raise AssertionError("the event stream ended")
 
 
@@ -292,8 +304,9 @@ def test_events_follow_a_running_study(tmp_path) -> None:
     store = Storage(str(tmp_path / "live.db"))
     sid = store.create_study("live", tiny_spec(str(tmp_path / "live.db"), "live"))
     store.set_study_status(sid, "RUNNING")
-    store.enqueue_trials(sid, [{"number": n, "params": {"learning_rate": 1e-3, "beta1": 0.9, "l2": 1e-5},
-                                "round": 0} for n in range(2)])
+    store.enqueue_trials(
+        sid, [{"number": n, "params": {"learning_rate": 1e-3, "beta1": 0.9, "l2": 1e-5}, "round": 0} for n in range(2)]
+    )
     with TestClient(create_app(store, poll_s=0.02)) as c, c.stream("GET", "/api/studies/live/events") as r:
         lines = r.iter_lines()
         first = _next_data(lines)

@@ -186,9 +186,7 @@ def test_read_idx_broken_gzip(tmp_path: Path) -> None:
 
 def test_csv_with_string_labels(tmp_path: Path) -> None:
     path = tmp_path / "flowers.csv"
-    pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1], "kind": ["y", "x", "y", "z"]}).to_csv(
-        path, index=False
-    )
+    pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0, 1, 0, 1], "kind": ["y", "x", "y", "z"]}).to_csv(path, index=False)
     ds = load_table(path, label="kind")
     assert ds.X.shape == (4, 2) and ds.feature_names == ["a", "b"]
     assert list(ds.classes) == ["x", "y", "z"] and ds.y.tolist() == [1, 0, 1, 2]

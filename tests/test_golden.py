@@ -24,7 +24,7 @@ def test_golden_study_is_reproduced_bit_for_bit(tmp_path: Path) -> None:
     run_study(golden_spec(str(db)))
     got = json.loads(json.dumps(snapshot(str(db), "golden"), sort_keys=True))
     assert [t["number"] for t in got["trials"]] == [t["number"] for t in expected["trials"]]
-    for g, e in zip(got["trials"], expected["trials"]):
+    for g, e in zip(got["trials"], expected["trials"], strict=True):
         assert g["state"] == e["state"], g["number"]
         assert g["params"] == e["params"], g["number"]
         assert g["metrics"] == e["metrics"], g["number"]

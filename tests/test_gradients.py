@@ -133,8 +133,9 @@ def test_sigmoid_is_stable_for_large_inputs() -> None:
     z = np.array([-1e4, -50.0, 0.0, 50.0, 1e4])
     a = layers.activation_forward(z, "sigmoid")
     assert np.all(np.isfinite(a))
-    np.testing.assert_allclose(a, [0.0, 1 / (1 + np.exp(50.0)), 0.5, 1 / (1 + np.exp(-50.0)), 1.0],
-                               rtol=1e-12, atol=1e-15)  # 0.5 (1 + tanh(z/2)) underflows to 0 below z ~ -37
+    np.testing.assert_allclose(
+        a, [0.0, 1 / (1 + np.exp(50.0)), 0.5, 1 / (1 + np.exp(-50.0)), 1.0], rtol=1e-12, atol=1e-15
+    )  # 0.5 (1 + tanh(z/2)) underflows to 0 below z ~ -37
 
 
 def test_unknown_activation_is_refused() -> None:
@@ -243,8 +244,16 @@ def test_network_gradient_big_arrays_subset() -> None:
 
     def run():
         rngs = [np.random.default_rng(7 + k) for k in range(K)]
-        return forward(arch, params, state, x, train=True, bn_momentum=np.full(K, 0.1),
-                       dropout=np.array([0.2, 0.0, 0.1]), rngs=rngs)
+        return forward(
+            arch,
+            params,
+            state,
+            x,
+            train=True,
+            bn_momentum=np.full(K, 0.1),
+            dropout=np.array([0.2, 0.0, 0.1]),
+            rngs=rngs,
+        )
 
     def loss() -> float:
         return float(softmax_cross_entropy(run()[0], y)[0].sum())

@@ -33,8 +33,9 @@ def bn_forward(z, gamma, beta, activation="relu"):
     """The kernel's forward with neutral running statistics (momentum 0.1)."""
     K, _, F = z.shape
     ones = np.ones((K, 1, F), z.dtype)
-    return kernels.batchnorm_activation_forward_(z, gamma, beta, layers.BN_EPS, activation, 0 * ones, ones,
-                                                  np.full(K, 0.1))
+    return kernels.batchnorm_activation_forward_(
+        z, gamma, beta, layers.BN_EPS, activation, 0 * ones, ones, np.full(K, 0.1)
+    )
 
 
 def bn_inputs(dtype, K=3, B=17, F=12, seed=0):
@@ -183,13 +184,20 @@ def test_softmax_kernel_refuses_labels_out_of_range() -> None:
 
 def optimizer_arrays(dtype, K=3, seed=7):
     rng = np.random.default_rng(seed)
-    params = {"a.W": rng.standard_normal((K, 5, 4)), "a.b": rng.standard_normal((K, 1, 4)),
-              "out.W": rng.standard_normal((K, 4, 3))}
+    params = {
+        "a.W": rng.standard_normal((K, 5, 4)),
+        "a.b": rng.standard_normal((K, 1, 4)),
+        "out.W": rng.standard_normal((K, 4, 3)),
+    }
     params = {n: a.astype(dtype) for n, a in params.items()}
     grads = [{n: rng.standard_normal(a.shape).astype(dtype) for n, a in params.items()} for _ in range(3)]
-    hp = {"momentum": rng.uniform(0.5, 0.99, K), "rho": rng.uniform(0.9, 0.999, K),
-          "beta1": rng.uniform(0.8, 0.95, K), "beta2": rng.uniform(0.99, 0.9999, K),
-          "epsilon": np.full(K, 1e-8)}
+    hp = {
+        "momentum": rng.uniform(0.5, 0.99, K),
+        "rho": rng.uniform(0.9, 0.999, K),
+        "beta1": rng.uniform(0.8, 0.95, K),
+        "beta2": rng.uniform(0.99, 0.9999, K),
+        "epsilon": np.full(K, 1e-8),
+    }
     return params, grads, hp, rng.uniform(1e-3, 1e-1, K), rng.uniform(1e-4, 1e-2, K)
 
 
@@ -206,8 +214,7 @@ def test_optimizer_kernel_matches_numpy_bit_for_bit(kind: str, l2: bool, dtype, 
         p = {n: a.copy() for n, a in params.items()}
         state = opt.init(p)
         for g in grads:  # three steps: momentum's first step and Adam's bias corrections differ
-            opt.update(p, {n: a.copy() for n, a in g.items()}, state, lr, hp, l2=l2s if l2 else None,
-                       decayed=decayed)
+            opt.update(p, {n: a.copy() for n, a in g.items()}, state, lr, hp, l2=l2s if l2 else None, decayed=decayed)
         results[enabled] = (p, state.slots)
     (p_k, s_k), (p_n, s_n) = results[True], results[False]
     for name in params:

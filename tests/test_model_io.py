@@ -104,8 +104,12 @@ def predict_by_hand(path: Path, X: np.ndarray) -> np.ndarray:
         else:
             a = a + z[f"dense{i}.b"]
         act = p["activation"]
-        a = {"relu": np.maximum(a, 0), "leaky_relu": np.where(a > 0, a, 0.01 * a), "tanh": np.tanh(a),
-             "sigmoid": 1 / (1 + np.exp(-a))}[act]
+        a = {
+            "relu": np.maximum(a, 0),
+            "leaky_relu": np.where(a > 0, a, 0.01 * a),
+            "tanh": np.tanh(a),
+            "sigmoid": 1 / (1 + np.exp(-a)),
+        }[act]
     logits = a @ z["out.W"] + z["out.b"]
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return np.array(h["classes"])[e.argmax(axis=1)], e / e.sum(axis=1, keepdims=True)

@@ -23,8 +23,9 @@ from caviar.tune.population import TrialPlan, bytes_per_member, pack
 N_IN, N_OUT = 64, 10
 
 
-def plan(number: int, hidden: tuple[int, ...] = (32,), batch_size: int = 64, lr: float = 1e-3,
-         dropout: float = 0.0) -> TrialPlan:
+def plan(
+    number: int, hidden: tuple[int, ...] = (32,), batch_size: int = 64, lr: float = 1e-3, dropout: float = 0.0
+) -> TrialPlan:
     """A trial plan with the given static shape and per-member values."""
     model = ModelConfig(hidden=hidden, dropout=dropout)
     train = TrainConfig(batch_size=batch_size, learning_rate=lr)
@@ -37,8 +38,13 @@ def numbers(populations: list[list[TrialPlan]]) -> list[list[int]]:
 
 # ------------------------------------------------------------------------------------------ packing
 def test_pack_groups_by_static_key_in_order_of_first_number() -> None:
-    plans = [plan(0, (32,)), plan(1, (64,)), plan(2, (32,), lr=0.1, dropout=0.3), plan(3, (32,), batch_size=32),
-             plan(4, (64,), lr=0.01)]
+    plans = [
+        plan(0, (32,)),
+        plan(1, (64,)),
+        plan(2, (32,), lr=0.1, dropout=0.3),
+        plan(3, (32,), batch_size=32),
+        plan(4, (64,), lr=0.01),
+    ]
     populations = pack(plans, N_IN, N_OUT)
     assert numbers(populations) == [[0, 2], [1, 4], [3]]
     for members in populations:
@@ -68,16 +74,17 @@ def test_pack_respects_the_memory_budget() -> None:
 
 def test_bytes_per_member_grows_with_widths_and_batch() -> None:
     small = plan(0, (32,))
-    assert bytes_per_member(N_IN, N_OUT, plan(0, (64,)).model, small.train) > \
-           bytes_per_member(N_IN, N_OUT, small.model, small.train)
-    assert bytes_per_member(N_IN, N_OUT, small.model, plan(0, batch_size=256).train) > \
-           bytes_per_member(N_IN, N_OUT, small.model, small.train)
+    assert bytes_per_member(N_IN, N_OUT, plan(0, (64,)).model, small.train) > bytes_per_member(
+        N_IN, N_OUT, small.model, small.train
+    )
+    assert bytes_per_member(N_IN, N_OUT, small.model, plan(0, batch_size=256).train) > bytes_per_member(
+        N_IN, N_OUT, small.model, small.train
+    )
 
 
 def test_pack_is_deterministic_whatever_the_input_order() -> None:
     rng = random.Random(0)
-    plans = [plan(n, rng.choice([(16,), (32,), (32, 16)]), rng.choice([32, 64]), lr=rng.random())
-             for n in range(50)]
+    plans = [plan(n, rng.choice([(16,), (32,), (32, 16)]), rng.choice([32, 64]), lr=rng.random()) for n in range(50)]
     reference = numbers(pack(plans, N_IN, N_OUT, max_population=8))
     for seed in range(5):
         shuffled = plans[:]
@@ -88,8 +95,10 @@ def test_pack_is_deterministic_whatever_the_input_order() -> None:
 
 
 # ------------------------------------------------------------------------------------------ halving
-@pytest.mark.parametrize("eta, min_epochs, rungs", [(2, 1, [1, 2, 4, 8, 16]), (3, 1, [1, 3, 9, 27]),
-                                                     (3, 2, [2, 6, 18]), (2, 3, [3, 6, 12, 24])])
+@pytest.mark.parametrize(
+    "eta, min_epochs, rungs",
+    [(2, 1, [1, 2, 4, 8, 16]), (3, 1, [1, 3, 9, 27]), (3, 2, [2, 6, 18]), (2, 3, [3, 6, 12, 24])],
+)
 def test_rungs(eta: int, min_epochs: int, rungs: list[int]) -> None:
     h = SuccessiveHalving(eta, min_epochs)
     assert [e for e in range(1, 30) if h.is_rung(e)] == rungs
@@ -172,8 +181,9 @@ def test_halving_with_a_real_trainer() -> None:
     cfg = TrainConfig(epochs=4, batch_size=32, optimizer="sgd")
     lrs = [1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1e-5, 3e-3]
     hp = hyperparameters_from([{"learning_rate": lr} for lr in lrs], cfg)
-    trainer = Trainer(Architecture(6, 3, (8,), "relu", True), cfg, hp, member_ids=list(range(8)), seed=0,
-                      dtype=np.float64)
+    trainer = Trainer(
+        Architecture(6, 3, (8,), "relu", True), cfg, hp, member_ids=list(range(8)), seed=0, dtype=np.float64
+    )
     trainer.fit(X, y, X_val, y_val, callbacks=[SuccessiveHalving(eta=2, min_epochs=1)])
     runs = {k: len(h.rows) for k, h in enumerate(trainer.histories)}
     status = {k: h.status for k, h in enumerate(trainer.histories)}

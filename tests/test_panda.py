@@ -27,8 +27,15 @@ from caviar.tune.study import Study
 TOKEN = "test-token"
 
 
-def spec_dict(tmp_path, optimizer: str = "adam", lr: float = 0.01, dropout: float = 0.0, batch_size: int = 128,
-              epochs: int = 3, hidden: tuple[int, ...] = (16,)) -> dict:
+def spec_dict(
+    tmp_path,
+    optimizer: str = "adam",
+    lr: float = 0.01,
+    dropout: float = 0.0,
+    batch_size: int = 128,
+    epochs: int = 3,
+    hidden: tuple[int, ...] = (16,),
+) -> dict:
     return {
         "study": {"name": "pandatest", "seed": 3},
         "data": {"dataset": "digits"},
@@ -123,8 +130,15 @@ def test_set_in_the_training_thread_is_recorded_at_the_step_it_took_effect(make)
 def test_invalid_controls_are_refused_and_change_nothing(make):
     s = make()
     s.run_steps(3)
-    for bad in ({"lr": -1}, {"learning_rate": float("nan")}, {"learning_rate": "0.1"}, {"hidden": 3},
-                {"beta1": 1.0}, {"dropout": True}, {}):
+    for bad in (
+        {"lr": -1},
+        {"learning_rate": float("nan")},
+        {"learning_rate": "0.1"},
+        {"hidden": 3},
+        {"beta1": 1.0},
+        {"dropout": True},
+        {},
+    ):
         with pytest.raises(ControlError):
             s.set_hyperparameters(bad)
     with pytest.raises(ControlError, match="unknown hyperparameter 'lrr' .*did you mean 'lr'"):
@@ -141,7 +155,7 @@ def test_rollback_restores_the_checkpoint_and_replays_bit_identically(make, at_b
     ck = s.checkpoint("here").wait()
     w_ck = weights(s)
     s.run_steps(12)  # crosses an epoch end (and its automatic checkpoint)
-    original = [p["loss"] for p in s.steps[ck["step"]:]]
+    original = [p["loss"] for p in s.steps[ck["step"] :]]
     w_orig, rows_orig = weights(s), [dict(r) for r in s.epochs]
     s.set_hyperparameters(lr=0.5)  # a change to regret
     s.run_steps(2)
@@ -151,7 +165,7 @@ def test_rollback_restores_the_checkpoint_and_replays_bit_identically(make, at_b
     assert s.hp["learning_rate"] == 0.01
     assert [e for e in s.events if e["kind"] == "set"][-1]["undone"]
     s.run_steps(12)
-    assert [p["loss"] for p in s.steps[ck["step"]:]] == original
+    assert [p["loss"] for p in s.steps[ck["step"] :]] == original
     assert all(np.array_equal(w_orig[n], a) for n, a in s.trainer.params.items())
     assert s.epochs == rows_orig
     # twice over, the same
@@ -231,8 +245,15 @@ def live(make):
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-POSTS = [("/api/pause", None), ("/api/resume", None), ("/api/set", {"lr": 0.001}), ("/api/checkpoint", {}),
-         ("/api/rollback", {"checkpoint": 0}), ("/api/stop", None), ("/api/fork", {"k": 2})]
+POSTS = [
+    ("/api/pause", None),
+    ("/api/resume", None),
+    ("/api/set", {"lr": 0.001}),
+    ("/api/checkpoint", {}),
+    ("/api/rollback", {"checkpoint": 0}),
+    ("/api/stop", None),
+    ("/api/fork", {"k": 2}),
+]
 
 
 def advancing(s: PandaSession) -> bool:
@@ -276,24 +297,27 @@ def test_controls_need_the_token(live, path, body):
     assert advancing(s)
 
 
-@pytest.mark.parametrize("path,body,status,words", [
-    ("/api/set", {"lr": -1}, 422, "greater than 0"),
-    ("/api/set", {"learning_rate": "nan"}, 422, "valid number"),
-    ("/api/set", {"learning_rate": "fast"}, 422, "valid number"),
-    ("/api/set", b'{"learning_rate": 1e400}', 422, "finite"),
-    ("/api/set", b'{"learning_rate": NaN}', 422, "finite"),
-    ("/api/set", {"beta2": 1.5}, 422, "less than 1"),
-    ("/api/set", {"hidden": [3]}, 422, "unknown hyperparameter 'hidden'"),
-    ("/api/set", {"learnin_rate": 0.1}, 422, "did you mean 'learning_rate'"),
-    ("/api/set", {}, 422, "nothing to set"),
-    ("/api/set", [0.1], 422, ""),
-    ("/api/rollback", {"checkpoint": 999}, 404, "no checkpoint 999"),
-    ("/api/rollback", {"checkpoint": "first"}, 422, "checkpoint"),
-    ("/api/rollback", {}, 422, "missing"),
-    ("/api/fork", {"k": 1}, 422, "k"),
-    ("/api/fork", {"params": ["hidden"]}, 422, "cannot vary 'hidden'"),
-    ("/api/checkpoint", {"label": 3}, 422, "label"),
-])
+@pytest.mark.parametrize(
+    "path,body,status,words",
+    [
+        ("/api/set", {"lr": -1}, 422, "greater than 0"),
+        ("/api/set", {"learning_rate": "nan"}, 422, "valid number"),
+        ("/api/set", {"learning_rate": "fast"}, 422, "valid number"),
+        ("/api/set", b'{"learning_rate": 1e400}', 422, "finite"),
+        ("/api/set", b'{"learning_rate": NaN}', 422, "finite"),
+        ("/api/set", {"beta2": 1.5}, 422, "less than 1"),
+        ("/api/set", {"hidden": [3]}, 422, "unknown hyperparameter 'hidden'"),
+        ("/api/set", {"learnin_rate": 0.1}, 422, "did you mean 'learning_rate'"),
+        ("/api/set", {}, 422, "nothing to set"),
+        ("/api/set", [0.1], 422, ""),
+        ("/api/rollback", {"checkpoint": 999}, 404, "no checkpoint 999"),
+        ("/api/rollback", {"checkpoint": "first"}, 422, "checkpoint"),
+        ("/api/rollback", {}, 422, "missing"),
+        ("/api/fork", {"k": 1}, 422, "k"),
+        ("/api/fork", {"params": ["hidden"]}, 422, "cannot vary 'hidden'"),
+        ("/api/checkpoint", {"label": 3}, 422, "label"),
+    ],
+)
 def test_malformed_payloads_are_4xx_and_training_goes_on(live, path, body, status, words):
     s, c = live
     if isinstance(body, bytes):
@@ -371,9 +395,13 @@ def test_ctl_drives_a_live_server(served, tmp_path, monkeypatch):
     out = ctl("set", "lr=0.004", "beta2=0.99", *flags)
     assert out.exit_code == 0 and "learning_rate 0.01 -> 0.004" in out.output and "from step" in out.output
     assert s.hp["learning_rate"] == 0.004 and s.hp["beta2"] == 0.99
-    for args, words in ((["set", "lr=-1"], "greater than 0"), (["set", "lr=abc"], "not a number"),
-                        (["set", "depth=3"], "unknown hyperparameter"), (["rollback", "77"], "no checkpoint 77"),
-                        (["jump"], "unknown action")):
+    for args, words in (
+        (["set", "lr=-1"], "greater than 0"),
+        (["set", "lr=abc"], "not a number"),
+        (["set", "depth=3"], "unknown hyperparameter"),
+        (["rollback", "77"], "no checkpoint 77"),
+        (["jump"], "unknown action"),
+    ):
         out = ctl(*args, *flags)
         assert out.exit_code != 0 and words in out.output and len(out.output.strip().splitlines()) == 1, out.output
     out = ctl("pause", "--url", url, "--token", "wrong")

@@ -33,8 +33,9 @@ X_VAL, Y_VAL = blobs(60, 1)
 
 
 def population(arch, cfg, values, ids, seed=5, **kw) -> Trainer:
-    return Trainer(arch, cfg, hyperparameters_from(values, cfg, dropout=0.0), member_ids=ids, seed=seed,
-                   dtype=np.float64, **kw)
+    return Trainer(
+        arch, cfg, hyperparameters_from(values, cfg, dropout=0.0), member_ids=ids, seed=seed, dtype=np.float64, **kw
+    )
 
 
 def solo_runs(arch, cfg, values, ids, epochs=None, val=True):
@@ -67,14 +68,42 @@ def test_population_equals_solo_runs(optimizer: str) -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(16, 12), activation="relu", batchnorm=True)
     cfg = TrainConfig(optimizer=optimizer, batch_size=32, epochs=6, decay="inverse_time")
     values = [
-        {"learning_rate": 1e-2, "beta1": 0.9, "beta2": 0.999, "momentum": 0.9, "l2": 0.0, "dropout": 0.0,
-         "lr_decay": 0.1},
-        {"learning_rate": 3e-3, "beta1": 0.8, "beta2": 0.99, "momentum": 0.5, "l2": 1e-3, "dropout": 0.2,
-         "lr_decay": 0.0},
-        {"learning_rate": 2e-2, "beta1": 0.95, "beta2": 0.9999, "momentum": 0.95, "l2": 1e-2, "dropout": 0.5,
-         "bn_momentum": 0.3},
-        {"learning_rate": 1e-3, "beta1": 0.5, "beta2": 0.9, "momentum": 0.0, "l2": 1e-4, "dropout": 0.1,
-         "epsilon": 1e-6},
+        {
+            "learning_rate": 1e-2,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "momentum": 0.9,
+            "l2": 0.0,
+            "dropout": 0.0,
+            "lr_decay": 0.1,
+        },
+        {
+            "learning_rate": 3e-3,
+            "beta1": 0.8,
+            "beta2": 0.99,
+            "momentum": 0.5,
+            "l2": 1e-3,
+            "dropout": 0.2,
+            "lr_decay": 0.0,
+        },
+        {
+            "learning_rate": 2e-2,
+            "beta1": 0.95,
+            "beta2": 0.9999,
+            "momentum": 0.95,
+            "l2": 1e-2,
+            "dropout": 0.5,
+            "bn_momentum": 0.3,
+        },
+        {
+            "learning_rate": 1e-3,
+            "beta1": 0.5,
+            "beta2": 0.9,
+            "momentum": 0.0,
+            "l2": 1e-4,
+            "dropout": 0.1,
+            "epsilon": 1e-6,
+        },
     ]
     pop = population(arch, cfg, values, IDS)
     pop.fit(X, Y, X_VAL, Y_VAL)
@@ -140,8 +169,7 @@ def test_early_stopping_restores_best_weights() -> None:
     Xn, Yn = blobs(60, 4, noise=2.5)
     Yn = np.where(rng.random(60) < 0.3, rng.integers(0, C, 60), Yn)
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(64, 64), activation="relu", batchnorm=True)
-    cfg = TrainConfig(optimizer="adam", learning_rate=2e-2, batch_size=20, epochs=60, early_stopping=True,
-                      patience=3)
+    cfg = TrainConfig(optimizer="adam", learning_rate=2e-2, batch_size=20, epochs=60, early_stopping=True, patience=3)
     values = [{"learning_rate": 2e-2}, {"learning_rate": 2e-4}]
     pop = population(arch, cfg, values, [0, 1])
     pop.fit(Xn, Yn, X_VAL, Y_VAL)

@@ -23,8 +23,13 @@ def test_ray_executor_runs_every_trial_once_in_ray_workers(tmp_path, local_clust
         "data": {"dataset": "iris"},
         "model": {"hidden": [16], "batchnorm": True},
         "training": {"epochs": 3, "batch_size": 16},
-        "search": {"trials": 8, "workers": 2, "executor": "ray", "max_population": 2,
-                   "storage": str(tmp_path / "ray.db")},
+        "search": {
+            "trials": 8,
+            "workers": 2,
+            "executor": "ray",
+            "max_population": 2,
+            "storage": str(tmp_path / "ray.db"),
+        },
         "space": {"learning_rate": {"low": 1e-3, "high": 1e-1, "scale": "log"}},
     }
     study = run_study(spec)

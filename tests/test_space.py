@@ -145,21 +145,29 @@ def test_linear_over_decades_warns_toward_log() -> None:
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
-        ({"learning_rate": {"low": 0.0, "high": 1.0, "scale": "log"}},
-         "space.learning_rate: scale 'log' needs 0 < low < high, got low=0.0"),
-        ({"beta1": {"low": 0.9, "high": 1.0, "scale": "one_minus_log"}},
-         "space.beta1: scale 'one_minus_log' needs 0 <= low < high < 1, got high=1.0"),
+        (
+            {"learning_rate": {"low": 0.0, "high": 1.0, "scale": "log"}},
+            "space.learning_rate: scale 'log' needs 0 < low < high, got low=0.0",
+        ),
+        (
+            {"beta1": {"low": 0.9, "high": 1.0, "scale": "one_minus_log"}},
+            "space.beta1: scale 'one_minus_log' needs 0 <= low < high < 1, got high=1.0",
+        ),
         ({"dropout": {"low": 0.5, "high": 0.1}}, "space.dropout: needs low < high, got low=0.5, high=0.1"),
-        ({"learnig_rate": {"low": 0.1, "high": 1.0}},
-         "space.learnig_rate: not a tunable hyperparameter (did you mean 'learning_rate'?)"),
+        (
+            {"learnig_rate": {"low": 0.1, "high": 1.0}},
+            "space.learnig_rate: not a tunable hyperparameter (did you mean 'learning_rate'?)",
+        ),
         ({"activation": ["relu", "relux"]}, "space.activation: choice 'relux' is not allowed"),
         ({"activation": {"low": 0, "high": 1}}, "space.activation: needs choices"),
         ({"epochs": {"low": 1.0, "high": 5.5}}, "space.epochs: scale 'int' needs integer bounds, got high=5.5"),
         ({"dropout": {"low": 0.1, "hgh": 0.5}}, "space.dropout: unknown key 'hgh' (did you mean 'high'?)"),
         ({"dropout": {"low": 0.1, "high": 0.5, "scale": "logg"}}, "unknown scale 'logg' (did you mean 'log'?)"),
         ({"dropout": {"low": 0.1}}, "space.dropout: needs low and high"),
-        ({"dropout": {"low": 0.0, "high": 1.0}},
-         "space.dropout: high=1.0 is outside the allowed range 0 <= dropout < 1"),
+        (
+            {"dropout": {"low": 0.0, "high": 1.0}},
+            "space.dropout: high=1.0 is outside the allowed range 0 <= dropout < 1",
+        ),
         ({"learning_rate": {"low": -1.0, "high": 1.0}}, "space.learning_rate: low=-1.0 is outside"),
         ({"batch_size": {"low": 0, "high": 64, "scale": "int_log"}}, "scale 'int_log' needs 1 <= low < high"),
         ({"activation": {"choices": []}}, "choices must be a non-empty list"),

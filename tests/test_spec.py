@@ -35,24 +35,38 @@ def error_of(path_or_dict) -> str:
     ("text", "expected"),
     [
         ("[data]\ndataset = \n", ["invalid TOML", "line 2"]),
-        (MINIMAL + "[training]\nlearnig_rate = 0.1\n",
-         ["unknown key 'training.learnig_rate' (did you mean 'learning_rate'?)"]),
+        (
+            MINIMAL + "[training]\nlearnig_rate = 0.1\n",
+            ["unknown key 'training.learnig_rate' (did you mean 'learning_rate'?)"],
+        ),
         (MINIMAL + "[traning]\nepochs = 3\n", ["unknown key 'traning' (did you mean 'training'?)"]),
         (MINIMAL + "[search.halving]\net = 3\n", ["unknown key 'search.halving.et' (did you mean 'eta'?)"]),
-        (MINIMAL + '[model]\nactivation = "relux"\n',
-         ["model.activation: 'relux' is not one of relu, leaky_relu, tanh, sigmoid"]),
+        (
+            MINIMAL + '[model]\nactivation = "relux"\n',
+            ["model.activation: 'relux' is not one of relu, leaky_relu, tanh, sigmoid"],
+        ),
         (MINIMAL + '[training]\nepochs = "ten"\n', ["training.epochs: 'ten' should be a valid integer"]),
         (MINIMAL + "[training]\nbeta2 = 1.0\n", ["training.beta2: 1.0 should be less than 1"]),
-        (MINIMAL + '[space]\nlearning_rate = {low = 0.1, high = 0.01, scale = "log"}\n',
-         ["space.learning_rate: needs low < high, got low=0.1, high=0.01"]),
-        (MINIMAL + '[space]\nbeta1 = {low = 0.9, high = 1.0, scale = "one_minus_log"}\n',
-         ["space.beta1: scale 'one_minus_log' needs 0 <= low < high < 1, got high=1.0"]),
-        (MINIMAL + '[space]\nl2 = {low = 0.0, high = 0.01, scale = "log"}\n',
-         ["space.l2: scale 'log' needs 0 < low < high, got low=0.0"]),
-        (MINIMAL + '[space]\nactivation = {choices = ["relu", "relux"]}\n',
-         ["space.activation: choice 'relux' is not allowed (one of relu, leaky_relu, tanh, sigmoid)"]),
-        (MINIMAL + "[space]\nlearnig_rate = {low = 1e-4, high = 1e-1}\n",
-         ["space.learnig_rate: not a tunable hyperparameter (did you mean 'learning_rate'?)"]),
+        (
+            MINIMAL + '[space]\nlearning_rate = {low = 0.1, high = 0.01, scale = "log"}\n',
+            ["space.learning_rate: needs low < high, got low=0.1, high=0.01"],
+        ),
+        (
+            MINIMAL + '[space]\nbeta1 = {low = 0.9, high = 1.0, scale = "one_minus_log"}\n',
+            ["space.beta1: scale 'one_minus_log' needs 0 <= low < high < 1, got high=1.0"],
+        ),
+        (
+            MINIMAL + '[space]\nl2 = {low = 0.0, high = 0.01, scale = "log"}\n',
+            ["space.l2: scale 'log' needs 0 < low < high, got low=0.0"],
+        ),
+        (
+            MINIMAL + '[space]\nactivation = {choices = ["relu", "relux"]}\n',
+            ["space.activation: choice 'relux' is not allowed (one of relu, leaky_relu, tanh, sigmoid)"],
+        ),
+        (
+            MINIMAL + "[space]\nlearnig_rate = {low = 1e-4, high = 1e-1}\n",
+            ["space.learnig_rate: not a tunable hyperparameter (did you mean 'learning_rate'?)"],
+        ),
         (MINIMAL + "[space]\nseed = {low = 1, high = 9}\n", ["space.seed: not a tunable hyperparameter"]),
         ('[data]\npath = "missing.csv"\n', ["data.path: file 'missing.csv' does not exist", "missing.csv"]),
         ('[data]\npath = "table.xlsx"\n', ["data.path: 'table.xlsx' should end in .csv or .npz"]),
@@ -61,8 +75,10 @@ def error_of(path_or_dict) -> str:
         ('[data]\ndataset = "digits"\npath = "x.csv"\n', ["data.path"]),
         ("[study]\nseed = 1\n", ["data: is missing"]),
         (MINIMAL + "[model]\nhidden = [64]\ndepth = 2\n", ["model: give hidden or depth/width, not both"]),
-        (MINIMAL + "[space]\nhidden = [[64]]\ndepth = {low = 1, high = 3}\n",
-         ["space: tune hidden or depth/width, not both"]),
+        (
+            MINIMAL + "[space]\nhidden = [[64]]\ndepth = {low = 1, high = 3}\n",
+            ["space: tune hidden or depth/width, not both"],
+        ),
         (MINIMAL + '[search]\nstrategy = "coarse_to_fine"\ntrials = 2\nrounds = 3\n', ["search.rounds: 3 rounds"]),
         (MINIMAL + '[search]\nstrategy = "sobel"\n', ["search.strategy: 'sobel' is not one of random, grid"]),
         (MINIMAL + "[search.halving]\nmin_epochs = 50\n[training]\nepochs = 10\n", ["search.halving.min_epochs"]),
@@ -200,8 +216,10 @@ def test_space_order_survives_a_sorted_json_round_trip():
     """Stored unit points decode to the same values after storage re-sorts the spec's keys."""
     import numpy as np
 
-    table = {"learning_rate": {"low": 1e-4, "high": 1e-1, "scale": "log"},
-             "beta1": {"low": 0.8, "high": 0.99, "scale": "one_minus_log"}}
+    table = {
+        "learning_rate": {"low": 1e-4, "high": 1e-1, "scale": "log"},
+        "beta1": {"low": 0.8, "high": 0.99, "scale": "one_minus_log"},
+    }
     spec = load_spec({"data": {"dataset": "iris"}, "space": table})
     stored = json.loads(json.dumps(spec.to_dict(), sort_keys=True))
     again = load_spec(stored)

@@ -160,9 +160,11 @@ def test_finish_trials_records_a_population_and_refuses_what_it_does_not_own(url
     mine = s.claim_trials(sid, "w1", limit=2)
     (theirs,) = s.claim_trials(sid, "w2")
     curve = [{"epoch": 0, "train_loss": 1.0, "val_accuracy": 0.5}, {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.7}]
-    ends = [TrialEnd(mine[0].id, COMPLETE, {"val_accuracy": 0.7}, 0.7, curve),
-            TrialEnd(theirs.id, COMPLETE, {"val_accuracy": 0.9}, 0.9, curve),
-            TrialEnd(mine[1].id, DIVERGED, {"epochs_run": 1}, float("nan"), curve[:1])]
+    ends = [
+        TrialEnd(mine[0].id, COMPLETE, {"val_accuracy": 0.7}, 0.7, curve),
+        TrialEnd(theirs.id, COMPLETE, {"val_accuracy": 0.9}, 0.9, curve),
+        TrialEnd(mine[1].id, DIVERGED, {"epochs_run": 1}, float("nan"), curve[:1]),
+    ]
     assert s.finish_trials("w1", ends) == [True, False, True]
     by_id = {t.id: t for t in s.trials(sid)}
     assert (by_id[mine[0].id].state, by_id[mine[0].id].objective) == (COMPLETE, 0.7)

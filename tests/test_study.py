@@ -35,9 +35,17 @@ DEADLINE_S = 120.0
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def tiny_spec(db: Path, name: str = "tiny", dataset: str = "digits", hidden: list[int] | None = None,
-              epochs: int = 2, space: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
-              training: dict[str, Any] | None = None, **search: Any) -> dict[str, Any]:
+def tiny_spec(
+    db: Path,
+    name: str = "tiny",
+    dataset: str = "digits",
+    hidden: list[int] | None = None,
+    epochs: int = 2,
+    space: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    **search: Any,
+) -> dict[str, Any]:
     """A dict spec small enough to train in a second or two."""
     model = dict(model or {})
     if not {"depth", "width"} & model.keys():
@@ -103,8 +111,11 @@ def assert_each_number_once(db: Path, trials: int, epochs: int) -> None:
     assert per_number == dict.fromkeys(range(trials), 1)
     states = Counter(s for (s,) in sql(db, "SELECT state FROM caviar_trials"))
     assert states == {"COMPLETE": trials}
-    rows = sql(db, "SELECT t.number, c.epoch, COUNT(*) FROM caviar_curves c JOIN caviar_trials t "
-                   "ON t.id = c.trial_id GROUP BY t.number, c.epoch")
+    rows = sql(
+        db,
+        "SELECT t.number, c.epoch, COUNT(*) FROM caviar_curves c JOIN caviar_trials t "
+        "ON t.id = c.trial_id GROUP BY t.number, c.epoch",
+    )
     assert all(count == 1 for _, _, count in rows)
     epochs_of = Counter(number for number, _, _ in rows)
     assert epochs_of == dict.fromkeys(range(trials), epochs)
@@ -145,8 +156,16 @@ def test_best_model_scores_its_stored_test_accuracy(tmp_path: Path) -> None:
     spec = study.spec
     data = load_data(spec)
     d = spec.data
-    raw = prepare_data(d.dataset, d.path, d.label, d.data_dir, d.validation_fraction, d.test_fraction,
-                       seed=spec.search.seed or 0, standardize=False)
+    raw = prepare_data(
+        d.dataset,
+        d.path,
+        d.label,
+        d.data_dir,
+        d.validation_fraction,
+        d.test_fraction,
+        seed=spec.search.seed or 0,
+        standardize=False,
+    )
     assert np.array_equal(raw.y_test, data.y_test)  # the very split the study used
     clf = study.best_model()
     with threadpool_limits(limits=1, user_api="blas"):  # the study evaluates on one BLAS thread
@@ -175,8 +194,9 @@ def test_storage_round_trip(tmp_path: Path) -> None:
     first = run_study(tiny_spec(db, name="trip", trials=4))
     again = Study.load("trip", f"sqlite:///{db}")
     assert again.name == "trip" and again.id == first.id
-    assert [(t.number, t.params, t.metrics, t.state) for t in again.trials] == \
-           [(t.number, t.params, t.metrics, t.state) for t in first.trials]
+    assert [(t.number, t.params, t.metrics, t.state) for t in again.trials] == [
+        (t.number, t.params, t.metrics, t.state) for t in first.trials
+    ]
     assert again.best_trial.number == first.best_trial.number
     assert again.spec.to_dict() == first.spec.to_dict()
     assert again.to_dataframe().equals(first.to_dataframe())
@@ -222,8 +242,13 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     trials, epochs = 12, 10
     spec = write_toml(tmp_path / "killed.toml", "killed", epochs=epochs, trials=trials, max_population=3)
     db = tmp_path / "killed.db"
-    proc = subprocess.Popen([str(CAVIAR), "tune", str(spec)], cwd=tmp_path, env=env_for_cli(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(CAVIAR), "tune", str(spec)],
+        cwd=tmp_path,
+        env=env_for_cli(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + DEADLINE_S
     try:
         while True:  # freeze it, look, and kill it only in the state we want: some done, some running
@@ -245,8 +270,14 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     assert zombies >= 1 and state_counts(db)["COMPLETE"] < trials
     zombie_numbers = {n for (n,) in sql(db, "SELECT number FROM caviar_trials WHERE state = 'RUNNING'")}
 
-    done = subprocess.run([str(CAVIAR), "tune", str(spec)], cwd=tmp_path, env=env_for_cli(),
-                          capture_output=True, text=True, timeout=DEADLINE_S)
+    done = subprocess.run(
+        [str(CAVIAR), "tune", str(spec)],
+        cwd=tmp_path,
+        env=env_for_cli(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
     assert done.returncode == 0, done.stderr
     assert_each_number_once(db, trials, epochs)
     rerun = {n for n, a in sql(db, "SELECT number, attempts FROM caviar_trials") if a == 2}
@@ -268,15 +299,21 @@ def test_killing_tune_ends_its_worker_processes(tmp_path: Path) -> None:
     trials, epochs = 12, 10
     spec = write_toml(tmp_path / "w.toml", "w", epochs=epochs, trials=trials, max_population=3)
     db = tmp_path / "w.db"
-    proc = subprocess.Popen([str(CAVIAR), "tune", str(spec), "--workers", "2"], cwd=tmp_path, env=env_for_cli(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(CAVIAR), "tune", str(spec), "--workers", "2"],
+        cwd=tmp_path,
+        env=env_for_cli(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + DEADLINE_S
     try:
         while not (db.exists() and state_counts(db)["RUNNING"] >= 1):  # a worker is training
             assert proc.poll() is None and time.monotonic() < deadline, "no trial started in time"
             time.sleep(POLL_S)  # polling interval, not a synchronization
-        workers = {int(w.split(":")[1]) for (w,) in sql(db, "SELECT worker_id FROM caviar_trials "
-                                                            "WHERE state = 'RUNNING'")}
+        workers = {
+            int(w.split(":")[1]) for (w,) in sql(db, "SELECT worker_id FROM caviar_trials WHERE state = 'RUNNING'")
+        }
     finally:
         proc.kill()
         proc.wait()
@@ -285,8 +322,14 @@ def test_killing_tune_ends_its_worker_processes(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, f"workers {workers} outlived the killed `caviar tune`"
         time.sleep(POLL_S)
     assert state_counts(db)["COMPLETE"] < trials, "the workers finished the study instead of dying with it"
-    done = subprocess.run([str(CAVIAR), "tune", str(spec)], cwd=tmp_path, env=env_for_cli(),
-                          capture_output=True, text=True, timeout=DEADLINE_S)
+    done = subprocess.run(
+        [str(CAVIAR), "tune", str(spec)],
+        cwd=tmp_path,
+        env=env_for_cli(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
     assert done.returncode == 0, done.stderr
     assert_each_number_once(db, trials, epochs)
 
@@ -294,8 +337,17 @@ def test_killing_tune_ends_its_worker_processes(tmp_path: Path) -> None:
 def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     trials, epochs = 12, 4
     spec = write_toml(tmp_path / "shared.toml", "shared", epochs=epochs, trials=trials, max_population=2)
-    procs = [subprocess.Popen([str(CAVIAR), "tune", str(spec)], cwd=tmp_path, env=env_for_cli(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(CAVIAR), "tune", str(spec)],
+            cwd=tmp_path,
+            env=env_for_cli(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=DEADLINE_S) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
@@ -310,8 +362,9 @@ def test_same_seed_same_trials_whatever_the_workers(tmp_path: Path) -> None:
     space = {"learning_rate": LR, "width": {"low": 8, "high": 32, "scale": "log"}, "dropout": {"low": 0.0, "high": 0.3}}
 
     def run(workers: int):
-        spec = tiny_spec(tmp_path / f"w{workers}.db", hidden=[32, 16], epochs=3, space=space, trials=10,
-                         max_population=4)
+        spec = tiny_spec(
+            tmp_path / f"w{workers}.db", hidden=[32, 16], epochs=3, space=space, trials=10, max_population=4
+        )
         return {t.number: t for t in run_study(spec, workers=workers, seed=3).trials}
 
     one, two = run(1), run(2)
@@ -333,8 +386,9 @@ def test_same_seed_same_trials_whatever_the_workers(tmp_path: Path) -> None:
 def test_divergence_is_recorded_not_failed(tmp_path: Path) -> None:
     space = {"learning_rate": {"low": 1e-3, "high": 1e4, "scale": "log"}}
     # without batch norm: BN rescales the activations, so a huge step gives a huge but finite loss
-    study = run_study(tiny_spec(tmp_path / "s.db", trials=8, space=space, model={"batchnorm": False},
-                                training={"optimizer": "sgd"}))
+    study = run_study(
+        tiny_spec(tmp_path / "s.db", trials=8, space=space, model={"batchnorm": False}, training={"optimizer": "sgd"})
+    )
     by_state = Counter(t.state for t in study.trials)
     assert by_state["DIVERGED"] >= 1 and by_state["COMPLETE"] >= 1
     assert by_state["DIVERGED"] + by_state["COMPLETE"] == 8
@@ -370,8 +424,9 @@ def test_successive_halving_prunes_per_rung(tmp_path: Path) -> None:
 def test_strategies_run_end_to_end(tmp_path: Path, strategy: str, extra: dict) -> None:
     space = {"learning_rate": LR, "beta1": {"low": 0.8, "high": 0.99, "scale": "one_minus_log"}}
     trials = 10 if strategy == "tpe" else 6
-    study = run_study(tiny_spec(tmp_path / "s.db", dataset="iris", hidden=[8], space=space, trials=trials,
-                                strategy=strategy, **extra))
+    study = run_study(
+        tiny_spec(tmp_path / "s.db", dataset="iris", hidden=[8], space=space, trials=trials, strategy=strategy, **extra)
+    )
     assert [t.number for t in study.trials] == list(range(trials))
     assert all(t.state == "COMPLETE" for t in study.trials)
     values = [(t.params["learning_rate"], t.params["beta1"]) for t in study.trials]

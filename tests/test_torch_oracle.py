@@ -25,8 +25,12 @@ torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)  # tiny tensors: threads only add contention
 
 N_IN, C, B = 6, 4, 16
-ACTS = {"relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(0.01), "tanh": torch.nn.Tanh,
-        "sigmoid": torch.nn.Sigmoid}
+ACTS = {
+    "relu": torch.nn.ReLU,
+    "leaky_relu": lambda: torch.nn.LeakyReLU(0.01),
+    "tanh": torch.nn.Tanh,
+    "sigmoid": torch.nn.Sigmoid,
+}
 
 
 def build_torch(arch: Architecture, params: dict, state: dict) -> tuple[torch.nn.Sequential, dict]:
@@ -111,7 +115,7 @@ def test_forward_loss_gradients_and_running_stats(batchnorm: bool, activation: s
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(8, 7), activation=activation, batchnorm=batchnorm)
     params, state = make(arch)
     model, tparams = build_torch(arch, params, state)
-    (x, y), = batches(1)
+    ((x, y),) = batches(1)
 
     logits, caches, new_state = forward(arch, params, state, x, train=True, bn_momentum=np.array([0.1]))
     loss, dlogits = softmax_cross_entropy(logits, y)
@@ -226,13 +230,19 @@ def test_optimizer_update_matches_torch(kind: str, l2: float) -> None:
     model, tparams, _ = torch_run(arch, params, state, kind, l2, data)
     opt = Optimizer(kind)
     opt_state = opt.init(params)
-    hp = {"momentum": np.array([0.9]), "rho": np.array([0.99]), "epsilon": np.array([1e-8]),
-          "beta1": np.array([0.9]), "beta2": np.array([0.999])}
+    hp = {
+        "momentum": np.array([0.9]),
+        "rho": np.array([0.99]),
+        "epsilon": np.array([1e-8]),
+        "beta1": np.array([0.9]),
+        "beta2": np.array([0.999]),
+    }
     for x, y in data:
         logits, caches, state = forward(arch, params, state, x, train=True, bn_momentum=np.array([0.1]))
         grads = backward(arch, params, caches, softmax_cross_entropy(logits, y)[1])
-        opt.update(params, grads, opt_state, np.array([lr]), hp, l2=np.array([l2]),
-                   decayed=frozenset(weight_names(params)))
+        opt.update(
+            params, grads, opt_state, np.array([lr]), hp, l2=np.array([l2]), decayed=frozenset(weight_names(params))
+        )
     compare_trained(arch, params, state, model, tparams, data[-1][0])
 
 
@@ -242,8 +252,15 @@ def test_l2_applies_to_weights_only() -> None:
     params, _ = make(arch)
     before = {n: a.copy() for n, a in params.items()}
     grads = {n: np.zeros_like(a) for n, a in params.items()}
-    Optimizer("sgd").update(params, grads, Optimizer("sgd").init(params), np.array([0.5]), {},
-                            l2=np.array([0.1]), decayed=frozenset(weight_names(params)))
+    Optimizer("sgd").update(
+        params,
+        grads,
+        Optimizer("sgd").init(params),
+        np.array([0.5]),
+        {},
+        l2=np.array([0.1]),
+        decayed=frozenset(weight_names(params)),
+    )
     assert sorted(weight_names(params)) == ["dense0.W", "out.W"]
     for name, a in params.items():
         factor = 0.95 if name.endswith(".W") else 1.0

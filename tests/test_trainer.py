@@ -29,8 +29,9 @@ def trainer(cfg: TrainConfig, values=({},), ids=None, arch=None, dtype=np.float6
     arch = arch or Architecture(n_in=N_IN, n_out=C, hidden=(10, 8))
     dropout = kw.pop("dropout", 0.0)
     ids = list(range(len(values))) if ids is None else ids
-    return Trainer(arch, cfg, hyperparameters_from(list(values), cfg, dropout=dropout), member_ids=ids,
-                   seed=1, dtype=dtype, **kw)
+    return Trainer(
+        arch, cfg, hyperparameters_from(list(values), cfg, dropout=dropout), member_ids=ids, seed=1, dtype=dtype, **kw
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,11 +58,15 @@ def formula(kind: str, e: int, epochs: int, every: int) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["none", "inverse_time", "exponential", "step", "cosine"])
 def test_decayed_lr_formulas(kind: str) -> None:
     for e in range(12):
-        np.testing.assert_allclose(decayed_lr(LR0, kind, RATE, e, 12, every=4), formula(kind, e, 12, 4),
-                                   rtol=1e-14)
+        np.testing.assert_allclose(decayed_lr(LR0, kind, RATE, e, 12, every=4), formula(kind, e, 12, 4), rtol=1e-14)
     # spot values by hand
-    hand = {"none": 0.1, "inverse_time": 0.1 / 1.25, "exponential": 0.1 * 0.95**5, "step": 0.1 * 0.95,
-            "cosine": 0.1 * (1 + np.cos(np.pi * 5 / 12)) / 2}
+    hand = {
+        "none": 0.1,
+        "inverse_time": 0.1 / 1.25,
+        "exponential": 0.1 * 0.95**5,
+        "step": 0.1 * 0.95,
+        "cosine": 0.1 * (1 + np.cos(np.pi * 5 / 12)) / 2,
+    }
     assert decayed_lr(LR0, kind, RATE, 5, 12, every=4)[0] == pytest.approx(hand[kind], rel=1e-14)
 
 
@@ -183,8 +188,9 @@ def test_checkpoint_is_a_deep_copy() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "batch", "sizes"), [(129, 64, [64, 65]), (65, 64, [65]), (128, 64, [64, 64]),
-                                                 (7, 3, [3, 4]), (5, 8, [5])])
+@pytest.mark.parametrize(
+    ("n", "batch", "sizes"), [(129, 64, [64, 65]), (65, 64, [65]), (128, 64, [64, 64]), (7, 3, [3, 4]), (5, 8, [5])]
+)
 def test_last_batch_of_one_joins_the_previous(n: int, batch: int, sizes: list[int]) -> None:
     idx = minibatch_indices(n, batch, np.random.default_rng(0))
     assert [len(i) for i in idx] == sizes
@@ -258,8 +264,13 @@ def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, monkeypatch: pyt
     import caviar.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "SPLIT_MIN_MACS", 0)  # split even these tiny networks
-    values = [{"learning_rate": 0.05, "l2": 1e-3}, {"learning_rate": 0.01}, {"learning_rate": 1e4},
-              {"learning_rate": 0.02, "l2": 1e-2}, {"learning_rate": 0.1}]
+    values = [
+        {"learning_rate": 0.05, "l2": 1e-3},
+        {"learning_rate": 0.01},
+        {"learning_rate": 1e4},
+        {"learning_rate": 0.02, "l2": 1e-2},
+        {"learning_rate": 0.1},
+    ]
     cfg = TrainConfig(optimizer="adam", epochs=4, batch_size=16)
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(10, 8), batchnorm=False)
     runs = []

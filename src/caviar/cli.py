@@ -85,19 +85,41 @@ def train(
 
     if dataset is None and file is None:
         fail("name a dataset (digits, iris, wine, breast_cancer, mnist, mnist1d) or give --file")
-    data = prepare_data(dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False,
-                        dtype=dtype)
+    data = prepare_data(
+        dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False, dtype=dtype
+    )
     clf = Classifier(
-        hidden=_parse_hidden(hidden), activation=activation, batchnorm=batchnorm, dropout=dropout, l2=l2,
-        optimizer=optimizer, learning_rate=lr, momentum=momentum, beta1=beta1, beta2=beta2, rho=rho,
-        epsilon=epsilon, decay=decay, lr_decay=lr_decay, batch_size=batch_size, epochs=epochs,
-        bn_momentum=bn_momentum, early_stopping=early_stopping, patience=patience, seed=seed, dtype=dtype,
+        hidden=_parse_hidden(hidden),
+        activation=activation,
+        batchnorm=batchnorm,
+        dropout=dropout,
+        l2=l2,
+        optimizer=optimizer,
+        learning_rate=lr,
+        momentum=momentum,
+        beta1=beta1,
+        beta2=beta2,
+        rho=rho,
+        epsilon=epsilon,
+        decay=decay,
+        lr_decay=lr_decay,
+        batch_size=batch_size,
+        epochs=epochs,
+        bn_momentum=bn_momentum,
+        early_stopping=early_stopping,
+        patience=patience,
+        seed=seed,
+        dtype=dtype,
     )
     clf.model_config(), clf.train_config()  # validate before loading anything heavy
     y_train, y_val, y_test = (data.classes[y] for y in (data.y_train, data.y_val, data.y_test))
     with Progress(
-        TextColumn("[bold]epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]epoch {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task("train", total=epochs, info="")
 
@@ -191,8 +213,11 @@ def tune(
         rows = preview(resolved, n)
         _print_rows(rows, fmt)
         if len(rows) < n:
-            err_console.print(f"{len(rows)} points: {resolved.search.strategy} proposes later points from the "
-                              "results of these, so only its first round is known before training", highlight=False)
+            err_console.print(
+                f"{len(rows)} points: {resolved.search.strategy} proposes later points from the "
+                "results of these, so only its first round is known before training",
+                highlight=False,
+            )
         if plot is not None:
             from caviar.web.preview import preview_png
 
@@ -206,7 +231,7 @@ def _display_storage(url: str) -> str:
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         return url
-    path = Path(url[len(prefix):])
+    path = Path(url[len(prefix) :])
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -245,12 +270,17 @@ def _run_with_progress(spec) -> None:
     total = spec.search.trials
     console.print(
         f"study [bold]{spec.study.name}[/]: {total} trials, {spec.search.strategy} search over "
-        f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}", highlight=False
+        f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}",
+        highlight=False,
     )
     start = _time.perf_counter()
     with Progress(
-        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
-        TimeRemainingColumn(), console=console,
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeRemainingColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("tune", total=total, best="")
 
@@ -266,15 +296,21 @@ def _run_with_progress(spec) -> None:
     console.print(f"done in {elapsed:.1f}s: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v))
     if best is not None:
         m = best.metrics
-        console.print(f"best trial #{best.number}: {spec.search.metric} {_fmt(m.get(spec.search.metric))}, "
-                      f"test accuracy {_fmt(m.get('test_accuracy'))}", highlight=False)
+        console.print(
+            f"best trial #{best.number}: {spec.search.metric} {_fmt(m.get(spec.search.metric))}, "
+            f"test accuracy {_fmt(m.get('test_accuracy'))}",
+            highlight=False,
+        )
         for k, v in best.params.items():
             console.print(f"  {k} = {_fmt(v)}", highlight=False)
     url = _display_storage(spec.search.storage)
     console.print(f"stored in {url}", highlight=False)
-    console.print(f"next: caviar show {spec.study.name} --storage {url}\n"
-                  f"      caviar dashboard --storage {url}\n"
-                  f"      caviar best {spec.study.name} --storage {url} --save best.npz", highlight=False)
+    console.print(
+        f"next: caviar show {spec.study.name} --storage {url}\n"
+        f"      caviar dashboard --storage {url}\n"
+        f"      caviar best {spec.study.name} --storage {url} --save best.npz",
+        highlight=False,
+    )
 
 
 def _print_rows(rows: list[dict], fmt: str) -> None:
@@ -320,8 +356,16 @@ def studies(storage: StorageOpt = None) -> None:
     table = Table("study", "status", "trials", "complete", "diverged", "pruned", "failed", "best")
     for r in records:
         c = r.counts
-        table.add_row(r.name, r.status, str(r.n_trials), str(c.get("COMPLETE", 0)), str(c.get("DIVERGED", 0)),
-                      str(c.get("PRUNED", 0)), str(c.get("FAILED", 0)), _fmt(r.best_objective))
+        table.add_row(
+            r.name,
+            r.status,
+            str(r.n_trials),
+            str(c.get("COMPLETE", 0)),
+            str(c.get("DIVERGED", 0)),
+            str(c.get("PRUNED", 0)),
+            str(c.get("FAILED", 0)),
+            _fmt(r.best_objective),
+        )
     console.print(table)
 
 
@@ -344,9 +388,15 @@ def show(
     for col in ("#", "round", *names, metric, "test_accuracy", "epochs", "state"):
         table.add_column(col)
     for t in done[:top]:
-        table.add_row(str(t.number), str(t.round), *[_fmt(t.params.get(k)) for k in names],
-                      _fmt(t.metrics.get(metric)), _fmt(t.metrics.get("test_accuracy")),
-                      _fmt(t.metrics.get("epochs_run")), t.state)
+        table.add_row(
+            str(t.number),
+            str(t.round),
+            *[_fmt(t.params.get(k)) for k in names],
+            _fmt(t.metrics.get(metric)),
+            _fmt(t.metrics.get("test_accuracy")),
+            _fmt(t.metrics.get("epochs_run")),
+            t.state,
+        )
     console.print(table)
     counts = s.counts()
     console.print(", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v) or "no trials")

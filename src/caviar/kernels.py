@@ -292,6 +292,7 @@ if ENABLED:
                     s2[k, i] = v
                     p[k, i] = p[k, i] - (lr * m) / (np.sqrt(v) / e + f)
 
+
 #: The columns of ``optimizer_step_``'s coefficients after lr (Adam: lr / (1 - beta1^t)) and l2.
 COEF_COLUMNS = {
     "sgd": (),
@@ -304,8 +305,14 @@ COEF_COLUMNS = {
 
 # ---------------------------------------------------------------------------------- wrappers
 def batchnorm_activation_forward_(
-    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, activation: str,
-    running_mean: np.ndarray, running_var: np.ndarray, momentum: np.ndarray,
+    z: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    activation: str,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    momentum: np.ndarray,
 ) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
     """``layers.batchnorm_forward_``, ``activation_forward_`` and both ``update_running`` in one kernel.
 
@@ -319,8 +326,20 @@ def batchnorm_activation_forward_(
     h = np.empty_like(z)
     inv, new_mean, new_var = (np.empty((K, 1, F), z.dtype) for _ in range(3))
     m = np.ascontiguousarray(np.asarray(momentum, dtype=z.dtype).reshape(K))
-    bn_act_forward_(z, gamma, beta, z.dtype.type(eps), ACT_CODES[activation], h, inv, running_mean, running_var, m,
-                    new_mean, new_var)
+    bn_act_forward_(
+        z,
+        gamma,
+        beta,
+        z.dtype.type(eps),
+        ACT_CODES[activation],
+        h,
+        inv,
+        running_mean,
+        running_var,
+        m,
+        new_mean,
+        new_var,
+    )
     return h, (z, inv, gamma), new_mean, new_var
 
 
@@ -342,7 +361,12 @@ def activation_bias_backward_(
 
 
 def batchnorm_activation_eval_(
-    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
+    z: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
     activation: str,
 ) -> np.ndarray:
     """``layers.batchnorm_eval`` then the activation, in place in ``z``; returns z."""
@@ -351,8 +375,12 @@ def batchnorm_activation_eval_(
 
 
 def batchnorm_activation_backward_(
-    da: np.ndarray, h: np.ndarray, cache: tuple, activation: str,
-    dgamma_out: np.ndarray | None = None, dbeta_out: np.ndarray | None = None,
+    da: np.ndarray,
+    h: np.ndarray,
+    cache: tuple,
+    activation: str,
+    dgamma_out: np.ndarray | None = None,
+    dbeta_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The activation's backward then ``layers.batchnorm_backward_``, in place in ``da``."""
     zc, inv, gamma = cache
@@ -380,4 +408,3 @@ def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
     correct = np.empty(K, np.int64)
     softmax_xent_(logits, labels, loss, correct)
     return loss, correct / B, logits
-

@@ -59,6 +59,4 @@ def prepare_data(
         return np.ascontiguousarray(ds.X, dtype=dtype)
 
     tr, va, te = splits.train, splits.validation, splits.test
-    return PreparedData(
-        arrays(tr), tr.y, arrays(va), va.y, arrays(te), te.y, tr.classes, scaler, tr.name
-    )
+    return PreparedData(arrays(tr), tr.y, arrays(va), va.y, arrays(te), te.y, tr.classes, scaler, tr.name)

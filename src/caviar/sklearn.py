@@ -95,8 +95,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
         from caviar.validation import check_model_config
 
         return check_model_config(
-            ModelConfig(hidden=tuple(self.hidden), activation=self.activation,
-                        batchnorm=bool(self.batchnorm), dropout=float(self.dropout))
+            ModelConfig(
+                hidden=tuple(self.hidden),
+                activation=self.activation,
+                batchnorm=bool(self.batchnorm),
+                dropout=float(self.dropout),
+            )
         )
 
     def train_config(self) -> TrainConfig:
@@ -126,11 +130,17 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def _new_trainer(self, n_features: int) -> Trainer:
         model, train = self.model_config(), self.train_config()
-        arch = Architecture(n_in=n_features, n_out=len(self.classes_), hidden=model.hidden,
-                            activation=model.activation, batchnorm=model.batchnorm)
+        arch = Architecture(
+            n_in=n_features,
+            n_out=len(self.classes_),
+            hidden=model.hidden,
+            activation=model.activation,
+            batchnorm=model.batchnorm,
+        )
         hp = hyperparameters_from([{}], train, dropout=model.dropout)
-        return Trainer(arch, train, hp, member_ids=[0], seed=int(self.seed), dtype=np.dtype(self.dtype),
-                       shuffle=bool(self.shuffle))
+        return Trainer(
+            arch, train, hp, member_ids=[0], seed=int(self.seed), dtype=np.dtype(self.dtype), shuffle=bool(self.shuffle)
+        )
 
     # ----- scikit-learn API ------------------------------------------------------------------
     def fit(self, X, y, *, validation_data=None, callbacks=()) -> Classifier:

@@ -64,14 +64,10 @@ class Dataset:
         if len(self.X) != len(self.y):
             raise DataError(f"dataset '{self.name}': X has {len(self.X)} rows but y has {len(self.y)} labels")
         if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
-            raise DataError(
-                f"dataset '{self.name}': {len(self.feature_names)} names for {self.X.shape[1]} features"
-            )
+            raise DataError(f"dataset '{self.name}': {len(self.feature_names)} names for {self.X.shape[1]} features")
 
     @classmethod
-    def from_arrays(
-        cls, X: Any, y: Any, name: str = "arrays", feature_names: Sequence[str] | None = None
-    ) -> Dataset:
+    def from_arrays(cls, X: Any, y: Any, name: str = "arrays", feature_names: Sequence[str] | None = None) -> Dataset:
         """Check ``X`` (finite, 2-D, numeric) and encode any labels ``y`` to 0..C-1."""
         X = check_features(X, feature_names)
         codes, classes = encode_labels(y)
@@ -204,9 +200,7 @@ def _check_integer_like(arr: np.ndarray) -> None:
     frac = arr != np.round(arr)
     if frac.any():
         i = int(np.argmax(frac))
-        raise DataError(
-            f"labels must be whole-number classes; row {i} holds {arr[i]} (regression is not supported)"
-        )
+        raise DataError(f"labels must be whole-number classes; row {i} holds {arr[i]} (regression is not supported)")
 
 
 def encode_labels(y: Any) -> tuple[np.ndarray, np.ndarray]:

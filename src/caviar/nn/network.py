@@ -169,7 +169,12 @@ def backward(
             dz = layers.activation_backward_(da, h, arch.activation)
         bias_here = not arch.batchnorm and not kernels.ENABLED  # the bias's sum, unless a kernel took it
         da, grads[f"dense{i}.W"], db = layers.dense_backward(
-            dz, a_in, params[f"dense{i}.W"], need_dx=i > 0, need_db=bias_here, dW_out=into(f"dense{i}.W"),
+            dz,
+            a_in,
+            params[f"dense{i}.W"],
+            need_dx=i > 0,
+            need_db=bias_here,
+            dW_out=into(f"dense{i}.W"),
             db_out=into(f"dense{i}.b") if bias_here else None,
         )
         if bias_here:

@@ -132,8 +132,9 @@ class Optimizer:
                     gb += cb["l2"] * pb
                 self._step(pb, gb, {s: _block(a, rows, cols, 2) for s, a in member_slots.items()}, t, cb)
 
-    def fused_plan(self, params: Arrays, grads: Arrays, slots: dict[str, Arrays],
-                   decayed: frozenset[str] = frozenset()) -> list[tuple] | None:
+    def fused_plan(
+        self, params: Arrays, grads: Arrays, slots: dict[str, Arrays], decayed: frozenset[str] = frozenset()
+    ) -> list[tuple] | None:
         """What ``apply_plan`` runs: per parameter, its (K, n) views (parameter, gradient, slots) and
         whether L2 applies; None when the kernels cannot run (numba off, or an array not
         C-contiguous). A caller that updates the same arrays step after step (the trainer) builds
@@ -149,8 +150,9 @@ class Optimizer:
             plan.append((*flat, name in decayed))
         return plan
 
-    def coefficient_table(self, lr: np.ndarray, hp: dict[str, np.ndarray], t: int, l2: np.ndarray | None,
-                          dtype: np.dtype) -> np.ndarray:
+    def coefficient_table(
+        self, lr: np.ndarray, hp: dict[str, np.ndarray], t: int, l2: np.ndarray | None, dtype: np.dtype
+    ) -> np.ndarray:
         """The per-member numbers of step ``t`` as the kernel takes them: (K, 8) in ``dtype``, columns
         lr (Adam: lr / (1 - beta1^t)), l2 (0 without), then ``kernels.COEF_COLUMNS[kind]``."""
         c = self._coefficients(lr, hp, np.dtype(dtype), 1, t, l2)
@@ -162,8 +164,9 @@ class Optimizer:
             table[:, 2 + j] = c[column]
         return table
 
-    def apply_plan(self, plan: list[tuple], tables: dict[np.dtype, np.ndarray] | np.ndarray, t: int,
-                   l2: bool = True) -> None:
+    def apply_plan(
+        self, plan: list[tuple], tables: dict[np.dtype, np.ndarray] | np.ndarray, t: int, l2: bool = True
+    ) -> None:
         """Step ``t`` over a ``fused_plan`` with ``coefficient_table`` rows for its members (one table,
         or one per dtype). L2 is added where the plan says (unless ``l2`` is False), never written
         into the gradients."""
@@ -173,7 +176,12 @@ class Optimizer:
             kernels.optimizer_step_(code, t == 1, decay and l2, p, g, s1, s2, table)
 
     def _coefficients(
-        self, lr: np.ndarray, hp: dict[str, np.ndarray], dtype: np.dtype, ndim: int, t: int,
+        self,
+        lr: np.ndarray,
+        hp: dict[str, np.ndarray],
+        dtype: np.dtype,
+        ndim: int,
+        t: int,
         l2: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The per-member numbers step ``t`` uses, (K, 1, ...) with ``ndim`` axes, in ``dtype``.
@@ -181,8 +189,13 @@ class Optimizer:
         Derived ones (1 - beta, Adam's bias corrections) are computed here once per step rather
         than once per parameter array: the same values, so the same bits.
         """
-        names = {"sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "rmsprop": ("rho", "epsilon"),
-                 "adam": ("beta1", "beta2", "epsilon")}[self.kind]
+        names = {
+            "sgd": (),
+            "momentum": ("momentum",),
+            "nesterov": ("momentum",),
+            "rmsprop": ("rho", "epsilon"),
+            "adam": ("beta1", "beta2", "epsilon"),
+        }[self.kind]
         shape = (-1, *([1] * (ndim - 1)))
         c = {n: np.asarray(v, dtype=dtype).reshape(shape) for n, v in [("lr", lr), *((n, hp[n]) for n in names)]}
         if l2 is not None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def decayed_lr(
-    lr0: np.ndarray, decay: str, rate: np.ndarray, epoch: int, epochs: int, every: int = 10
-) -> np.ndarray:
+def decayed_lr(lr0: np.ndarray, decay: str, rate: np.ndarray, epoch: int, epochs: int, every: int = 10) -> np.ndarray:
     """Learning rates (K,) at ``epoch`` (from 0) for base rates ``lr0`` and decay rates ``rate``.
 
     inverse_time: lr0 / (1 + rate * epoch); exponential: lr0 * (1 - rate)^epoch (the notes'

@@ -28,7 +28,8 @@ def panda(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default: a free one)")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     token: Annotated[str | None, typer.Option(envvar="CAVIAR_TOKEN", help="Token for controls (default: random)")] = (
-        None),
+        None
+    ),
     storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL or SQLite file (default: the spec's)")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default: the spec's training.epochs)")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Automatic checkpoint every N epochs (0: none)")] = 1,
@@ -54,8 +55,9 @@ def panda(
     except CaviarError as exc:
         _fail(str(exc))
     try:
-        session = PandaSession(spec, storage=storage, epochs=epochs, checkpoint_every=checkpoint_every,
-                               step_delay_s=step_delay)
+        session = PandaSession(
+            spec, storage=storage, epochs=epochs, checkpoint_every=checkpoint_every, step_delay_s=step_delay
+        )
     except CaviarError as exc:
         sock.close()
         _fail(str(exc))
@@ -65,15 +67,30 @@ def panda(
     server = make_server(app)
     url = url_of(sock)
     state_file = Path.cwd() / STATE_FILE
-    _write_state(state_file, {"url": url, "token": token, "pid": os.getpid(), "study": session.study_name,
-                              "storage": session.storage.url, "spec": str(spec.resolve())})
-    console.print(f"panda session [bold]{session.study_name}[/]: {session.train_config.optimizer}, "
-                  f"hidden {list(session.model_config.hidden)}, {session.total_epochs} epochs on {session.data.name}",
-                  highlight=False)
+    _write_state(
+        state_file,
+        {
+            "url": url,
+            "token": token,
+            "pid": os.getpid(),
+            "study": session.study_name,
+            "storage": session.storage.url,
+            "spec": str(spec.resolve()),
+        },
+    )
+    console.print(
+        f"panda session [bold]{session.study_name}[/]: {session.train_config.optimizer}, "
+        f"hidden {list(session.model_config.hidden)}, {session.total_epochs} epochs on {session.data.name}",
+        highlight=False,
+    )
     console.print(f"open   {url}/?token={token}", highlight=False, soft_wrap=True)
     console.print(f"token  {token}", highlight=False)
-    console.print(f"ctl    caviar ctl status | pause | resume | set lr=0.001 | checkpoint | rollback ID | stop | "
-                  f"fork --k 8   (reads {STATE_FILE})", highlight=False, soft_wrap=True)
+    console.print(
+        f"ctl    caviar ctl status | pause | resume | set lr=0.001 | checkpoint | rollback ID | stop | "
+        f"fork --k 8   (reads {STATE_FILE})",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"stored in {session.storage.url} as study {session.study_name}; Ctrl-C to quit", highlight=False)
     session.start(paused=paused)
     try:
@@ -201,8 +218,9 @@ def _print_result(action: str, answer: dict[str, Any]) -> None:
     out = Console(highlight=False, soft_wrap=True)
     if action == "status":
         s = answer
-        out.print(f"{s['status']}  step {s['step']}  epoch {s['epoch']}/{s['epochs']}  lr {_fmt(s['lr'])}  "
-                  f"study {s['study']}")
+        out.print(
+            f"{s['status']}  step {s['step']}  epoch {s['epoch']}/{s['epochs']}  lr {_fmt(s['lr'])}  study {s['study']}"
+        )
         out.print("hp  " + "  ".join(f"{k}={_fmt(v)}" for k, v in s["hp"].items()))
         out.print("checkpoints  " + ", ".join(f"#{c['id']} {c['label']} (step {c['step']})" for c in s["checkpoints"]))
         shown = [e for e in s["events"] if not (e["kind"] == "checkpoint" and e["payload"].get("label") == "auto")]
@@ -222,10 +240,12 @@ def _print_result(action: str, answer: dict[str, Any]) -> None:
     elif action == "rollback":
         out.print(f"rolled back to checkpoint #{p['checkpoint']}: step {p['from_step']} -> {p['to_step']}")
     elif action == "fork":
-        out.print(f"fork study {r['study']}: {p['k']} trials around "
-                  + ", ".join(f"{k}={_fmt(v)}" for k, v in p["center"].items())
-                  + f" ({'from the current weights' if p['warm'] else 'from scratch'}); "
-                  f"then: caviar show {r['study']} --storage {p.get('storage')}")
+        out.print(
+            f"fork study {r['study']}: {p['k']} trials around "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in p["center"].items())
+            + f" ({'from the current weights' if p['warm'] else 'from scratch'}); "
+            f"then: caviar show {r['study']} --storage {p.get('storage')}"
+        )
     elif action == "pause":
         out.print(f"paused before step {r['step']}")
     else:

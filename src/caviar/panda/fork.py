@@ -34,8 +34,13 @@ if TYPE_CHECKING:
 LOG_NAMES = ("learning_rate", "epsilon", "l2")
 BETA_NAMES = ("momentum", "beta1", "beta2", "rho")
 FORKABLE = LOG_NAMES + BETA_NAMES
-OPTIMIZER_BETAS = {"sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "rmsprop": ("rho",),
-                   "adam": ("beta1", "beta2")}
+OPTIMIZER_BETAS = {
+    "sgd": (),
+    "momentum": ("momentum",),
+    "nesterov": ("momentum",),
+    "rmsprop": ("rho",),
+    "adam": ("beta1", "beta2"),
+}
 MAX_K = 64
 
 
@@ -61,8 +66,9 @@ def centered_space(hp: dict[str, float], names: Sequence[str], factor: float) ->
     return space
 
 
-def check_fork_request(session: PandaSession, k: Any, factor: Any, params: Sequence[str] | None,
-                       epochs: Any) -> dict[str, Any]:
+def check_fork_request(
+    session: PandaSession, k: Any, factor: Any, params: Sequence[str] | None, epochs: Any
+) -> dict[str, Any]:
     """Validate a fork request against the session; returns the normalized payload."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= int(k) <= MAX_K:
         raise ControlError(f"fork: k = {k!r} must be an integer from 2 to {MAX_K}")
@@ -80,8 +86,17 @@ def check_fork_request(session: PandaSession, k: Any, factor: Any, params: Seque
 class Fork:
     """One fork: its study, trained in a background thread (warm start or from scratch)."""
 
-    def __init__(self, session: PandaSession, ckpt: PandaCheckpoint, k: int, factor: float, params: list[str],
-                 epochs: int | None, warm: bool = True, pause: bool = True) -> None:
+    def __init__(
+        self,
+        session: PandaSession,
+        ckpt: PandaCheckpoint,
+        k: int,
+        factor: float,
+        params: list[str],
+        epochs: int | None,
+        warm: bool = True,
+        pause: bool = True,
+    ) -> None:
         self.session, self.ckpt = session, ckpt
         self.k, self.factor, self.params, self.warm = k, factor, list(params), warm
         self.extra_epochs = epochs if epochs is not None else max(1, session.total_epochs - ckpt.epoch)
@@ -103,16 +118,33 @@ class Fork:
             elif name in d["training"]:
                 d["training"][name] = value
         d["training"]["epochs"] = ck.epoch + self.extra_epochs  # warm: more epochs; scratch: the same total
-        d["search"].update(strategy="random", trials=self.k, storage=s.storage_url, seed=s.seed,
-                           max_population=max(self.k, d["search"].get("max_population", 1)), workers=1)
+        d["search"].update(
+            strategy="random",
+            trials=self.k,
+            storage=s.storage_url,
+            seed=s.seed,
+            max_population=max(self.k, d["search"].get("max_population", 1)),
+            workers=1,
+        )
         d["space"] = centered_space(ck.hp, self.params, self.factor)
         return d
 
     def summary(self) -> dict[str, Any]:
-        return {"study": self.name, "storage": self.session.storage.url, "k": self.k, "warm": self.warm,
-                "status": self.status, "params": self.params,
-                "factor": self.factor, "center": self.center, "epochs": self.spec_dict["training"]["epochs"],
-                "from_step": self.ckpt.step, "from_epoch": self.ckpt.epoch, "best": self.best, "error": self.error}
+        return {
+            "study": self.name,
+            "storage": self.session.storage.url,
+            "k": self.k,
+            "warm": self.warm,
+            "status": self.status,
+            "params": self.params,
+            "factor": self.factor,
+            "center": self.center,
+            "epochs": self.spec_dict["training"]["epochs"],
+            "from_step": self.ckpt.step,
+            "from_epoch": self.ckpt.epoch,
+            "best": self.best,
+            "error": self.error,
+        }
 
     def start(self) -> None:
         self._thread.start()
@@ -131,8 +163,12 @@ class Fork:
                 run_study(self.spec_dict)
             best = self.session.storage.best_trial(self.session.storage.get_study(self.name).id)
             if best is not None:
-                self.best = {"number": best.number, "params": best.params, "objective": best.objective,
-                             "metrics": {k: v for k, v in best.metrics.items() if isinstance(v, (int, float))}}
+                self.best = {
+                    "number": best.number,
+                    "params": best.params,
+                    "objective": best.objective,
+                    "metrics": {k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
+                }
             self.status = "done"
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -151,12 +187,29 @@ class Fork:
         s, ck = self.session, self.ckpt
         spec = load_spec(self.spec_dict)
         store = s.storage
-        study_id = store.create_study(self.name, spec.to_dict(), seed=spec.search.seed, metric=spec.search.metric,
-                                      direction="maximize" if spec.search.maximize else "minimize")
+        study_id = store.create_study(
+            self.name,
+            spec.to_dict(),
+            seed=spec.search.seed,
+            metric=spec.search.metric,
+            direction="maximize" if spec.search.maximize else "minimize",
+        )
         numbers = list(range(self.k))
         plans = plans_for(spec, numbers, spec.sampler().propose(numbers, []), 0)
-        store.enqueue_trials(study_id, [{"number": p.number, "params": p.values, "unit": list(p.unit), "round": 0,
-                                         "seed": s.seed, "group_key": "fork"} for p in plans])
+        store.enqueue_trials(
+            study_id,
+            [
+                {
+                    "number": p.number,
+                    "params": p.values,
+                    "unit": list(p.unit),
+                    "round": 0,
+                    "seed": s.seed,
+                    "group_key": "fork",
+                }
+                for p in plans
+            ],
+        )
         worker = new_worker_id()
         claimed = {r.number: r for r in store.claim_trials(study_id, worker, limit=self.k, same_group=True)}
         store.set_study_status(study_id, "RUNNING")
@@ -167,9 +220,13 @@ class Fork:
             src = ck.trainer
             t.params = {n: np.repeat(a, self.k, axis=0) for n, a in src.params.items()}
             t.state = {n: np.repeat(a, self.k, axis=0) for n, a in src.state.items()}
-            t.opt_state = OptimizerState(src.opt_state.step, {
-                slot: {n: np.repeat(a, self.k, axis=0) for n, a in arrays.items()}
-                for slot, arrays in src.opt_state.slots.items()})
+            t.opt_state = OptimizerState(
+                src.opt_state.step,
+                {
+                    slot: {n: np.repeat(a, self.k, axis=0) for n, a in arrays.items()}
+                    for slot, arrays in src.opt_state.slots.items()
+                },
+            )
             t.data_rng.bit_generator.state = ck.epoch_rng_state or src.rng_state
             t.epoch, t.step = src.epoch, src.step
             t.set_hyperparameter("learning_rate", t.hp["learning_rate"].copy())  # decay at this epoch
@@ -181,8 +238,13 @@ class Fork:
 
             data = s.data
             has_val = len(data.y_val) > 0
-            t.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
-                  callbacks=[_Stream()])
+            t.fit(
+                data.X_train,
+                data.y_train,
+                data.X_val if has_val else None,
+                data.y_val if has_val else None,
+                callbacks=[_Stream()],
+            )
             params, state = t.stacked_kept()
             test = _evaluate(s, params, state)
         except BaseException:
@@ -192,10 +254,12 @@ class Fork:
         for k, plan in enumerate(plans):
             hist = t.histories[k]
             row = hist.best_row()
-            metrics = {key: row[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-                       if key in row}
-            metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch,
-                           warm_start_step=src.step)
+            metrics = {
+                key: row[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in row
+            }
+            metrics.update(
+                status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch, warm_start_step=src.step
+            )
             if test is not None:
                 metrics.update(test_loss=float(test[0][k]), test_accuracy=float(test[1][k]))
             state_name = STATE_OF_STATUS[hist.status]
@@ -206,10 +270,18 @@ class Fork:
             store.finish_trial(claimed[k].id, worker, state_name, metrics, objective, list(hist.rows))
             if objective is not None and objective > best_objective:
                 best_objective = objective
-                outcome = TrialOutcome(plan.number, state_name, metrics, objective, list(hist.rows),
-                                       {n: a[k] for n, a in params.items()}, {n: a[k] for n, a in state.items()})
-                store.save_artifact(claimed[k].id, MODEL_ARTIFACT,
-                                    model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype))
+                outcome = TrialOutcome(
+                    plan.number,
+                    state_name,
+                    metrics,
+                    objective,
+                    list(hist.rows),
+                    {n: a[k] for n, a in params.items()},
+                    {n: a[k] for n, a in state.items()},
+                )
+                store.save_artifact(
+                    claimed[k].id, MODEL_ARTIFACT, model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype)
+                )
         store.set_study_status(study_id, "COMPLETE")
 
 

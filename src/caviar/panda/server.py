@@ -154,8 +154,11 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
         auth = request.headers.get("authorization", "")
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-caviar-token")
         if not given:
-            raise _Refused(401, "missing token: send 'Authorization: Bearer <token>' or 'X-Caviar-Token: <token>'",
-                           {"WWW-Authenticate": "Bearer"})
+            raise _Refused(
+                401,
+                "missing token: send 'Authorization: Bearer <token>' or 'X-Caviar-Token: <token>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if not secrets.compare_digest(given.encode(), token.encode()):
             raise _Refused(403, "wrong token")
 
@@ -216,8 +219,9 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
                     return
                 await asyncio.sleep(STREAM_INTERVAL_S)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     # ---- controls (token)
     @app.post("/api/pause", dependencies=auth)
@@ -257,8 +261,9 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
             if name not in FORKABLE:
                 raise _Refused(422, f"params: cannot vary '{name}'; one of {', '.join(FORKABLE)}")
         try:
-            c = session.fork(k=body.k, factor=body.factor, params=body.params, epochs=body.epochs, warm=body.warm,
-                             pause=body.pause)
+            c = session.fork(
+                k=body.k, factor=body.factor, params=body.params, epochs=body.epochs, warm=body.warm, pause=body.pause
+            )
             result = c.wait(CONTROL_TIMEOUT_S)
         except ControlError as exc:
             raise _Refused(409 if "stopped" in str(exc) or "diverged" in str(exc) else 400, str(exc)) from None
@@ -281,8 +286,10 @@ def bind_socket(host: str = "127.0.0.1", port: int | None = None) -> socket.sock
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ControlError(f"port {port} on {host} is already in use; choose another with --port, "
-                               "or leave --port out for a free one") from None
+            raise ControlError(
+                f"port {port} on {host} is already in use; choose another with --port, "
+                "or leave --port out for a free one"
+            ) from None
         raise ControlError(f"cannot listen on {host}:{port or 0}: {exc.strerror or exc}") from None
     sock.listen(64)
     sock.set_inheritable(True)

@@ -39,13 +39,29 @@ from caviar.tune.storage import COMPLETE, DIVERGED, FAILED, Storage, open_storag
 from caviar.validation import check_value
 
 #: Hyperparameters a panda may change while the model trains (all per-member, so no shape changes).
-HYPERPARAMETERS = ("learning_rate", "momentum", "beta1", "beta2", "rho", "epsilon", "l2", "dropout",
-                   "bn_momentum", "lr_decay")
+HYPERPARAMETERS = (
+    "learning_rate",
+    "momentum",
+    "beta1",
+    "beta2",
+    "rho",
+    "epsilon",
+    "l2",
+    "dropout",
+    "bn_momentum",
+    "lr_decay",
+)
 #: Short names accepted by ``set`` (the page, ``caviar ctl set lr=0.001``).
 ALIASES = {"lr": "learning_rate", "eps": "epsilon", "weight_decay": "l2", "bn": "bn_momentum"}
 
 RUNNING, PAUSED, FINISHED, DIVERGED_STATUS, STOPPED, FAILED_STATUS = (
-    "running", "paused", "finished", "diverged", "stopped", "failed")
+    "running",
+    "paused",
+    "finished",
+    "diverged",
+    "stopped",
+    "failed",
+)
 PANDA_WORKER = "panda"
 
 
@@ -54,8 +70,10 @@ def canonical_name(name: str) -> str:
     full = ALIASES.get(name, name)
     if full not in HYPERPARAMETERS:
         known = (*HYPERPARAMETERS, *ALIASES)
-        raise ControlError(f"unknown hyperparameter '{name}'{did_you_mean(name, known)}; "
-                           f"one of {', '.join(HYPERPARAMETERS)} can change during training")
+        raise ControlError(
+            f"unknown hyperparameter '{name}'{did_you_mean(name, known)}; "
+            f"one of {', '.join(HYPERPARAMETERS)} can change during training"
+        )
     return full
 
 
@@ -95,7 +113,7 @@ class EWA:
 
     @property
     def value(self) -> float:
-        return self.v / (1.0 - self.beta ** self.t) if self.t else float("nan")
+        return self.v / (1.0 - self.beta**self.t) if self.t else float("nan")
 
 
 @dataclass
@@ -143,8 +161,14 @@ class PandaCheckpoint:
         return self.trainer.epoch
 
     def summary(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "step": self.step, "epoch": self.epoch,
-                "hp": dict(self.hp), "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "label": self.label,
+            "step": self.step,
+            "epoch": self.epoch,
+            "hp": dict(self.hp),
+            "created_at": self.created_at,
+        }
 
 
 def _finite_or_none(x: Any) -> Any:
@@ -208,8 +232,9 @@ class PandaSession:
         self.checkpoint_every = int(checkpoint_every)
         self.keep_auto_checkpoints = max(1, int(keep_auto_checkpoints))
         self.step_delay_s = float(step_delay_s)
-        self.arch = Architecture(self.data.n_features, self.data.n_classes, model.hidden, model.activation,
-                                 model.batchnorm)
+        self.arch = Architecture(
+            self.data.n_features, self.data.n_classes, model.hidden, model.activation, model.batchnorm
+        )
         self.trainer = self._new_trainer()
 
         self._cond = threading.Condition(threading.RLock())
@@ -231,14 +256,25 @@ class PandaSession:
         self._epoch_sums = np.zeros(3)  # loss * n, correct * n, n of the running epoch
         self.error: str | None = None
 
-        self.storage_url = str(storage) if isinstance(storage, (str, os.PathLike)) else (
-            storage.url if isinstance(storage, Storage) else str(self.spec.search.storage))
+        self.storage_url = (
+            str(storage)
+            if isinstance(storage, (str, os.PathLike))
+            else (storage.url if isinstance(storage, Storage) else str(self.spec.search.storage))
+        )
         self.storage = open_storage(storage if storage is not None else self.spec.search.storage)
         self.study_name = study_name or self._default_name()
         self.study_id, self.trial_id = self._create_study()
         self._hp = self._read_hp()
-        self._log("start", {"hp": dict(self._hp), "epochs": train.epochs, "values": self.values,
-                            "optimizer": train.optimizer, "hidden": list(model.hidden)})
+        self._log(
+            "start",
+            {
+                "hp": dict(self._hp),
+                "epochs": train.epochs,
+                "values": self.values,
+                "optimizer": train.optimizer,
+                "hidden": list(model.hidden),
+            },
+        )
         self._take_checkpoint("start", auto=False)
 
     # ------------------------------------------------------------------------------- set-up
@@ -264,17 +300,35 @@ class PandaSession:
         d["search"]["strategy"] = "random"
         d["search"]["storage"] = self.storage_url
         d["search"].pop("halving", None)
-        d["model"].update(hidden=list(self.model_config.hidden), activation=self.model_config.activation,
-                          batchnorm=self.model_config.batchnorm, dropout=self.model_config.dropout)
+        d["model"].update(
+            hidden=list(self.model_config.hidden),
+            activation=self.model_config.activation,
+            batchnorm=self.model_config.batchnorm,
+            dropout=self.model_config.dropout,
+        )
         d["training"].update({k: getattr(self.train_config, k) for k in d["training"]})
         return d
 
     def _create_study(self) -> tuple[int, int]:
         s = self.spec.search
-        study_id = self.storage.create_study(self.study_name, self.stored_spec(), seed=self.seed, metric=s.metric,
-                                             direction="maximize" if s.maximize else "minimize")
-        self.storage.enqueue_trials(study_id, [{"number": 0, "params": {**self.values, **self._member_values()},
-                                                "seed": self.seed, "group_key": "panda"}])
+        study_id = self.storage.create_study(
+            self.study_name,
+            self.stored_spec(),
+            seed=self.seed,
+            metric=s.metric,
+            direction="maximize" if s.maximize else "minimize",
+        )
+        self.storage.enqueue_trials(
+            study_id,
+            [
+                {
+                    "number": 0,
+                    "params": {**self.values, **self._member_values()},
+                    "seed": self.seed,
+                    "group_key": "panda",
+                }
+            ],
+        )
         claimed = self.storage.claim_trials(study_id, PANDA_WORKER)
         self.storage.set_study_status(study_id, "RUNNING")
         return study_id, claimed[0].id
@@ -307,23 +361,44 @@ class PandaSession:
     def state(self) -> dict[str, Any]:
         """A JSON-able picture: status, step, epoch, hyperparameters, checkpoints, events, forks."""
         with self._cond:
-            return clean({
-                "status": self.status, "step": self.trainer.step, "epoch": self.trainer.epoch,
-                "epochs": self.total_epochs, "generation": self.generation, "version": self.version,
-                "hp": dict(self._hp), "lr": self._lr_now(), "optimizer": self.train_config.optimizer,
-                "batch_size": self.train_config.batch_size, "hidden": list(self.model_config.hidden),
-                "study": self.study_name, "study_id": self.study_id, "trial_id": self.trial_id,
-                "storage": self.storage.url, "checkpoints": [c.summary() for c in self.checkpoints.values()],
-                "events": list(self.events), "forks": [f.summary() for f in self.forks], "error": self.error,
-                "step_delay_s": self.step_delay_s, "smoothed_loss": self.ewa.value,
-            })
+            return clean(
+                {
+                    "status": self.status,
+                    "step": self.trainer.step,
+                    "epoch": self.trainer.epoch,
+                    "epochs": self.total_epochs,
+                    "generation": self.generation,
+                    "version": self.version,
+                    "hp": dict(self._hp),
+                    "lr": self._lr_now(),
+                    "optimizer": self.train_config.optimizer,
+                    "batch_size": self.train_config.batch_size,
+                    "hidden": list(self.model_config.hidden),
+                    "study": self.study_name,
+                    "study_id": self.study_id,
+                    "trial_id": self.trial_id,
+                    "storage": self.storage.url,
+                    "checkpoints": [c.summary() for c in self.checkpoints.values()],
+                    "events": list(self.events),
+                    "forks": [f.summary() for f in self.forks],
+                    "error": self.error,
+                    "step_delay_s": self.step_delay_s,
+                    "smoothed_loss": self.ewa.value,
+                }
+            )
 
     def curves(self, since: int | None = None) -> dict[str, Any]:
         """Step points (step > ``since``, all without it) and every epoch row, with the generation."""
         with self._cond:
             steps = self.steps if since is None else [p for p in self.steps if p["step"] > since]
-            return clean({"generation": self.generation, "step": self.trainer.step,
-                          "steps": [dict(p) for p in steps], "epochs": [dict(r) for r in self.epochs]})
+            return clean(
+                {
+                    "generation": self.generation,
+                    "step": self.trainer.step,
+                    "steps": [dict(p) for p in steps],
+                    "epochs": [dict(r) for r in self.epochs],
+                }
+            )
 
     def _lr_now(self) -> float | None:
         return float(self.trainer.lr[0]) if self.trainer.K else None
@@ -373,8 +448,15 @@ class PandaSession:
     def stop(self) -> Control:
         return self.submit("stop")
 
-    def fork(self, k: int = 8, factor: float = 2.0, params: list[str] | None = None, epochs: int | None = None,
-             warm: bool = True, pause: bool = True) -> Control:
+    def fork(
+        self,
+        k: int = 8,
+        factor: float = 2.0,
+        params: list[str] | None = None,
+        epochs: int | None = None,
+        warm: bool = True,
+        pause: bool = True,
+    ) -> Control:
         """Start a population of ``k`` variants around the current values (see caviar.panda.fork)."""
         from caviar.panda.fork import check_fork_request
 
@@ -450,8 +532,17 @@ class PandaSession:
         if self.status in (FINISHED, DIVERGED_STATUS):
             self.status = PAUSED if self.trainer.epoch < self.total_epochs else FINISHED
         self.generation += 1
-        return self._log("rollback", {"checkpoint": ckpt.id, "from_step": from_step, "from_epoch": from_epoch,
-                                      "to_step": ckpt.step, "to_epoch": ckpt.epoch, "hp": dict(self._hp)})
+        return self._log(
+            "rollback",
+            {
+                "checkpoint": ckpt.id,
+                "from_step": from_step,
+                "from_epoch": from_epoch,
+                "to_step": ckpt.step,
+                "to_epoch": ckpt.epoch,
+                "hp": dict(self._hp),
+            },
+        )
 
     def _do_stop(self) -> dict[str, Any]:
         if self.status == STOPPED:
@@ -482,8 +573,15 @@ class PandaSession:
         step = self._effect_step() if step is None else step
         payload = clean(payload)
         event_id = self.storage.add_event(self.study_id, kind, payload, trial_id=self.trial_id, step=step)
-        event = {"id": event_id, "kind": kind, "step": step, "epoch": self.trainer.epoch, "payload": payload,
-                 "time": time.time(), "undone": False}
+        event = {
+            "id": event_id,
+            "kind": kind,
+            "step": step,
+            "epoch": self.trainer.epoch,
+            "payload": payload,
+            "time": time.time(),
+            "undone": False,
+        }
         if keep:
             self.events.append(event)
         self.version += 1
@@ -493,11 +591,18 @@ class PandaSession:
     def _take_checkpoint(self, label: str, auto: bool) -> PandaCheckpoint:
         t = self.trainer
         ckpt = PandaCheckpoint(
-            id=self._next_ckpt, label=label, trainer=t.checkpoint(),
+            id=self._next_ckpt,
+            label=label,
+            trainer=t.checkpoint(),
             epoch_rng_state=self._epoch_rng_state if self._batches is not None else None,
-            batch_pos=self._batch_pos, epoch_sums=self._epoch_sums.copy(),
-            history_rows=[dict(r) for r in t.histories[0].rows], ewa=(self.ewa.v, self.ewa.t),
-            n_steps=len(self.steps), n_epochs=len(self.epochs), hp=dict(self._hp), created_at=time.time(),
+            batch_pos=self._batch_pos,
+            epoch_sums=self._epoch_sums.copy(),
+            history_rows=[dict(r) for r in t.histories[0].rows],
+            ewa=(self.ewa.v, self.ewa.t),
+            n_steps=len(self.steps),
+            n_epochs=len(self.epochs),
+            hp=dict(self._hp),
+            created_at=time.time(),
         )
         self._next_ckpt += 1
         self.checkpoints[ckpt.id] = ckpt
@@ -505,8 +610,11 @@ class PandaSession:
             autos = [c.id for c in self.checkpoints.values() if c.label == "auto"]
             for old in autos[: max(0, len(autos) - self.keep_auto_checkpoints)]:
                 del self.checkpoints[old]
-        self._log("checkpoint", {"checkpoint": ckpt.id, "label": label, "epoch": ckpt.epoch, "at_step": ckpt.step},
-                  keep=not auto)
+        self._log(
+            "checkpoint",
+            {"checkpoint": ckpt.id, "label": label, "epoch": ckpt.epoch, "at_step": ckpt.step},
+            keep=not auto,
+        )
         return ckpt
 
     def _restore(self, ckpt: PandaCheckpoint) -> None:
@@ -526,8 +634,8 @@ class PandaSession:
         else:
             self._batches, self._batch_pos, self._epoch_rng_state = None, 0, None
         self.ewa.v, self.ewa.t = ckpt.ewa
-        del self.steps[ckpt.n_steps:]
-        del self.epochs[ckpt.n_epochs:]
+        del self.steps[ckpt.n_steps :]
+        del self.epochs[ckpt.n_epochs :]
         self._hp = self._read_hp()
 
     def _draw_batches(self) -> list[np.ndarray]:
@@ -586,8 +694,9 @@ class PandaSession:
             n = len(idx)
             self._epoch_sums += (loss0 * n, acc0 * n, n)
             self._batch_pos += 1
-            self.steps.append({"step": t.step, "epoch": t.epoch, "loss": loss0, "smooth": self.ewa.update(loss0),
-                               "lr": lr})
+            self.steps.append(
+                {"step": t.step, "epoch": t.epoch, "loss": loss0, "smooth": self.ewa.update(loss0), "lr": lr}
+            )
             self.version += 1
             if t.K == 0 or not math.isfinite(loss0):
                 self.status = DIVERGED_STATUS
@@ -673,12 +782,22 @@ class PandaSession:
         last = self.epochs[-1] if self.epochs else {}
         metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last}
         metrics.update(status="panda", epochs_run=len(self.epochs), steps=self.trainer.step)
-        state = COMPLETE if self.status not in (DIVERGED_STATUS, FAILED_STATUS) else (
-            DIVERGED if self.status == DIVERGED_STATUS else FAILED)
+        state = (
+            COMPLETE
+            if self.status not in (DIVERGED_STATUS, FAILED_STATUS)
+            else (DIVERGED if self.status == DIVERGED_STATUS else FAILED)
+        )
         value = metrics.get(self.spec.search.metric)
         objective = self.spec.search.objective(value) if state == COMPLETE and value is not None else None
-        self.storage.finish_trial(self.trial_id, PANDA_WORKER, state, clean(metrics), objective,
-                                  [clean(r) for r in self.epochs], error=self.error)
+        self.storage.finish_trial(
+            self.trial_id,
+            PANDA_WORKER,
+            state,
+            clean(metrics),
+            objective,
+            [clean(r) for r in self.epochs],
+            error=self.error,
+        )
         self.storage.set_study_status(self.study_id, "COMPLETE")
 
     def snapshot_path(self) -> Path | None:

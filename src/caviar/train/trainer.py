@@ -236,8 +236,14 @@ class Trainer:
         params, grads = views.params, views.grads
         dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
         logits, caches, state = forward(
-            self.arch, params, {n: a[rows] for n, a in self.state.items()}, xb, train=True,
-            bn_momentum=hp["bn_momentum"], dropout=dropout, rngs=self.rngs[k0:k1],
+            self.arch,
+            params,
+            {n: a[rows] for n, a in self.state.items()},
+            xb,
+            train=True,
+            bn_momentum=hp["bn_momentum"],
+            dropout=dropout,
+            rngs=self.rngs[k0:k1],
         )
         if kernels.ENABLED:
             loss, acc, dlogits = kernels.softmax_cross_entropy_(logits, yb)  # logits become dlogits
@@ -253,8 +259,15 @@ class Trainer:
         else:
             slots = {s: {n: a[rows] for n, a in d.items()} for s, d in self.opt_state.slots.items()}
             self.optimizer.apply(
-                params, grads, slots, self.opt_state.step, self.lr[rows], hp,
-                l2=hp["l2"] if l2_on else None, decayed=self._decayed, overwrite_grads=True,
+                params,
+                grads,
+                slots,
+                self.opt_state.step,
+                self.lr[rows],
+                hp,
+                l2=hp["l2"] if l2_on else None,
+                decayed=self._decayed,
+                overwrite_grads=True,
             )
         return loss, acc
 
@@ -303,8 +316,9 @@ class Trainer:
     def _ensure_grads(self) -> None:
         """Gradient arrays shaped like the parameters, reused from step to step."""
         g = self._grads
-        if g.keys() != self.params.keys() or any(g[n].shape != a.shape or g[n].dtype != a.dtype
-                                                  for n, a in self.params.items()):
+        if g.keys() != self.params.keys() or any(
+            g[n].shape != a.shape or g[n].dtype != a.dtype for n, a in self.params.items()
+        ):
             self._grads = {n: np.empty_like(a) for n, a in self.params.items()}
 
     # ----- epochs ----------------------------------------------------------------------------
@@ -339,8 +353,12 @@ class Trainer:
         c = self.config
         stopped = []
         for j, k in enumerate(self.active):
-            row = {"epoch": self.epoch, "train_loss": float(train_loss[j]), "train_accuracy": float(train_acc[j]),
-                   "lr": float(self.lr[j])}
+            row = {
+                "epoch": self.epoch,
+                "train_loss": float(train_loss[j]),
+                "train_accuracy": float(train_acc[j]),
+                "lr": float(self.lr[j]),
+            }
             if val_loss is not None:
                 row["val_loss"] = float(val_loss[j])
                 row["val_accuracy"] = float(val_acc[j])
@@ -428,8 +446,10 @@ class Trainer:
     def _slice_logits(self, k0: int, k1: int, X: np.ndarray) -> np.ndarray:
         params = {n: a[k0:k1] for n, a in self.params.items()}
         state = {n: a[k0:k1] for n, a in self.state.items()}
-        outs = [forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False)[0]
-                for i in range(0, len(X), EVAL_CHUNK)]
+        outs = [
+            forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False)[0]
+            for i in range(0, len(X), EVAL_CHUNK)
+        ]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
     def _slice_evaluate(self, k0: int, k1: int, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

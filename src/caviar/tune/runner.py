@@ -55,14 +55,16 @@ def train_population(
 ) -> list[TrialOutcome]:
     """Train ``plans`` (one static shape) together; one outcome per plan, in plan order."""
     first = plans[0]
-    arch = Architecture(data.n_features, data.n_classes, first.model.hidden, first.model.activation,
-                        first.model.batchnorm)
+    arch = Architecture(
+        data.n_features, data.n_classes, first.model.hidden, first.model.activation, first.model.batchnorm
+    )
     hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
     # Slices of the population run side by side on this process's threads, but every matmul runs on
     # ONE BLAS thread: OpenBLAS's multi-threaded sgemm rounds differently from its single-threaded one
     # on large operands (evaluation sets), so a trial's numbers would depend on the worker count.
-    trainer = Trainer(arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype),
-                      threads=blas_threads())
+    trainer = Trainer(
+        arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype), threads=blas_threads()
+    )
     callbacks: list[Any] = []
     if halving is not None:
         callbacks.append(halving)
@@ -70,25 +72,38 @@ def train_population(
         callbacks.append(_EpochReporter([p.number for p in plans], on_epoch))
     has_val = len(data.y_val) > 0
     with threadpool_limits(limits=1, user_api="blas"):
-        trainer.fit(data.X_train, data.y_train, data.X_val if has_val else None, data.y_val if has_val else None,
-                    callbacks=callbacks)
+        trainer.fit(
+            data.X_train,
+            data.y_train,
+            data.X_val if has_val else None,
+            data.y_val if has_val else None,
+            callbacks=callbacks,
+        )
         params, state = trainer.stacked_kept()
         test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test)
     outcomes = []
     for k, plan in enumerate(plans):
         hist = trainer.histories[k]
         best = hist.best_row()
-        metrics = {key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-                   if key in best}
+        metrics = {
+            key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in best
+        }
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
         if len(data.y_test):
             metrics.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
         state_name = STATE_OF_STATUS[hist.status]
         objective = _objective(metrics, metric) if state_name == "COMPLETE" else None
-        outcomes.append(TrialOutcome(
-            plan.number, state_name, metrics, objective, list(hist.rows),
-            {n: a[k] for n, a in params.items()}, {n: a[k] for n, a in state.items()},
-        ))
+        outcomes.append(
+            TrialOutcome(
+                plan.number,
+                state_name,
+                metrics,
+                objective,
+                list(hist.rows),
+                {n: a[k] for n, a in params.items()},
+                {n: a[k] for n, a in state.items()},
+            )
+        )
     return outcomes
 
 
@@ -110,14 +125,17 @@ def _objective(metrics: dict[str, Any], metric: str) -> float | None:
     return -float(value) if metric.endswith("loss") else float(value)
 
 
-def model_file_bytes(plan: TrialPlan, outcome: TrialOutcome, data: PreparedData, seed: int,
-                     dtype: str = "float32") -> bytes:
+def model_file_bytes(
+    plan: TrialPlan, outcome: TrialOutcome, data: PreparedData, seed: int, dtype: str = "float32"
+) -> bytes:
     """The trial's kept weights as a caviar model file (.npz bytes) that ``caviar.load`` reads."""
     from caviar.model_io import save_classifier
     from caviar.sklearn import Classifier
 
-    params = {**{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
-              **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__}}
+    params = {
+        **{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
+        **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__},
+    }
     clf = Classifier(**params, standardize=data.standardizer is not None, seed=seed, dtype=dtype)
     clf.n_features_in_ = data.n_features
     clf.classes_ = np.asarray(data.classes)

@@ -228,8 +228,9 @@ class Box:
     choices: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, space: Space, rnd: int, lower: np.ndarray, upper: np.ndarray,
-              allowed: dict[str, tuple[int, ...]]) -> Box:
+    def build(
+        cls, space: Space, rnd: int, lower: np.ndarray, upper: np.ndarray, allowed: dict[str, tuple[int, ...]]
+    ) -> Box:
         """A box with its decoded bounds filled in from ``space``."""
         low, high, choices = {}, {}, {}
         for i, p in enumerate(space):
@@ -418,7 +419,8 @@ class TPESampler(Sampler):
     def _distributions(self) -> dict[str, Any]:
         dist = self._optuna.distributions
         return {
-            p.name: dist.CategoricalDistribution(tuple(range(p.n))) if isinstance(p, ChoiceParam)
+            p.name: dist.CategoricalDistribution(tuple(range(p.n)))
+            if isinstance(p, ChoiceParam)
             else dist.FloatDistribution(0.0, 1.0)
             for p in self.space
         }
@@ -430,10 +432,10 @@ class TPESampler(Sampler):
         }
 
     def _from_params(self, params: dict[str, Any]) -> np.ndarray:
-        return np.array([
-            (params[p.name] + 0.5) / p.n if isinstance(p, ChoiceParam) else float(params[p.name])
-            for p in self.space
-        ], dtype=float)
+        return np.array(
+            [(params[p.name] + 0.5) / p.n if isinstance(p, ChoiceParam) else float(params[p.name]) for p in self.space],
+            dtype=float,
+        )
 
     def propose(self, numbers: Sequence[int], history: Sequence[Observation] = ()) -> list[np.ndarray]:
         if not numbers:
@@ -445,14 +447,14 @@ class TPESampler(Sampler):
         seed = int(sequence.generate_state(1)[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
-                                                 constant_liar=True)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials, constant_liar=True)
             study = optuna.create_study(direction="maximize", sampler=sampler)
             dists = self._distributions()
             for obs in history:
                 if obs.ok:
-                    trial = optuna.trial.create_trial(params=self._to_params(obs.u), distributions=dists,
-                                                      value=float(obs.value))  # type: ignore[arg-type]
+                    trial = optuna.trial.create_trial(
+                        params=self._to_params(obs.u), distributions=dists, value=float(obs.value)
+                    )  # type: ignore[arg-type]
                     study.add_trial(trial)
             return [self._from_params(study.ask(dists).params) for _ in numbers]
 
@@ -488,8 +490,10 @@ def make_sampler(strategy: str, space: Space, seed: int = 0, **options: Any) -> 
     An option no sampler knows is an error.
     """
     if strategy not in SAMPLERS:
-        raise SpecError(f"search.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}"
-                        f"{did_you_mean(str(strategy), STRATEGIES)}")
+        raise SpecError(
+            f"search.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}"
+            f"{did_you_mean(str(strategy), STRATEGIES)}"
+        )
     known = set().union(*(_options_of(c) for c in SAMPLERS.values()))
     for name in options:
         if name not in known:

@@ -160,14 +160,14 @@ class FloatParam(Param):
             decades = math.log10(self.high / self.low)
             warnings.warn(
                 f"space.{self.name}: linear range [{self.low:g}, {self.high:g}] spans {decades:.1f} decades,"
-                f" so most draws land in the top one; scale = \"log\" samples each decade equally",
+                f' so most draws land in the top one; scale = "log" samples each decade equally',
                 ScaleWarning,
                 stacklevel=3,
             )
         elif self.name in EWA_BETAS and self.high < 1 and (1 - self.low) / (1 - self.high) > 10:
             warnings.warn(
                 f"space.{self.name}: linear range [{self.low:g}, {self.high:g}] rarely samples values near 1;"
-                f" scale = \"one_minus_log\" samples each decade of 1 - {self.name} equally",
+                f' scale = "one_minus_log" samples each decade of 1 - {self.name} equally',
                 ScaleWarning,
                 stacklevel=3,
             )
@@ -237,7 +237,7 @@ class IntParam(Param):
         if self.scale == "int" and self.low > 0 and self.high / self.low > 100:
             warnings.warn(
                 f"space.{self.name}: linear range [{self.low}, {self.high}] spans more than two decades;"
-                f" scale = \"int_log\" samples each decade equally",
+                f' scale = "int_log" samples each decade equally',
                 ScaleWarning,
                 stacklevel=3,
             )
@@ -422,8 +422,7 @@ def param_from_dict(name: str, entry: Any, *, tunable: bool = True) -> Param:
         entry = {"choices": list(entry)}
     if not isinstance(entry, Mapping):
         raise SpecError(
-            f"space.{name}: expected a table like {{low = 0.1, high = 1.0}} or {{choices = [...]}},"
-            f" got {entry!r}"
+            f"space.{name}: expected a table like {{low = 0.1, high = 1.0}} or {{choices = [...]}}, got {entry!r}"
         )
     for key in entry:
         if key not in ENTRY_KEYS:
@@ -437,8 +436,9 @@ def param_from_dict(name: str, entry: Any, *, tunable: bool = True) -> Param:
 def _build(name: str, entry: dict[str, Any], kind: str | None) -> Param:
     scale = entry.get("scale")
     if scale is not None and scale not in SCALES:
-        raise SpecError(f"space.{name}: unknown scale {scale!r}{did_you_mean(str(scale), SCALES)};"
-                        f" scales are {', '.join(SCALES)}")
+        raise SpecError(
+            f"space.{name}: unknown scale {scale!r}{did_you_mean(str(scale), SCALES)}; scales are {', '.join(SCALES)}"
+        )
     if "choices" in entry:
         if "low" in entry or "high" in entry or scale not in (None, "choice"):
             raise SpecError(f"space.{name}: give either choices or low/high, not both")

@@ -103,12 +103,14 @@ class DataSection(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
         if self.dataset is None and self.path is None:
-            raise ValueError(f"data: give dataset = one of {', '.join(DATASETS)}, or path = \"file.csv\"")
+            raise ValueError(f'data: give dataset = one of {", ".join(DATASETS)}, or path = "file.csv"')
         if self.dataset is not None and self.path is not None:
             raise ValueError("data: give either dataset or path, not both")
         if self.validation_fraction + self.test_fraction >= 1:
-            raise ValueError(f"data: validation_fraction + test_fraction must be below 1, got "
-                             f"{self.validation_fraction} + {self.test_fraction}")
+            raise ValueError(
+                f"data: validation_fraction + test_fraction must be below 1, got "
+                f"{self.validation_fraction} + {self.test_fraction}"
+            )
         return self
 
 
@@ -167,8 +169,10 @@ class TrainingSection(_Section):
     @model_validator(mode="after")
     def _decay_below_one(self) -> TrainingSection:
         if self.decay in ("exponential", "step") and self.lr_decay >= 1:
-            raise ValueError(f"training.lr_decay: decay '{self.decay}' multiplies by 1 - lr_decay, so it "
-                             f"must be below 1, got {self.lr_decay}")
+            raise ValueError(
+                f"training.lr_decay: decay '{self.decay}' multiplies by 1 - lr_decay, so it "
+                f"must be below 1, got {self.lr_decay}"
+            )
         return self
 
 
@@ -221,7 +225,7 @@ def resolve_storage(storage: str | None, base_dir: Path, stem: str | None) -> st
         path = Path(storage).expanduser()
         return _sqlite_url(path if path.is_absolute() else base_dir / path)
     prefix = "sqlite:///"
-    rest = storage[len(prefix):] if storage.startswith(prefix) else ""
+    rest = storage[len(prefix) :] if storage.startswith(prefix) else ""
     if rest and rest != ":memory:" and not rest.startswith("file:") and not Path(rest).is_absolute():
         return _sqlite_url(base_dir / rest)
     return storage
@@ -276,9 +280,17 @@ class StudySpec(_Section):
     def sampler(self) -> Sampler:
         """The sampler ``[search]`` asks for, over this space."""
         s = self.search
-        return make_sampler(s.strategy, self.space, s.seed or 0, trials=s.trials, rounds=s.rounds,
-                            top_fraction=s.top_fraction, margin=s.margin, min_width=s.min_width,
-                            points_per_axis=s.points_per_axis)
+        return make_sampler(
+            s.strategy,
+            self.space,
+            s.seed or 0,
+            trials=s.trials,
+            rounds=s.rounds,
+            top_fraction=s.top_fraction,
+            margin=s.margin,
+            min_width=s.min_width,
+            points_per_axis=s.points_per_axis,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that ``load_spec`` turns back into an equal spec (paths resolved)."""
@@ -302,11 +314,14 @@ def _check_space_conflicts(spec: StudySpec) -> None:
         raise SpecError("space.depth: needs model.width (or a non-empty model.hidden) for the layer width")
     halving = spec.search.halving
     if halving and "epochs" not in names and halving.min_epochs > spec.training.epochs:
-        raise SpecError(f"search.halving.min_epochs: {halving.min_epochs} is more than training.epochs "
-                        f"({spec.training.epochs})")
+        raise SpecError(
+            f"search.halving.min_epochs: {halving.min_epochs} is more than training.epochs ({spec.training.epochs})"
+        )
     if spec.search.strategy == "coarse_to_fine" and spec.search.rounds > spec.search.trials:
-        raise SpecError(f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
-                        f"got trials = {spec.search.trials}")
+        raise SpecError(
+            f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
+            f"got trials = {spec.search.trials}"
+        )
 
 
 def _config_values(values: Mapping[str, Any], hidden: tuple[int, ...]) -> dict[str, Any]:
@@ -378,7 +393,7 @@ def _format_error(err: Mapping[str, Any]) -> str:
     elif kind == "missing":
         text = "is missing"
         if loc == "data":
-            text += f" (add a [data] table: dataset = one of {', '.join(DATASETS)}, or path = \"file.csv\")"
+            text += f' (add a [data] table: dataset = one of {", ".join(DATASETS)}, or path = "file.csv")'
     else:
         text = f"{given!r} {msg.replace('Input should', 'should', 1)}"
     return f"{loc}: {text}" if loc else text
@@ -411,8 +426,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return raw
 
 
-def load_spec(source: str | os.PathLike[str] | Mapping[str, Any],
-              overrides: Mapping[str, Any] | None = None) -> StudySpec:
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> StudySpec:
     """Load and validate a spec from a TOML file or a dict; every mistake is a one-line SpecError.
 
     Relative paths (data.path, data.data_dir, a SQLite storage) resolve against the spec file's

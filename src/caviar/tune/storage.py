@@ -960,8 +960,9 @@ class Storage:
         worker still owns the RUNNING trial; returns whether the rows were written."""
         return trial_id in self.add_curves({trial_id: rows}, worker_id)
 
-    def add_curves(self, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]],
-                   worker_id: str | None = None) -> list[int]:
+    def add_curves(
+        self, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]], worker_id: str | None = None
+    ) -> list[int]:
         """Write the rows of several trials in ONE transaction (a population's epoch); returns the ids
         written. With ``worker_id``, only trials that worker still owns (RUNNING) are written."""
         ids = list(rows_by_trial)
@@ -969,11 +970,13 @@ class Storage:
             return []
         with self._write() as conn:
             if worker_id is not None:
-                ids = list(conn.execute(
-                    sa.select(trials.c.id).where(
-                        trials.c.id.in_(ids), trials.c.state == RUNNING, trials.c.worker_id == worker_id
-                    )
-                ).scalars())
+                ids = list(
+                    conn.execute(
+                        sa.select(trials.c.id).where(
+                            trials.c.id.in_(ids), trials.c.state == RUNNING, trials.c.worker_id == worker_id
+                        )
+                    ).scalars()
+                )
             self._put_curves(conn, {trial_id: rows_by_trial[trial_id] for trial_id in ids})
             return sorted(ids)
 

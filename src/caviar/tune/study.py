@@ -80,8 +80,16 @@ def resolve_spec(
 def load_data(spec: StudySpec) -> PreparedData:
     """The study's data, split and standardized the same way by every worker."""
     d = spec.data
-    return prepare_data(d.dataset, d.path, d.label, d.data_dir, d.validation_fraction, d.test_fraction,
-                        seed=spec.search.seed or 0, standardize=d.standardize)
+    return prepare_data(
+        d.dataset,
+        d.path,
+        d.label,
+        d.data_dir,
+        d.validation_fraction,
+        d.test_fraction,
+        seed=spec.search.seed or 0,
+        standardize=d.standardize,
+    )
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -115,8 +123,9 @@ def plan_from_record(spec: StudySpec, rec: TrialRecord) -> TrialPlan:
 def observations(records: Sequence[TrialRecord]) -> list[Observation]:
     """Finished trials as samplers see them (failed, diverged and pruned ones score None)."""
     return [
-        Observation(r.number, np.asarray(r.unit or [], dtype=float),
-                    r.objective if r.state == COMPLETE else None, r.round)
+        Observation(
+            r.number, np.asarray(r.unit or [], dtype=float), r.objective if r.state == COMPLETE else None, r.round
+        )
         for r in sorted(records, key=lambda r: r.number)
         if r.finished
     ]
@@ -292,14 +301,17 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
     with _Heartbeat(storage, [r.id for r in claimed], ctx.worker_id):
         try:
             plans = [plan_from_record(spec, r) for r in claimed]
-            outcomes = train_population(plans, ctx.data, seed=spec.search.seed or 0, metric=spec.search.metric,
-                                        halving=halving, on_epoch=stream)
+            outcomes = train_population(
+                plans, ctx.data, seed=spec.search.seed or 0, metric=spec.search.metric, halving=halving, on_epoch=stream
+            )
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, FAILED, error=error) for r in claimed])
             return
-    ends = [TrialEnd(by_number[p.number].id, o.state, o.metrics, o.objective, o.curve)
-            for p, o in zip(plans, outcomes, strict=True)]
+    ends = [
+        TrialEnd(by_number[p.number].id, o.state, o.metrics, o.objective, o.curve)
+        for p, o in zip(plans, outcomes, strict=True)
+    ]
     accepted = storage.finish_trials(ctx.worker_id, ends)  # the whole population in one transaction
     # Asked AFTER the population is stored, with the storage's own ranking (objective, then the lower
     # number on ties): whichever trial ends up best saw itself best here, so it has its model file,
@@ -309,16 +321,18 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
         mine = {end.trial_id: k for k, (end, ok) in enumerate(zip(ends, accepted, strict=True)) if ok}
         if best is not None and best.id in mine:
             k = mine[best.id]
-            storage.save_artifact(best.id, MODEL_ARTIFACT,
-                                  model_file_bytes(plans[k], outcomes[k], ctx.data, seed=spec.search.seed or 0))
+            storage.save_artifact(
+                best.id, MODEL_ARTIFACT, model_file_bytes(plans[k], outcomes[k], ctx.data, seed=spec.search.seed or 0)
+            )
 
 
 def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
     """Claim and train populations until none is waiting; returns how many trials this worker ran."""
     done = 0
     while True:
-        claimed = ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population,
-                                           same_group=True)
+        claimed = ctx.storage.claim_trials(
+            ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population, same_group=True
+        )
         if not claimed:
             return done
         train_claimed(ctx, claimed)
@@ -357,8 +371,9 @@ def _process_worker(spec_dict: dict, study_id: int, threads: int) -> None:
 
 
 # -------------------------------------------------------------------------------------------- runs
-def _plan_round(storage: Storage, study_id: int, spec: StudySpec, sampler: Sampler, data: PreparedData,
-                rnd: int, numbers: list[int]) -> None:
+def _plan_round(
+    storage: Storage, study_id: int, spec: StudySpec, sampler: Sampler, data: PreparedData, rnd: int, numbers: list[int]
+) -> None:
     """Enqueue the round's trials that are not stored yet (idempotent), and store its box."""
     records = storage.trials(study_id)
     have = {r.number for r in records}
@@ -370,21 +385,32 @@ def _plan_round(storage: Storage, study_id: int, spec: StudySpec, sampler: Sampl
     plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
     populations = pack(plans, data.n_features, data.n_classes, spec.search.max_population)
     items = [
-        {"number": p.number, "params": p.values, "unit": list(p.unit), "round": rnd,
-         "seed": spec.search.seed, "group_key": f"r{rnd}-p{i}"}
-        for i, members in enumerate(populations) for p in members if p.number not in have
+        {
+            "number": p.number,
+            "params": p.values,
+            "unit": list(p.unit),
+            "round": rnd,
+            "seed": spec.search.seed,
+            "group_key": f"r{rnd}-p{i}",
+        }
+        for i, members in enumerate(populations)
+        for p in members
+        if p.number not in have
     ]
     storage.enqueue_trials(study_id, items)
 
 
-def _run_processes(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None,
-                   poll_s: float = 0.5) -> None:
+def _run_processes(
+    spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None, poll_s: float = 0.5
+) -> None:
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process_worker, args=(spec.to_dict(), study_id, threads), daemon=True)
-             for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_process_worker, args=(spec.to_dict(), study_id, threads), daemon=True)
+        for _ in range(workers)
+    ]
     for p in procs:
         p.start()
     try:
@@ -399,8 +425,9 @@ def _run_processes(spec: StudySpec, study_id: int, workers: int, storage: Storag
                 p.terminate()
 
 
-def _run_ray(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None,
-             poll_s: float = 0.5) -> None:
+def _run_ray(
+    spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None, poll_s: float = 0.5
+) -> None:
     """Run ``workers`` worker tasks on a Ray cluster (``search.ray_address``, or a local one).
 
     Each task is the same worker loop as a local process: it claims populations from the shared
@@ -411,8 +438,7 @@ def _run_ray(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_
     except ImportError:
         raise CaviarError("search.executor 'ray' needs ray: pip install 'caviar[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=spec.search.ray_address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address=spec.search.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     task = ray.remote(num_cpus=1)(_process_worker)
     pending = [task.remote(spec.to_dict(), study_id, 1) for _ in range(workers)]
     while pending:
@@ -422,8 +448,14 @@ def _run_ray(spec: StudySpec, study_id: int, workers: int, storage: Storage, on_
             on_progress(storage.counts(study_id), storage.best_trial(study_id))
 
 
-def _wait_for_round(storage: Storage, study_id: int, numbers: list[int], ctx: WorkerContext,
-                    on_progress: Progress | None, poll_s: float = 1.0) -> None:
+def _wait_for_round(
+    storage: Storage,
+    study_id: int,
+    numbers: list[int],
+    ctx: WorkerContext,
+    on_progress: Progress | None,
+    poll_s: float = 1.0,
+) -> None:
     """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
     wanted = set(numbers)
     while True:
@@ -453,9 +485,13 @@ def run_study(
     spec = resolve_spec(spec, trials, workers, storage, seed)
     store = open_storage(spec.search.storage)
     data = load_data(spec)  # before the study is stored: a data mistake leaves the storage as it was
-    study_id = store.get_or_create_study(spec.study.name, spec.to_dict(), seed=spec.search.seed,
-                                         metric=spec.search.metric,
-                                         direction="maximize" if spec.search.maximize else "minimize")
+    study_id = store.get_or_create_study(
+        spec.study.name,
+        spec.to_dict(),
+        seed=spec.search.seed,
+        metric=spec.search.metric,
+        direction="maximize" if spec.search.maximize else "minimize",
+    )
     sampler = spec.sampler()
     ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
     store.set_study_status(study_id, "RUNNING")

@@ -47,8 +47,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     # plotly's WebGL traces (parcoords) compile shaders through regl, which needs 'unsafe-eval'
     "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-eval'; "
-                               "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-                               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
 }
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 TRIALS_PATTERN = r"^\d{1,9}(,\d{1,9}){0,199}$"
@@ -94,8 +94,9 @@ def parse_numbers(text: str | None) -> list[int] | None:
 # ------------------------------------------------------------------------------------------ the app
 
 
-def create_app(storage_url: str | os.PathLike[str] | Storage, *, poll_s: float = 1.0,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    storage_url: str | os.PathLike[str] | Storage, *, poll_s: float = 1.0, allowed_hosts: list[str] | None = None
+) -> FastAPI:
     """The dashboard app over one storage. ``allowed_hosts`` (None = any) guards against DNS rebinding
     when served on localhost; ``poll_s`` is how often the events stream looks at storage."""
     storage = open_existing(storage_url)
@@ -244,8 +245,9 @@ def sse(payload: dict[str, Any], event_id: int) -> bytes:
     return f"id: {event_id}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
-async def event_stream(request: Request, storage: Storage, name: str, poll_s: float,
-                       keepalive_s: float = 15.0) -> AsyncIterator[bytes]:
+async def event_stream(
+    request: Request, storage: Storage, name: str, poll_s: float, keepalive_s: float = 15.0
+) -> AsyncIterator[bytes]:
     """Yield an event now, then one each time the study's live state changes; a comment line keeps
     idle connections open. Ends when the client goes away."""
     yield b"retry: 3000\n\n"
@@ -276,5 +278,6 @@ def _add_events_route(app: FastAPI, storage: Storage, poll_s: float) -> None:
         except StorageError as exc:
             raise HTTPException(404, str(exc)) from None
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(event_stream(request, storage, name, poll_s), media_type="text/event-stream",
-                                 headers=headers)
+        return StreamingResponse(
+            event_stream(request, storage, name, poll_s), media_type="text/event-stream", headers=headers
+        )

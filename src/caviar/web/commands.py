@@ -87,7 +87,8 @@ def report(
     study: Annotated[str, typer.Argument(help="Study name or id")],
     storage: StorageOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write report.html and the PNGs to")] = Path(
-        "report"),
+        "report"
+    ),
 ) -> None:
     """Write a static report of a study: report.html (opens offline) and PNG figures for a paper."""
     from caviar.cli import console, fail

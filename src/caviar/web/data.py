@@ -89,8 +89,10 @@ class StudyData:
         for p in self.params:
             if p.name == name:
                 return p
-        raise KeyError(f"no hyperparameter '{name}' in study '{self.name}'; known: "
-                       f"{', '.join(p.name for p in self.params) or 'none'}")
+        raise KeyError(
+            f"no hyperparameter '{name}' in study '{self.name}'; known: "
+            f"{', '.join(p.name for p in self.params) or 'none'}"
+        )
 
     def value(self, trial: TrialRecord) -> float | None:
         """The trial's study metric (val_accuracy, val_loss...) if finished and finite."""
@@ -166,17 +168,19 @@ def study_summary(record: StudyRecord) -> dict[str, Any]:
     best = record.best_objective
     if best is not None and record.direction == "minimize":
         best = -best  # the objective is maximized; show the metric itself
-    return jsonable({
-        "name": record.name,
-        "id": record.id,
-        "status": record.status,
-        "metric": record.metric,
-        "direction": record.direction,
-        "counts": record.counts,
-        "n_trials": record.n_trials,
-        "best": best,
-        "created_at": record.created_at,
-    })
+    return jsonable(
+        {
+            "name": record.name,
+            "id": record.id,
+            "status": record.status,
+            "metric": record.metric,
+            "direction": record.direction,
+            "counts": record.counts,
+            "n_trials": record.n_trials,
+            "best": best,
+            "created_at": record.created_at,
+        }
+    )
 
 
 def study_detail(data: StudyData) -> dict[str, Any]:
@@ -184,34 +188,41 @@ def study_detail(data: StudyData) -> dict[str, Any]:
     spec = data.record.spec
     search = spec.get("search", {})
     best = data.top(1)
-    return jsonable({
-        **study_summary(data.record),
-        "spec": {
-            "data": spec.get("data", {}),
-            "model": spec.get("model", {}),
-            "training": spec.get("training", {}),
-            "search": {k: search.get(k) for k in ("strategy", "trials", "rounds", "seed", "metric", "workers")
-                       if k in search},
-        },
-        "space": [p.as_dict() for p in data.params],
-        "rounds": sorted({t.round for t in data.trials}),
-        "best_trial": trial_row(data, best[0]) if best else None,
-    })
+    return jsonable(
+        {
+            **study_summary(data.record),
+            "spec": {
+                "data": spec.get("data", {}),
+                "model": spec.get("model", {}),
+                "training": spec.get("training", {}),
+                "search": {
+                    k: search.get(k)
+                    for k in ("strategy", "trials", "rounds", "seed", "metric", "workers")
+                    if k in search
+                },
+            },
+            "space": [p.as_dict() for p in data.params],
+            "rounds": sorted({t.round for t in data.trials}),
+            "best_trial": trial_row(data, best[0]) if best else None,
+        }
+    )
 
 
 def trial_row(data: StudyData, trial: TrialRecord) -> dict[str, Any]:
     """One row of the trials table."""
-    return jsonable({
-        "number": trial.number,
-        "round": trial.round,
-        "state": trial.state,
-        "value": data.value(trial),
-        "objective": trial.objective,
-        "duration": trial.duration,
-        "params": trial.params,
-        "metrics": {k: v for k, v in trial.metrics.items() if isinstance(v, (int, float, str, type(None)))},
-        "error": trial.error,
-    })
+    return jsonable(
+        {
+            "number": trial.number,
+            "round": trial.round,
+            "state": trial.state,
+            "value": data.value(trial),
+            "objective": trial.objective,
+            "duration": trial.duration,
+            "params": trial.params,
+            "metrics": {k: v for k, v in trial.metrics.items() if isinstance(v, (int, float, str, type(None)))},
+            "error": trial.error,
+        }
+    )
 
 
 #: Columns the trials endpoint sorts on, besides params (``params.NAME``) and metrics (``metrics.NAME``).
@@ -247,24 +258,33 @@ def _sortable(value: Any) -> tuple[int, Any]:
 def curves_payload(data: StudyData, trials: list[TrialRecord]) -> dict[str, Any]:
     """Learning curves of the given trials, with their params, keyed by trial number (as text)."""
     curves = data.curves(trials)
-    return jsonable({
-        "metric": data.metric,
-        "trials": {
-            str(t.number): {"number": t.number, "state": t.state, "params": t.params, "rows": curves[t.number]}
-            for t in trials
-        },
-    })
+    return jsonable(
+        {
+            "metric": data.metric,
+            "trials": {
+                str(t.number): {"number": t.number, "state": t.state, "params": t.params, "rows": curves[t.number]}
+                for t in trials
+            },
+        }
+    )
 
 
 def boxes_payload(data: StudyData) -> dict[str, Any]:
     """Each coarse-to-fine round's box in the user's variables, with the space's scales."""
-    return jsonable({
-        "space": [p.as_dict() for p in data.params],
-        "boxes": [
-            {"round": rnd, "low": box.get("low", {}), "high": box.get("high", {}), "choices": box.get("choices", {})}
-            for rnd, box in sorted(data.boxes.items())
-        ],
-    })
+    return jsonable(
+        {
+            "space": [p.as_dict() for p in data.params],
+            "boxes": [
+                {
+                    "round": rnd,
+                    "low": box.get("low", {}),
+                    "high": box.get("high", {}),
+                    "choices": box.get("choices", {}),
+                }
+                for rnd, box in sorted(data.boxes.items())
+            ],
+        }
+    )
 
 
 def fingerprint(record: StudyRecord) -> dict[str, Any]:

@@ -29,8 +29,7 @@ from caviar.web.scales import (
 )
 
 KINDS = ("history", "parallel", "slice", "boxes", "curves")
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 TEMPLATE = "plotly_white"
 SLICE_COLUMNS = 4
 
@@ -41,14 +40,19 @@ def round_color(rnd: int) -> str:
 
 
 def _base_layout(fig: go.Figure, title: str, kind: str, **meta: Any) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": title}, margin={"l": 60, "r": 30, "t": 60, "b": 50},
-                      meta={"kind": kind, **meta})
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": title},
+        margin={"l": 60, "r": 30, "t": 60, "b": 50},
+        meta={"kind": kind, **meta},
+    )
     return fig
 
 
 def _empty(fig: go.Figure, message: str) -> go.Figure:
-    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font={"size": 14, "color": "#777"})
+    fig.add_annotation(
+        text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font={"size": 14, "color": "#777"}
+    )
     return fig
 
 
@@ -117,16 +121,27 @@ def history_figure(study: Any) -> go.Figure:
     for rnd in sorted({t.round for t in scored}):
         trials = [t for t in scored if t.round == rnd]
         custom, hover = _hover(data, trials)
-        fig.add_trace(go.Scatter(
-            x=[t.number for t in trials], y=[data.value(t) for t in trials], mode="markers", name=f"round {rnd}",
-            marker={"color": round_color(rnd), "size": 8, "line": {"width": 0.5, "color": "white"}},
-            customdata=custom, hovertemplate=hover,
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[t.number for t in trials],
+                y=[data.value(t) for t in trials],
+                mode="markers",
+                name=f"round {rnd}",
+                marker={"color": round_color(rnd), "size": 8, "line": {"width": 0.5, "color": "white"}},
+                customdata=custom,
+                hovertemplate=hover,
+            )
+        )
     values = [data.value(t) or 0.0 for t in scored]
-    fig.add_trace(go.Scatter(
-        x=[t.number for t in scored], y=_best_so_far(values, data.maximize), mode="lines", name="best so far",
-        line={"color": "#222", "width": 2, "shape": "hv"},
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=[t.number for t in scored],
+            y=_best_so_far(values, data.maximize),
+            mode="lines",
+            name="best so far",
+            line={"color": "#222", "width": 2, "shape": "hv"},
+        )
+    )
     fig.update_xaxes(title={"text": "trial"})
     fig.update_yaxes(title={"text": data.metric})
     return fig
@@ -146,11 +161,20 @@ def slice_figure(study: Any) -> go.Figure:
     axes: dict[str, str] = {}
     for i, param in enumerate(params):
         row, col = divmod(i, cols)
-        fig.add_trace(go.Scatter(
-            x=plot_coords(param, [t.params.get(param.name) for t in scored]), y=[data.value(t) for t in scored],
-            mode="markers", name=param.name, showlegend=False, customdata=custom, hovertemplate=hover,
-            marker={"color": [round_color(t.round) for t in scored], "size": 7, "opacity": 0.85},
-        ), row=row + 1, col=col + 1)
+        fig.add_trace(
+            go.Scatter(
+                x=plot_coords(param, [t.params.get(param.name) for t in scored]),
+                y=[data.value(t) for t in scored],
+                mode="markers",
+                name=param.name,
+                showlegend=False,
+                customdata=custom,
+                hovertemplate=hover,
+                marker={"color": [round_color(t.round) for t in scored], "size": 7, "opacity": 0.85},
+            ),
+            row=row + 1,
+            col=col + 1,
+        )
         fig.update_xaxes(**axis_layout(param), row=row + 1, col=col + 1)
         axes[param.name] = "xaxis" if i == 0 else f"xaxis{i + 1}"
     fig.update_yaxes(title={"text": data.metric}, col=1)
@@ -168,8 +192,13 @@ def _dimension(param: ParamInfo, trials: Sequence[TrialRecord]) -> dict[str, Any
     if param.scale == "choice":
         labels = [choice_label(c) for c in param.choices]
         coords = to_axis(values, "choice", param.choices)
-        return {"label": param.name, "values": coords, "range": [0, max(len(labels) - 1, 1)],
-                "tickvals": list(range(len(labels))), "ticktext": labels}
+        return {
+            "label": param.name,
+            "values": coords,
+            "range": [0, max(len(labels) - 1, 1)],
+            "tickvals": list(range(len(labels))),
+            "ticktext": labels,
+        }
     scale = "log" if param.scale in LOG_SCALES else param.scale
     coords = to_axis(values, scale)
     lo, hi = to_axis([param.low, param.high], scale)
@@ -185,18 +214,30 @@ def parallel_figure(study: Any) -> go.Figure:
     -log10(1 - beta) labelled in beta for one-minus-log), then the metric; lines coloured by the metric."""
     data = load_study(study)
     scored = data.scored()
-    fig = _base_layout(go.Figure(), f"{data.name}: parallel coordinates", "parallel",
-                       axes={p.name: i for i, p in enumerate(data.params)})
+    fig = _base_layout(
+        go.Figure(),
+        f"{data.name}: parallel coordinates",
+        "parallel",
+        axes={p.name: i for i, p in enumerate(data.params)},
+    )
     if not scored:
         return _empty(fig, "no finished trials yet")
     values = [data.value(t) for t in scored]
     dims = [_dimension(p, scored) for p in data.params]
     dims.append({"label": data.metric, "values": values})
-    fig.add_trace(go.Parcoords(
-        dimensions=dims, name="trials",
-        line={"color": values, "colorscale": "Viridis", "reversescale": not data.maximize, "showscale": True,
-              "colorbar": {"title": {"text": data.metric}}},
-    ))
+    fig.add_trace(
+        go.Parcoords(
+            dimensions=dims,
+            name="trials",
+            line={
+                "color": values,
+                "colorscale": "Viridis",
+                "reversescale": not data.maximize,
+                "showscale": True,
+                "colorbar": {"title": {"text": data.metric}},
+            },
+        )
+    )
     fig.update_layout(margin={"l": 80, "r": 80, "t": 90, "b": 40})
     return fig
 
@@ -239,41 +280,67 @@ def boxes_figure(study: Any, x: str | None = None, y: str | None = None) -> go.F
     for rnd, box in sorted(data.boxes.items()):
         rect = _rectangle(px, py, box)
         if rect is not None:
-            fig.add_trace(go.Scatter(
-                x=rect[0], y=rect[1], mode="lines", fill="toself", name=f"round {rnd} box", hoverinfo="name",
-                line={"color": round_color(rnd), "width": 2, "dash": "dot" if rnd == 0 else "solid"},
-                fillcolor=round_color(rnd), opacity=0.18 if rnd else 0.08,
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=rect[0],
+                    y=rect[1],
+                    mode="lines",
+                    fill="toself",
+                    name=f"round {rnd} box",
+                    hoverinfo="name",
+                    line={"color": round_color(rnd), "width": 2, "dash": "dot" if rnd == 0 else "solid"},
+                    fillcolor=round_color(rnd),
+                    opacity=0.18 if rnd else 0.08,
+                )
+            )
     scored = data.scored()
     for rnd in sorted({t.round for t in scored}):
         trials = [t for t in scored if t.round == rnd]
         custom, _ = _hover(data, trials)
-        fig.add_trace(go.Scatter(
-            x=plot_coords(px, [t.params.get(px.name) for t in trials]),
-            y=plot_coords(py, [t.params.get(py.name) for t in trials]), mode="markers", name=f"round {rnd} trials",
-            marker={"color": round_color(rnd), "size": 8, "line": {"width": 0.5, "color": "white"}},
-            customdata=[[*c, data.value(t)] for c, t in zip(custom, trials, strict=True)],
-            hovertemplate=f"trial #%{{customdata[0]}} (round %{{customdata[1]}})<br>{data.metric}: "
-                          f"%{{customdata[{len(data.params) + 2}]:.4g}}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=plot_coords(px, [t.params.get(px.name) for t in trials]),
+                y=plot_coords(py, [t.params.get(py.name) for t in trials]),
+                mode="markers",
+                name=f"round {rnd} trials",
+                marker={"color": round_color(rnd), "size": 8, "line": {"width": 0.5, "color": "white"}},
+                customdata=[[*c, data.value(t)] for c, t in zip(custom, trials, strict=True)],
+                hovertemplate=f"trial #%{{customdata[0]}} (round %{{customdata[1]}})<br>{data.metric}: "
+                f"%{{customdata[{len(data.params) + 2}]:.4g}}<extra></extra>",
+            )
+        )
     best = data.top(1)
     if best:
         t = best[0]
-        fig.add_trace(go.Scatter(
-            x=plot_coords(px, [t.params.get(px.name)]), y=plot_coords(py, [t.params.get(py.name)]), mode="markers",
-            name=f"best (#{t.number})", marker={"symbol": "star", "size": 16, "color": "gold",
-                                                 "line": {"width": 1, "color": "black"}},
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=plot_coords(px, [t.params.get(px.name)]),
+                y=plot_coords(py, [t.params.get(py.name)]),
+                mode="markers",
+                name=f"best (#{t.number})",
+                marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1, "color": "black"}},
+            )
+        )
     fig.update_xaxes(**axis_layout(px))
     fig.update_yaxes(**axis_layout(py))
     if not data.boxes:
-        fig.add_annotation(text="no coarse-to-fine boxes stored (search strategy has one round)", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=1.05)
+        fig.add_annotation(
+            text="no coarse-to-fine boxes stored (search strategy has one round)",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=1.05,
+        )
     return fig
 
 
-CURVE_STYLES = (("train_loss", 1, "dash"), ("val_loss", 1, "solid"),
-                ("train_accuracy", 2, "dash"), ("val_accuracy", 2, "solid"))
+CURVE_STYLES = (
+    ("train_loss", 1, "dash"),
+    ("val_loss", 1, "solid"),
+    ("train_accuracy", 2, "dash"),
+    ("val_accuracy", 2, "solid"),
+)
 
 
 def curves_figure(study: Any, trials: Sequence[int] | None = None, k: int = DEFAULT_TOP_K) -> go.Figure:
@@ -284,8 +351,12 @@ def curves_figure(study: Any, trials: Sequence[int] | None = None, k: int = DEFA
     chosen = data.by_number(list(trials)) if trials is not None else data.top(k)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
     label = "selected trials" if trials is not None else f"top {len(chosen)} trials"
-    _base_layout(fig, f"{data.name}: learning curves, {label}<br><sup>validation solid, train dashed</sup>",
-                 "curves", trials=[t.number for t in chosen])
+    _base_layout(
+        fig,
+        f"{data.name}: learning curves, {label}<br><sup>validation solid, train dashed</sup>",
+        "curves",
+        trials=[t.number for t in chosen],
+    )
     curves = data.curves(chosen)
     for i, t in enumerate(chosen):
         color = PALETTE[i % len(PALETTE)]
@@ -295,11 +366,22 @@ def curves_figure(study: Any, trials: Sequence[int] | None = None, k: int = DEFA
             ys = [r.get(name) for r in rows]
             if all(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in ys):
                 continue
-            fig.add_trace(go.Scatter(
-                x=epochs, y=ys, mode="lines+markers", name=f"#{t.number}", legendgroup=f"t{t.number}",
-                showlegend=name == "val_loss", meta=f"#{t.number} {name}", line={"color": color, "dash": dash},
-                marker={"size": 4}, hovertemplate="%{meta}<br>epoch %{x}: %{y:.4g}<extra></extra>",
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=f"#{t.number}",
+                    legendgroup=f"t{t.number}",
+                    showlegend=name == "val_loss",
+                    meta=f"#{t.number} {name}",
+                    line={"color": color, "dash": dash},
+                    marker={"size": 4},
+                    hovertemplate="%{meta}<br>epoch %{x}: %{y:.4g}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
     most = max((len(rows) for rows in curves.values()), default=0)
     fig.update_xaxes(title={"text": "epoch"}, **({"dtick": 1} if most <= 12 else {}))
     fig.update_layout(margin={"t": 90})
@@ -330,5 +412,16 @@ def figures(study: Any, storage: Any = None) -> dict[str, go.Figure]:
     return {kind: BUILDERS[kind](data) for kind in KINDS}
 
 
-__all__ = ["KINDS", "axis_layout", "boxes_figure", "curves_figure", "figure", "figures", "history_figure",
-           "one_minus_log", "parallel_figure", "plot_coords", "slice_figure"]
+__all__ = [
+    "KINDS",
+    "axis_layout",
+    "boxes_figure",
+    "curves_figure",
+    "figure",
+    "figures",
+    "history_figure",
+    "one_minus_log",
+    "parallel_figure",
+    "plot_coords",
+    "slice_figure",
+]

@@ -59,7 +59,7 @@ def preview_png(space: Space, rows: Sequence[dict[str, Any]], path: str | Path) 
             ax.hist(np.asarray(values, dtype=float), bins=_bin_edges(info), color="#4c78a8", edgecolor="white")
             set_scale(ax, info)
         ax.set_ylabel("points")
-    for ax in list(axes.flat)[len(infos):]:
+    for ax in list(axes.flat)[len(infos) :]:
         ax.set_axis_off()
     fig.suptitle(f"{len(rows)} points the sampler tries first (each axis on its parameter's scale)", fontsize=9)
     fig.tight_layout()

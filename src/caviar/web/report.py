@@ -45,8 +45,17 @@ def _pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": DPI,
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    )
     return plt
 
 
@@ -121,8 +130,7 @@ def history_png(data: StudyData, path: Path) -> Path:
     ys = [data.value(t) for t in scored]
     ax.scatter(xs, ys, c=[round_color(t.round) for t in scored], s=22, edgecolors="white", linewidths=0.5, zorder=3)
     pick = np.maximum if data.maximize else np.minimum
-    ax.step(xs, pick.accumulate(np.asarray(ys, dtype=float)), where="post", color="#222", lw=1.5,
-            label="best so far")
+    ax.step(xs, pick.accumulate(np.asarray(ys, dtype=float)), where="post", color="#222", lw=1.5, label="best so far")
     _round_legend(ax, sorted({t.round for t in scored}))
     ax.set_xlabel("trial")
     ax.set_ylabel(data.metric)
@@ -150,7 +158,7 @@ def slice_png(data: StudyData, path: Path) -> Path:
             _choice_ticks(ax, param)
         else:
             set_scale(ax, param)
-    for ax in axes.flat[len(params):]:
+    for ax in axes.flat[len(params) :]:
         ax.set_axis_off()
     for ax in axes[:, 0]:
         ax.set_ylabel(data.metric)
@@ -237,18 +245,45 @@ def boxes_png(data: StudyData, path: Path, x: str | None = None, y: str | None =
         except (KeyError, TypeError):
             continue
         color = round_color(rnd)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=color, alpha=0.12 if rnd else 0.05,
-                               edgecolor=color, lw=1.5, ls=":" if rnd == 0 else "-", label=f"round {rnd} box"))
+        ax.add_patch(
+            Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                facecolor=color,
+                alpha=0.12 if rnd else 0.05,
+                edgecolor=color,
+                lw=1.5,
+                ls=":" if rnd == 0 else "-",
+                label=f"round {rnd} box",
+            )
+        )
     scored = data.scored()
     for rnd in sorted({t.round for t in scored}):
         trials = [t for t in scored if t.round == rnd]
-        ax.scatter(_values(px, trials), _values(py, trials), s=20, color=round_color(rnd), edgecolors="white",
-                   linewidths=0.5, zorder=3, label=f"round {rnd} trials")
+        ax.scatter(
+            _values(px, trials),
+            _values(py, trials),
+            s=20,
+            color=round_color(rnd),
+            edgecolors="white",
+            linewidths=0.5,
+            zorder=3,
+            label=f"round {rnd} trials",
+        )
     best = data.top(1)
     if best:
         t = best[0]
-        ax.scatter(_values(px, [t]), _values(py, [t]), marker="*", s=160, color="gold", edgecolors="black",
-                   zorder=4, label=f"best (#{t.number})")
+        ax.scatter(
+            _values(px, [t]),
+            _values(py, [t]),
+            marker="*",
+            s=160,
+            color="gold",
+            edgecolors="black",
+            zorder=4,
+            label=f"best (#{t.number})",
+        )
     set_scale(ax, px, "x")
     set_scale(ax, py, "y")
     _fit_limits(ax, px, "x")
@@ -311,8 +346,13 @@ def curves_png(data: StudyData, path: Path, k: int = DEFAULT_TOP_K) -> Path:
     return path
 
 
-PNG_WRITERS = {"history": history_png, "slice": slice_png, "parallel": parallel_png, "boxes": boxes_png,
-               "curves": curves_png}
+PNG_WRITERS = {
+    "history": history_png,
+    "slice": slice_png,
+    "parallel": parallel_png,
+    "boxes": boxes_png,
+    "curves": curves_png,
+}
 
 
 # -------------------------------------------------------------------------------------------- HTML
@@ -352,8 +392,12 @@ def report_html(data: StudyData, figs: dict[str, Any]) -> str:
     space = "".join(f"<span><b>{html.escape(p.name)}</b> {html.escape(p.scale)}</span>" for p in data.params)
     sections = []
     for kind in KINDS:
-        div = figs[kind].to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{kind}",
-                                 config={"displaylogo": False, "responsive": True})
+        div = figs[kind].to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"fig-{kind}",
+            config={"displaylogo": False, "responsive": True},
+        )
         sections.append(f'<section id="{kind}"><h2>{kind}</h2>{div}</section>')
     strategy = html.escape(str(rec.spec.get("search", {}).get("strategy", "")))
     return (
