@@ -9,6 +9,7 @@ import numpy as np
 
 from caviar.data import Standardizer, load_dataset, load_table, train_val_test_split
 from caviar.data import standardize as standardize_splits
+from caviar.data.datasets import Dataset, DatasetBundle
 from caviar.errors import DataError
 
 
@@ -47,9 +48,13 @@ def prepare_data(
     dtype: str = "float32",
 ) -> PreparedData:
     """Load a named data set or a CSV/NPZ file and split it, the same way for the same seed."""
-    if (dataset is None) == (path is None):
+    data: Dataset | DatasetBundle
+    if dataset is not None and path is None:
+        data = load_dataset(dataset, data_dir)
+    elif path is not None and dataset is None:
+        data = load_table(path, label)
+    else:
         raise DataError("give either a dataset name or a data file path, not both or neither")
-    data = load_dataset(dataset, data_dir) if dataset is not None else load_table(path, label)
     splits = train_val_test_split(data, validation_fraction, test_fraction, seed)
     scaler = None
     if standardize:

@@ -143,7 +143,7 @@ def check_features(X: Any, feature_names: Sequence[str] | None = None) -> np.nda
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         named = feature_names is not None and len(feature_names) == arr.shape[1]
-        where = f"column '{feature_names[col]}'" if named else f"column {col}"
+        where = f"column '{feature_names[col]}'" if named and feature_names is not None else f"column {col}"
         raise DataError(
             f"features hold {int(bad.sum())} NaN/inf value(s); first at row {row}, {where} ({arr[row, col]})"
         )

@@ -31,6 +31,12 @@ class Standardizer:
     def fitted(self) -> bool:
         return self.mean is not None and self.std is not None
 
+    def _stats(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std), or DataError saying ``what`` needs a fitted standardizer."""
+        if self.mean is None or self.std is None:
+            raise DataError(what)
+        return self.mean, self.std
+
     def fit(self, X: Any) -> Standardizer:
         """Learn mean and std per feature from the training features ``X`` (n, d)."""
         X = check_features(X)
@@ -46,33 +52,30 @@ class Standardizer:
 
     def transform(self, X: Any) -> np.ndarray:
         """Standardize ``X`` with the fitted statistics, keeping its float dtype."""
-        if not self.fitted:
-            raise DataError("Standardizer is not fitted: call fit(X_train) first")
+        mean, std = self._stats("Standardizer is not fitted: call fit(X_train) first")
         X = np.asarray(X)
-        if X.ndim == 2 and X.shape[0] == 0 and X.shape[1] == len(self.mean):
+        if X.ndim == 2 and X.shape[0] == 0 and X.shape[1] == len(mean):
             return X.astype(X.dtype if X.dtype in (np.float32, np.float64) else np.float64)  # empty split
         X = check_features(X)
-        if X.shape[1] != len(self.mean):
-            raise DataError(f"Standardizer was fitted on {len(self.mean)} features, got {X.shape[1]}")
+        if X.shape[1] != len(mean):
+            raise DataError(f"Standardizer was fitted on {len(mean)} features, got {X.shape[1]}")
         dtype = X.dtype
-        return (X - self.mean.astype(dtype)) / self.std.astype(dtype)
+        return (X - mean.astype(dtype)) / std.astype(dtype)
 
     def fit_transform(self, X: Any) -> np.ndarray:
         return self.fit(X).transform(X)
 
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Map standardized values back to the original units."""
-        if not self.fitted:
-            raise DataError("Standardizer is not fitted: call fit(X_train) first")
+        mean, std = self._stats("Standardizer is not fitted: call fit(X_train) first")
         Z = np.asarray(Z)
         dtype = Z.dtype if Z.dtype in (np.float32, np.float64) else np.float64
-        return Z.astype(dtype) * self.std.astype(dtype) + self.mean.astype(dtype)
+        return Z.astype(dtype) * std.astype(dtype) + mean.astype(dtype)
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """The statistics as float64 arrays ``mean`` and ``std`` (for model files)."""
-        if not self.fitted:
-            raise DataError("Standardizer is not fitted: nothing to save")
-        return {"mean": self.mean.copy(), "std": self.std.copy()}
+        mean, std = self._stats("Standardizer is not fitted: nothing to save")
+        return {"mean": mean.copy(), "std": std.copy()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Standardizer:

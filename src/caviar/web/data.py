@@ -34,6 +34,13 @@ class ParamInfo:
         """Whether values are numbers on a numeric scale (not a choice)."""
         return self.scale in NUMERIC_SCALES
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric parameter; a choice has none."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.name} is a choice: it has no numeric range")
+        return float(self.low), float(self.high)
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "scale": self.scale}
         if self.numeric:

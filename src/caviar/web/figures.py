@@ -75,7 +75,7 @@ def axis_layout(param: ParamInfo) -> dict[str, Any]:
     if param.scale in LOG_SCALES:
         out.update(type="log", exponentformat="power")
     elif param.scale == "one_minus_log":
-        vals, text = axis_ticks("one_minus_log", param.low, param.high) or ([], [])
+        vals, text = axis_ticks("one_minus_log", *param.bounds) or ([], [])
         out.update(type="linear", tickmode="array", tickvals=vals, ticktext=text)
     elif param.scale == "choice":
         out.update(type="category", categoryorder="array", categoryarray=[choice_label(c) for c in param.choices])
@@ -201,9 +201,9 @@ def _dimension(param: ParamInfo, trials: Sequence[TrialRecord]) -> dict[str, Any
         }
     scale = "log" if param.scale in LOG_SCALES else param.scale
     coords = to_axis(values, scale)
-    lo, hi = to_axis([param.low, param.high], scale)
+    lo, hi = to_axis(list(param.bounds), scale)
     dim: dict[str, Any] = {"label": axis_title(param.name, param.scale), "values": coords, "range": [lo, hi]}
-    ticks = axis_ticks(param.scale, param.low, param.high)
+    ticks = axis_ticks(param.scale, *param.bounds)
     if ticks:
         dim.update(tickvals=ticks[0], ticktext=ticks[1])
     return dim

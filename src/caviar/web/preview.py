@@ -24,7 +24,7 @@ BINS = 12
 
 def _bin_edges(info: ParamInfo) -> np.ndarray:
     """Edges evenly spaced on the parameter's scale, in the user's variable."""
-    lo, hi = float(info.low), float(info.high)
+    lo, hi = info.bounds
     if info.scale in LOG_SCALES:
         return np.logspace(math.log10(lo), math.log10(hi), BINS + 1)
     if info.scale == "one_minus_log":

@@ -69,7 +69,7 @@ def set_scale(ax: Any, param: ParamInfo, axis: str = "x") -> None:
         from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
         set_scale_fn("function", functions=(_oml_forward, _oml_inverse))
-        coords, labels = axis_ticks("one_minus_log", param.low, param.high) or ([], [])
+        coords, labels = axis_ticks("one_minus_log", *param.bounds) or ([], [])
         betas = [float(b) for b in from_one_minus_log(coords)]
         target.set_major_locator(FixedLocator(betas))
         target.set_major_formatter(FixedFormatter(labels))
@@ -177,12 +177,14 @@ def _normalized(param: ParamInfo, trials: Sequence[Any]) -> tuple[np.ndarray, li
         coords = np.array([np.nan if c is None else c / n for c in to_axis(raw, "choice", param.choices)])
         return coords, [i / n for i in range(len(param.choices))], [choice_label(c) for c in param.choices]
     scale = "log" if param.scale in LOG_SCALES else param.scale
-    lo, hi = to_axis([param.low, param.high], scale)
+    low, high = param.bounds
+    lo, hi = to_axis([low, high], scale)
+    assert lo is not None and hi is not None, "a numeric range is finite on its own scale"
     span = (hi - lo) or 1.0
     coords = np.array([np.nan if c is None else (c - lo) / span for c in to_axis(raw, scale)])
-    ticks = axis_ticks(param.scale, param.low, param.high)
+    ticks = axis_ticks(param.scale, low, high)
     if ticks is None:
-        vals = np.linspace(param.low, param.high, 5)
+        vals = np.linspace(low, high, 5)
         return coords, [(v - lo) / span for v in vals], [f"{v:.3g}" for v in vals]
     return coords, [(t - lo) / span for t in ticks[0]], ticks[1]
 
