@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ from caviar.config import TrainConfig
 from caviar.data import Standardizer, load_dataset
 from caviar.nn.network import Architecture
 from caviar.train.trainer import Trainer, hyperparameters_from
-
-MNIST_DIR = Path("/work/shared/data/mnist")
+from shared_data import mnist_dir
 
 #: Checks Classifier is allowed not to pass, with the reason (also listed in docs/engine.md).
 CHECK_EXCEPTIONS = {
@@ -219,7 +217,7 @@ MNIST_SETTINGS = dict(
 
 @pytest.mark.slow
 def test_mnist_accuracy() -> None:
-    bundle = load_dataset("mnist", MNIST_DIR)
+    bundle = load_dataset("mnist", mnist_dir())
     start = time.perf_counter()
     clf = Classifier(seed=0, **MNIST_SETTINGS).fit(bundle.train.X, bundle.train.y)
     elapsed = time.perf_counter() - start

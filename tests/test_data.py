@@ -29,8 +29,8 @@ from caviar.data import (
 )
 from caviar.errors import DataError
 from caviar.seeding import data_rng
+from shared_data import mnist_dir
 
-MNIST_DIR = Path("/work/shared/data/mnist")
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -75,9 +75,7 @@ def test_unknown_dataset_suggests_the_closest_name() -> None:
 
 @pytest.fixture(scope="module")
 def mnist() -> DatasetBundle:
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"{MNIST_DIR} not present")
-    return load_dataset("mnist", data_dir=MNIST_DIR)
+    return load_dataset("mnist", data_dir=mnist_dir())
 
 
 def test_mnist_shapes_counts_and_mean(mnist: DatasetBundle) -> None:
