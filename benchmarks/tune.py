@@ -158,8 +158,8 @@ def run_optuna(spec: dict[str, Any], storage: Path) -> tuple[float, list[float]]
     import optuna
     import torch
 
+    from caviar.tune.planning import load_data
     from caviar.tune.spec import load_spec
-    from caviar.tune.study import load_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     d = load_data(load_spec(spec))  # caviar's split and standardization: the same data on both sides

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from caviar.tune.planning import preview
 from caviar.tune.spec import load_spec
-from caviar.tune.study import preview
 from caviar.web.preview import _bin_edges, param_infos, preview_png
 
 SPEC = {

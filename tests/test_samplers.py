@@ -43,8 +43,7 @@ LOG3 = Space.from_dict(
 def run(sampler: Sampler, objective: Callable[[np.ndarray], float], trials: int) -> list[Observation]:
     """A study in miniature: each round is proposed once the earlier rounds are told."""
     history: list[Observation] = []
-    for r in range(sampler.rounds):
-        numbers = [n for n in range(trials) if sampler.round_of(n) == r]
+    for r, numbers in enumerate(sampler.round_numbers(trials)):
         for n, u in zip(numbers, sampler.propose(numbers, history), strict=True):
             history.append(Observation(n, u, objective(u), r))
     return history
@@ -115,6 +114,35 @@ def test_round_of_splits_trials_evenly() -> None:
     assert [rounds.count(r) for r in range(4)] == [8, 8, 8, 8]
     assert round_of(40, 32, 4) == 3
     assert CoarseToFineSampler(UNIT3, 0, trials=10, rounds=3).round_of(9) == 2
+
+
+def test_each_sampler_says_its_rounds() -> None:
+    """One round for the non-adaptive samplers, ``rounds`` for coarse-to-fine, batches of 8 for TPE."""
+    for strategy in ("random", "grid", "sobol"):
+        assert make_sampler(strategy, MIXED, 0, trials=10).round_numbers(10) == [list(range(10))]
+        assert not make_sampler(strategy, MIXED, 0, trials=10).adaptive
+    c2f = make_sampler("coarse_to_fine", MIXED, 0, trials=10, rounds=3)
+    assert c2f.adaptive
+    assert c2f.round_numbers(10) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert [[c2f.round_of(n) for n in r] for r in c2f.round_numbers(10)] == [[0] * 4, [1] * 3, [2] * 3]
+    assert make_sampler("coarse_to_fine", MIXED, 0, trials=4, rounds=4).round_numbers(4) == [[0], [1], [2], [3]]
+
+
+def test_tpe_rounds_are_batches_of_eight() -> None:
+    pytest.importorskip("optuna")
+    tpe = make_sampler("tpe", MIXED, 0)
+    assert tpe.adaptive and tpe.round_box(1, []) is None
+    assert tpe.round_numbers(20) == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert tpe.round_numbers(8) == [list(range(8))]
+
+
+def test_only_coarse_to_fine_has_boxes() -> None:
+    c2f = CoarseToFineSampler(UNIT3, 0, trials=12, rounds=2)
+    history = run(c2f, lambda u: -float(np.sum(u**2)), 12)
+    box = c2f.round_box(1, history)
+    assert box is not None and box.as_dict() == c2f.box_for_round(1, history).as_dict()
+    assert box.volume < 1.0
+    assert all(make_sampler(s, UNIT3, 0).round_box(1, history) is None for s in ("random", "grid", "sobol"))
 
 
 def test_coarse_to_fine_round_zero_is_random_search() -> None:

@@ -24,9 +24,10 @@ from threadpoolctl import threadpool_limits
 
 import caviar.tune.study as study_mod
 from caviar.prepared import prepare_data
+from caviar.tune.planning import load_data
 from caviar.tune.runner import TrialOutcome
 from caviar.tune.storage import open_storage
-from caviar.tune.study import MODEL_ARTIFACT, Study, load_data, run_study
+from caviar.tune.study import MODEL_ARTIFACT, Study, run_study
 
 CAVIAR = Path(sys.executable).parent / "caviar"
 LR = {"low": 1e-4, "high": 3e-2, "scale": "log"}

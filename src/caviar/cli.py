@@ -204,7 +204,7 @@ def tune(
     ] = None,
 ) -> None:
     """Run (or resume) a tuning study: trials sharing a shape train together as one population."""
-    from caviar.tune.study import preview, resolve_spec
+    from caviar.tune.planning import preview, resolve_spec
 
     if not spec.is_file():
         fail(f"spec file not found: {spec}")

@@ -180,9 +180,10 @@ class Fork:
         """Train the fork's trials as one population starting from the checkpoint's state."""
         from caviar.optim.optimizers import OptimizerState
         from caviar.train.trainer import Trainer, hyperparameters_from
+        from caviar.tune.planning import plans_for
         from caviar.tune.runner import STATE_OF_STATUS, TrialOutcome, model_file_bytes
         from caviar.tune.spec import load_spec
-        from caviar.tune.study import MODEL_ARTIFACT, new_worker_id, plans_for
+        from caviar.tune.study import MODEL_ARTIFACT, new_worker_id
 
         s, ck = self.session, self.ckpt
         spec = load_spec(self.spec_dict)

@@ -212,7 +212,7 @@ class PandaSession:
         data: PreparedData | None = None,
         dtype: str = "float32",
     ) -> None:
-        from caviar.tune.study import load_data
+        from caviar.tune.planning import load_data
 
         self.spec = spec if isinstance(spec, StudySpec) else load_spec(spec)
         if checkpoint_every < 0:

@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "run_study": "caviar.tune.study",
     "Study": "caviar.tune.study",
-    "preview": "caviar.tune.study",
+    "preview": "caviar.tune.planning",
     "load_spec": "caviar.tune.spec",
     "StudySpec": "caviar.tune.spec",
     "Space": "caviar.tune.space",

@@ -11,10 +11,12 @@ The protocol is one method::
     sampler.propose(numbers, history) -> [u for each number]
 
 where ``history`` is a sequence of :class:`Observation` (trial number, its point, the objective to
-MAXIMIZE or None when the trial failed, and its round). ``sampler.rounds`` and
-``sampler.round_of(number)`` tell the study which trials must finish before others are proposed:
-a trial of round r needs every trial of rounds < r done (only coarse-to-fine has rounds > 1; TPE
-is best asked in small batches, it learns from whatever history it is given).
+MAXIMIZE or None when the trial failed, and its round). Each sampler also says how a study runs it:
+``sampler.round_numbers(trials)`` lists the trial numbers of each round (a round is proposed once
+every earlier round has finished: one round for random, grid and Sobol, ``rounds`` for
+coarse-to-fine, batches of :attr:`TPESampler.batch` for TPE), ``sampler.adaptive`` whether it
+looks at the history at all, and ``sampler.round_box(r, history)`` the region round r draws from,
+if it has one, to store with the study.
 """
 
 from __future__ import annotations
@@ -86,14 +88,17 @@ class Sampler:
     def dim(self) -> int:
         return self.space.dim
 
-    @property
-    def rounds(self) -> int:
-        """How many rounds the trials are split into (1: no barrier between trials)."""
-        return 1
+    def round_numbers(self, trials: int) -> list[list[int]]:
+        """The trial numbers of each round, in order, for a budget of ``trials``.
 
-    def round_of(self, number: int) -> int:
-        """The round of trial ``number``."""
-        return 0
+        A round's trials are proposed once every trial of the earlier rounds has finished; a
+        sampler that ignores the history has a single round (no barrier between trials).
+        """
+        return [list(range(trials))] if trials > 0 else []
+
+    def round_box(self, rnd: int, history: Sequence[Observation] = ()) -> Box | None:
+        """The region round ``rnd`` draws from, to store with the study (None: no such region)."""
+        return None
 
     def propose(self, numbers: Sequence[int], history: Sequence[Observation] = ()) -> list[np.ndarray]:
         """One unit-cube point per trial number."""
@@ -307,10 +312,22 @@ class CoarseToFineSampler(Sampler):
 
     @property
     def rounds(self) -> int:
+        """How many rounds the trials are split into."""
         return self._rounds
 
     def round_of(self, number: int, total_trials: int | None = None) -> int:
+        """The round of trial ``number`` (of ``total_trials``, by default the sampler's budget)."""
         return round_of(number, total_trials or self.trials, self._rounds)
+
+    def round_numbers(self, trials: int) -> list[list[int]]:
+        """``rounds`` rounds, the trials split evenly over them in number order."""
+        rounds: list[list[int]] = [[] for _ in range(self._rounds)]
+        for n in range(trials):
+            rounds[self.round_of(n)].append(n)
+        return [r for r in rounds if r]
+
+    def round_box(self, rnd: int, history: Sequence[Observation] = ()) -> Box:
+        return self.box_for_round(rnd, history)
 
     def _obs_round(self, obs: Observation) -> int:
         return obs.round if obs.round is not None else self.round_of(obs.number)
@@ -348,7 +365,7 @@ class CoarseToFineSampler(Sampler):
         lo, hi = self._at_least_min_width(np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0))
         allowed = self._allowed_choices(top)
         for i, p in enumerate(self.space):
-            if self._choice[i]:
+            if isinstance(p, ChoiceParam):
                 lo[i], hi[i] = min(allowed[p.name]) / p.n, (max(allowed[p.name]) + 1) / p.n
         return Box.build(self.space, rnd, lo, hi, allowed)
 
@@ -410,11 +427,17 @@ class TPESampler(Sampler):
 
     name = "tpe"
     adaptive = True
+    #: Trials asked per round: each batch is told every earlier batch's results.
+    batch: ClassVar[int] = 8
 
     def __init__(self, space: Space, seed: int = 0, n_startup_trials: int = 10) -> None:
         super().__init__(space, seed)
         self.n_startup_trials = int(n_startup_trials)
         self._optuna = _import_optuna()
+
+    def round_numbers(self, trials: int) -> list[list[int]]:
+        """Batches of :attr:`batch` trials, in number order."""
+        return [list(range(i, min(trials, i + self.batch))) for i in range(0, trials, self.batch)]
 
     def _distributions(self) -> dict[str, Any]:
         dist = self._optuna.distributions
@@ -451,10 +474,10 @@ class TPESampler(Sampler):
             study = optuna.create_study(direction="maximize", sampler=sampler)
             dists = self._distributions()
             for obs in history:
-                if obs.ok:
+                if obs.ok and obs.value is not None:
                     trial = optuna.trial.create_trial(
                         params=self._to_params(obs.u), distributions=dists, value=float(obs.value)
-                    )  # type: ignore[arg-type]
+                    )
                     study.add_trial(trial)
             return [self._from_params(study.ask(dists).params) for _ in numbers]
 

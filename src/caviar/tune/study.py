@@ -19,20 +19,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from caviar.errors import CaviarError, StorageError
-from caviar.prepared import PreparedData, prepare_data
+from caviar.prepared import PreparedData
 from caviar.tune.halving import SuccessiveHalving
-from caviar.tune.population import TrialPlan, pack
+from caviar.tune.planning import load_data, plan_from_record, plan_round, resolve_spec
 from caviar.tune.runner import model_file_bytes, train_population
-from caviar.tune.samplers import Observation, Sampler
 from caviar.tune.spec import StudySpec, load_spec
 from caviar.tune.storage import (
-    COMPLETE,
     FAILED,
     RUNNING,
     WAITING,
@@ -44,102 +39,9 @@ from caviar.tune.storage import (
 
 HEARTBEAT_EVERY_S = 5.0
 STALE_AFTER_S = 60.0
-TPE_BATCH = 8
 MODEL_ARTIFACT = "model.npz"
 
 Progress = Callable[[dict[str, int], "TrialRecord | None"], None]
-
-
-# ------------------------------------------------------------------------------------------- specs
-def resolve_spec(
-    spec: StudySpec | str | os.PathLike | Mapping[str, Any],
-    trials: int | None = None,
-    workers: int | None = None,
-    storage: str | None = None,
-    seed: int | None = None,
-    settings: Mapping[str, Any] | None = None,
-) -> StudySpec:
-    """A validated spec with command-line style overrides applied (``settings``: dotted keys)."""
-    overrides: dict[str, Any] = dict(settings or {})
-    if trials is not None:
-        overrides["search.trials"] = trials
-    if workers is not None:
-        overrides["search.workers"] = workers
-    if storage is not None:
-        overrides["search.storage"] = storage if "://" in storage else str(Path(storage).resolve())
-    if seed is not None:
-        overrides["study.seed"] = seed
-        overrides["search.seed"] = seed
-    if isinstance(spec, StudySpec):
-        if not overrides:
-            return spec
-        spec = spec.to_dict()
-    return load_spec(spec, overrides or None)
-
-
-def load_data(spec: StudySpec) -> PreparedData:
-    """The study's data, split and standardized the same way by every worker."""
-    d = spec.data
-    return prepare_data(
-        d.dataset,
-        d.path,
-        d.label,
-        d.data_dir,
-        d.validation_fraction,
-        d.test_fraction,
-        seed=spec.search.seed or 0,
-        standardize=d.standardize,
-    )
-
-
-# ---------------------------------------------------------------------------------------- planning
-def round_numbers(spec: StudySpec, sampler: Sampler) -> list[list[int]]:
-    """The trial numbers of each round, in order."""
-    total = spec.search.trials
-    if spec.search.strategy == "tpe":
-        return [list(range(i, min(total, i + TPE_BATCH))) for i in range(0, total, TPE_BATCH)]
-    rounds: list[list[int]] = [[] for _ in range(sampler.rounds)]
-    for n in range(total):
-        rounds[sampler.round_of(n)].append(n)
-    return [r for r in rounds if r]
-
-
-def plans_for(spec: StudySpec, numbers: Sequence[int], units: Sequence[np.ndarray], rnd: int) -> list[TrialPlan]:
-    """Turn unit points into trial plans (values on each parameter's scale, full configs)."""
-    plans = []
-    for n, u in zip(numbers, units, strict=True):
-        values = spec.space.decode(u)
-        model, train = spec.configs_for(values)
-        plans.append(TrialPlan(int(n), values, model, train, rnd, tuple(float(x) for x in u)))
-    return plans
-
-
-def plan_from_record(spec: StudySpec, rec: TrialRecord) -> TrialPlan:
-    """Rebuild a stored trial's plan (its values are stored in the user's variables)."""
-    model, train = spec.configs_for(rec.params)
-    return TrialPlan(rec.number, dict(rec.params), model, train, rec.round, tuple(rec.unit or ()))
-
-
-def observations(records: Sequence[TrialRecord]) -> list[Observation]:
-    """Finished trials as samplers see them (failed, diverged and pruned ones score None)."""
-    return [
-        Observation(
-            r.number, np.asarray(r.unit or [], dtype=float), r.objective if r.state == COMPLETE else None, r.round
-        )
-        for r in sorted(records, key=lambda r: r.number)
-        if r.finished
-    ]
-
-
-def preview(spec: StudySpec, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` points the sampler would try (round 0, nothing trained): a dry run."""
-    sampler = spec.sampler()
-    first = round_numbers(spec, sampler)[0] if spec.search.strategy in ("coarse_to_fine", "tpe") else None
-    numbers = list(range(n)) if first is None else first[:n]
-    rows = []
-    for plan in plans_for(spec, numbers, sampler.propose(numbers, []), 0):
-        rows.append({"number": plan.number, "round": plan.round, **plan.values})
-    return rows
 
 
 # ------------------------------------------------------------------------------------------- study
@@ -371,35 +273,6 @@ def _process_worker(spec_dict: dict, study_id: int, threads: int) -> None:
 
 
 # -------------------------------------------------------------------------------------------- runs
-def _plan_round(
-    storage: Storage, study_id: int, spec: StudySpec, sampler: Sampler, data: PreparedData, rnd: int, numbers: list[int]
-) -> None:
-    """Enqueue the round's trials that are not stored yet (idempotent), and store its box."""
-    records = storage.trials(study_id)
-    have = {r.number for r in records}
-    if all(n in have for n in numbers):
-        return
-    history = [o for o in observations(records) if o.round is None or o.round < rnd]
-    if hasattr(sampler, "box_for_round"):
-        storage.add_box(study_id, rnd, sampler.box_for_round(rnd, history).as_dict())
-    plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
-    populations = pack(plans, data.n_features, data.n_classes, spec.search.max_population)
-    items = [
-        {
-            "number": p.number,
-            "params": p.values,
-            "unit": list(p.unit),
-            "round": rnd,
-            "seed": spec.search.seed,
-            "group_key": f"r{rnd}-p{i}",
-        }
-        for i, members in enumerate(populations)
-        for p in members
-        if p.number not in have
-    ]
-    storage.enqueue_trials(study_id, items)
-
-
 def _run_processes(
     spec: StudySpec, study_id: int, workers: int, storage: Storage, on_progress: Progress | None, poll_s: float = 0.5
 ) -> None:
@@ -497,8 +370,8 @@ def run_study(
     store.set_study_status(study_id, "RUNNING")
     recover_zombies(store, study_id)
     try:
-        for rnd, numbers in enumerate(round_numbers(spec, sampler)):
-            _plan_round(store, study_id, spec, sampler, data, rnd, numbers)
+        for rnd, numbers in enumerate(sampler.round_numbers(spec.search.trials)):
+            plan_round(store, study_id, spec, sampler, data, rnd, numbers)
             if spec.search.executor == "ray":
                 _run_ray(spec, study_id, spec.search.workers, store, on_progress)
             elif spec.search.workers > 1:

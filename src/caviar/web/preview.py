@@ -42,7 +42,7 @@ def param_infos(space: Space) -> list[ParamInfo]:
 
 
 def preview_png(space: Space, rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write histograms of the previewed points (``rows`` from caviar.tune.study.preview)."""
+    """Write histograms of the previewed points (``rows`` from caviar.tune.planning.preview)."""
     plt = _pyplot()
     infos = param_infos(space)
     cols = min(3, max(1, len(infos)))
