@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from caviar import kernels
+from caviar.backend import NUMBA_AVAILABLE, Backend
 
 
-@pytest.fixture(params=["kernels", "numpy"])
-def engine_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test on both engine paths: the fused numba kernels and the plain numpy passes.
+@pytest.fixture(params=[Backend.NUMBA, Backend.NUMPY], ids=["kernels", "numpy"])
+def engine_path(request: pytest.FixtureRequest) -> Backend:
+    """The engine backend to run a test on, once each: the fused numba kernels and the numpy passes.
 
-    numba is a dependency: a missing or broken install fails the kernel half instead of skipping it.
+    Tests pass it down explicitly (``Trainer(..., backend=engine_path)``, ``forward(..., backend=)``,
+    ``Optimizer(kind, engine_path)``); nothing global changes. numba is a dependency: a missing install
+    fails the kernel half instead of skipping it.
     """
-    if request.param == "kernels":
-        assert kernels.ENABLED, "numba kernels are not available (is numba installed? CAVIAR_KERNELS=numpy?)"
-    else:
-        monkeypatch.setattr(kernels, "ENABLED", False)
+    if request.param is Backend.NUMBA:
+        assert NUMBA_AVAILABLE, "numba kernels are not available (is numba installed?)"
     return request.param

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+import reference_layers as ref
+from caviar.backend import Backend
 from caviar.nn import layers
 from caviar.nn.losses import log_softmax, softmax_cross_entropy
 from caviar.nn.network import Architecture, backward, forward, init_params
@@ -95,10 +97,10 @@ def test_batchnorm_backward_train_mode() -> None:
     R = rng.standard_normal((K, B, F))
 
     def loss() -> float:
-        return float(np.sum(layers.batchnorm_forward(z, gamma, beta)[0] * R))
+        return float(np.sum(ref.batchnorm_forward(z, gamma, beta)[0] * R))
 
-    out, cache, mu, var_unbiased = layers.batchnorm_forward(z, gamma, beta)
-    dz, dgamma, dbeta = layers.batchnorm_backward(R, cache)
+    out, cache, mu, var_unbiased = ref.batchnorm_forward(z, gamma, beta)
+    dz, dgamma, dbeta = ref.batchnorm_backward(R, cache)
     check(dz, loss, z)
     check(dgamma, loss, gamma)
     check(dbeta, loss, beta)
@@ -109,9 +111,10 @@ def test_batchnorm_backward_train_mode() -> None:
     np.testing.assert_allclose(out, gamma * xhat + beta, rtol=1e-12, atol=1e-12)
 
 
-def test_batchnorm_rejects_batch_of_one() -> None:
+@pytest.mark.parametrize("batchnorm_forward", [ref.batchnorm_forward, layers.batchnorm_forward_])
+def test_batchnorm_rejects_batch_of_one(batchnorm_forward) -> None:
     with pytest.raises(ValueError, match="at least 2"):
-        layers.batchnorm_forward(np.ones((1, 1, 3)), np.ones((1, 1, 3)), np.zeros((1, 1, 3)))
+        batchnorm_forward(np.ones((1, 1, 3)), np.ones((1, 1, 3)), np.zeros((1, 1, 3)))
 
 
 @pytest.mark.parametrize("kind", ["relu", "leaky_relu", "tanh", "sigmoid"])
@@ -123,15 +126,15 @@ def test_activation_backward(kind: str) -> None:
     R = rng.standard_normal(z.shape)
 
     def loss() -> float:
-        return float(np.sum(layers.activation_forward(z, kind) * R))
+        return float(np.sum(ref.activation_forward(z, kind) * R))
 
-    a = layers.activation_forward(z, kind)
-    check(layers.activation_backward(R, z, a, kind), loss, z)
+    a = ref.activation_forward(z, kind)
+    check(ref.activation_backward(R, z, a, kind), loss, z)
 
 
 def test_sigmoid_is_stable_for_large_inputs() -> None:
     z = np.array([-1e4, -50.0, 0.0, 50.0, 1e4])
-    a = layers.activation_forward(z, "sigmoid")
+    a = ref.activation_forward(z, "sigmoid")
     assert np.all(np.isfinite(a))
     np.testing.assert_allclose(
         a, [0.0, 1 / (1 + np.exp(50.0)), 0.5, 1 / (1 + np.exp(-50.0)), 1.0], rtol=1e-12, atol=1e-15
@@ -140,7 +143,7 @@ def test_sigmoid_is_stable_for_large_inputs() -> None:
 
 def test_unknown_activation_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown activation"):
-        layers.activation_forward(np.ones(3), "swish")
+        ref.activation_forward(np.ones(3), "swish")
 
 
 def test_dropout_mask_is_inverted_and_per_member() -> None:
@@ -204,7 +207,7 @@ DROPOUT = np.array([0.0, 0.3, 0.5])
 @pytest.mark.parametrize("batchnorm", [True, False])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("per_member_input", [False, True])
-def test_network_gradient(batchnorm: bool, activation: str, per_member_input: bool) -> None:
+def test_network_gradient(batchnorm: bool, activation: str, per_member_input: bool, engine_path: Backend) -> None:
     K, B, n_in, C = 3, 8, 5, 4
     arch = Architecture(n_in=n_in, n_out=C, hidden=(6, 5), activation=activation, batchnorm=batchnorm)
     rng = np.random.default_rng(5)
@@ -218,7 +221,9 @@ def test_network_gradient(batchnorm: bool, activation: str, per_member_input: bo
 
     def run():
         rngs = [np.random.default_rng(100 + k) for k in range(K)]  # identical masks on every call
-        return forward(arch, params, state, x, train=True, bn_momentum=momentum, dropout=DROPOUT, rngs=rngs)
+        return forward(
+            arch, params, state, x, train=True, bn_momentum=momentum, dropout=DROPOUT, rngs=rngs, backend=engine_path
+        )
 
     def loss() -> float:
         return float(softmax_cross_entropy(run()[0], y)[0].sum())
@@ -226,14 +231,14 @@ def test_network_gradient(batchnorm: bool, activation: str, per_member_input: bo
     logits, caches, _ = run()
     assert logits.shape == (K, B, C)
     _, dlogits = softmax_cross_entropy(logits, y)
-    grads = backward(arch, params, caches, dlogits)
+    grads = backward(arch, params, caches, dlogits, backend=engine_path)
     assert set(grads) == set(params)
     for name, p in params.items():
         assert grads[name].shape == p.shape, name
         check(grads[name], loss, p, max_elems=24)
 
 
-def test_network_gradient_big_arrays_subset() -> None:
+def test_network_gradient_big_arrays_subset(engine_path: Backend) -> None:
     """Larger layers: a random subset of each array's elements is perturbed."""
     K, B, n_in, C = 3, 16, 40, 10
     arch = Architecture(n_in=n_in, n_out=C, hidden=(32, 24), activation="leaky_relu", batchnorm=True)
@@ -253,28 +258,29 @@ def test_network_gradient_big_arrays_subset() -> None:
             bn_momentum=np.full(K, 0.1),
             dropout=np.array([0.2, 0.0, 0.1]),
             rngs=rngs,
+            backend=engine_path,
         )
 
     def loss() -> float:
         return float(softmax_cross_entropy(run()[0], y)[0].sum())
 
     logits, caches, _ = run()
-    grads = backward(arch, params, caches, softmax_cross_entropy(logits, y)[1])
+    grads = backward(arch, params, caches, softmax_cross_entropy(logits, y)[1], backend=engine_path)
     for name, p in params.items():
         check(grads[name], loss, p, max_elems=20)
 
 
-def test_members_are_independent() -> None:
+def test_members_are_independent(engine_path: Backend) -> None:
     """The loss of member k depends on member k's parameters only (sum over K never mixes them)."""
     K = 3
     arch = Architecture(n_in=4, n_out=3, hidden=(5,), batchnorm=True)
     params, state = init_params(arch, [np.random.default_rng(k) for k in range(K)], np.float64)
     x = np.random.default_rng(8).standard_normal((6, 4))
     y = np.array([0, 1, 2, 0, 1, 2])
-    logits, caches, _ = forward(arch, params, state, x, train=True, bn_momentum=np.full(K, 0.1))
+    logits, caches, _ = forward(arch, params, state, x, train=True, bn_momentum=np.full(K, 0.1), backend=engine_path)
     loss, dlogits = softmax_cross_entropy(logits, y)
     dlogits[1] = 0.0  # drop member 1 from the objective
-    grads = backward(arch, params, caches, dlogits)
+    grads = backward(arch, params, caches, dlogits, backend=engine_path)
     for name, g in grads.items():
         assert np.all(g[1] == 0.0), name
         assert np.any(g[0] != 0.0), name

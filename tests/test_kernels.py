@@ -14,8 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from caviar import kernels
-from caviar.nn import layers
+import reference_layers as ref
+from caviar.backend import NUMBA_AVAILABLE, Backend, default_backend
+from caviar.nn import kernels, layers
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.optim.optimizers import Optimizer
 
@@ -26,7 +27,7 @@ TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 @pytest.fixture(autouse=True)
 def _numba_present() -> None:
-    assert kernels.ENABLED, "numba is a dependency: the kernels must be available in the tests"
+    assert NUMBA_AVAILABLE, "numba is a dependency: the kernels must be available in the tests"
 
 
 def bn_forward(z, gamma, beta, activation="relu"):
@@ -97,7 +98,7 @@ def test_batchnorm_activation_eval_matches_numpy(activation: str, dtype) -> None
     rng = np.random.default_rng(4)
     mean = rng.standard_normal(gamma.shape).astype(dtype)
     var = rng.uniform(0.1, 3, gamma.shape).astype(dtype)
-    want = layers.activation_forward(layers.batchnorm_eval(z, gamma, beta, mean, var), activation)
+    want = ref.activation_forward(layers.batchnorm_eval(z, gamma, beta, mean, var), activation)
     got = kernels.batchnorm_activation_eval_(z.copy(), gamma, beta, mean, var, layers.BN_EPS, activation)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -106,7 +107,7 @@ def test_batchnorm_activation_eval_matches_numpy(activation: str, dtype) -> None
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_bias_activation_kernels_match_numpy(activation: str, dtype) -> None:
     z, _, b = bn_inputs(dtype, seed=10)
-    h_ref = layers.activation_forward(z + b, activation)
+    h_ref = ref.activation_forward(z + b, activation)
     h = kernels.bias_activation_forward_(z.copy(), b, activation)
     np.testing.assert_allclose(h, h_ref, rtol=TOL[dtype], atol=TOL[dtype])
     da = np.random.default_rng(11).standard_normal(h.shape).astype(dtype)
@@ -204,19 +205,18 @@ def optimizer_arrays(dtype, K=3, seed=7):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("l2", [False, True])
 @pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "rmsprop", "adam"])
-def test_optimizer_kernel_matches_numpy_bit_for_bit(kind: str, l2: bool, dtype, monkeypatch) -> None:
+def test_optimizer_kernel_matches_numpy_bit_for_bit(kind: str, l2: bool, dtype) -> None:
     params, grads, hp, lr, l2s = optimizer_arrays(dtype)
     decayed = frozenset({"a.W", "out.W"})
     results = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
-        opt = Optimizer(kind)
+    for backend in (Backend.NUMBA, Backend.NUMPY):
+        opt = Optimizer(kind, backend)
         p = {n: a.copy() for n, a in params.items()}
         state = opt.init(p)
         for g in grads:  # three steps: momentum's first step and Adam's bias corrections differ
             opt.update(p, {n: a.copy() for n, a in g.items()}, state, lr, hp, l2=l2s if l2 else None, decayed=decayed)
-        results[enabled] = (p, state.slots)
-    (p_k, s_k), (p_n, s_n) = results[True], results[False]
+        results[backend] = (p, state.slots)
+    (p_k, s_k), (p_n, s_n) = results[Backend.NUMBA], results[Backend.NUMPY]
     for name in params:
         np.testing.assert_array_equal(p_k[name], p_n[name], err_msg=name)
         for slot in s_n:
@@ -226,21 +226,52 @@ def test_optimizer_kernel_matches_numpy_bit_for_bit(kind: str, l2: bool, dtype, 
 def test_optimizer_kernel_leaves_the_gradient_alone() -> None:
     params, grads, hp, lr, l2s = optimizer_arrays(np.float64)
     g = {n: a.copy() for n, a in grads[0].items()}
-    Optimizer("adam").update(params, g, Optimizer("adam").init(params), lr, hp, l2=l2s, decayed=frozenset(params))
+    opt = Optimizer("adam", Backend.NUMBA)
+    assert opt.fused_plan(params, g, opt.init(params).slots) is not None  # the kernel runs
+    opt.update(params, g, opt.init(params), lr, hp, l2=l2s, decayed=frozenset(params))
     for name in g:
         np.testing.assert_array_equal(g[name], grads[0][name])
 
 
+def run_python(code: str, kernels_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CAVIAR_KERNELS": kernels_env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+TRAINER_BACKEND = (
+    "import warnings; warnings.simplefilter('always'); import numpy as np; from caviar.config import TrainConfig;"
+    " from caviar.nn.network import Architecture; from caviar.train.trainer import Trainer, hyperparameters_from;"
+    " c = TrainConfig(); t = Trainer(Architecture(3, 2, (4,)), c, hyperparameters_from([{}], c), [0], seed=0);"
+    " print(t.backend.value, t.optimizer.backend.value)"
+)
+
+
 def test_caviar_kernels_numpy_turns_the_kernels_off() -> None:
-    env = {**os.environ, "CAVIAR_KERNELS": "numpy"}
-    code = "import caviar.kernels as k; print(k.ENABLED)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    """The environment is read where a trainer is built, and the choice reaches its optimizer."""
+    assert run_python(TRAINER_BACKEND, "numpy").stdout.split() == ["numpy", "numpy"]
+    assert run_python(TRAINER_BACKEND, "numba").stdout.split() == ["numba", "numba"]
 
 
 def test_an_unknown_caviar_kernels_value_is_named_in_a_warning() -> None:
-    env = {**os.environ, "CAVIAR_KERNELS": "nmupy"}
-    code = "import warnings; warnings.simplefilter('always'); import caviar.kernels as k; print(k.ENABLED)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True"
+    out = run_python(TRAINER_BACKEND, "nmupy")
+    assert out.stdout.split() == ["numba", "numba"]
     assert "CAVIAR_KERNELS='nmupy' is neither 'numba' nor 'numpy'" in out.stderr
+
+
+def test_default_backend_reads_only_the_mapping_it_is_given() -> None:
+    assert default_backend({"CAVIAR_KERNELS": "numpy"}) is Backend.NUMPY
+    assert default_backend({"CAVIAR_KERNELS": " NumPy "}) is Backend.NUMPY
+    assert default_backend({}) is Backend.NUMBA
+
+
+def test_backend_names_are_checked() -> None:
+    assert Backend.of("numpy") is Backend.NUMPY and Backend.of(Backend.NUMBA) is Backend.NUMBA
+    with pytest.raises(ValueError, match="backend 'cuda': choose 'numba' or 'numpy'"):
+        Backend.of("cuda")
+
+
+def test_the_numpy_backend_never_builds_a_fused_plan() -> None:
+    params, grads, _, _, _ = optimizer_arrays(np.float64)
+    opt = Optimizer("adam", Backend.NUMPY)
+    assert opt.fused_plan(params, grads[0], opt.init(params).slots) is None
+    assert Optimizer("adam").backend is Backend.NUMPY  # the pure default: kernels are asked for explicitly

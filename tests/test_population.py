@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from caviar.backend import Backend
 from caviar.config import TrainConfig
 from caviar.nn.network import Architecture
 from caviar.train.trainer import Trainer, hyperparameters_from
@@ -32,16 +33,15 @@ X, Y = blobs(150, 0)
 X_VAL, Y_VAL = blobs(60, 1)
 
 
-def population(arch, cfg, values, ids, seed=5, **kw) -> Trainer:
-    return Trainer(
-        arch, cfg, hyperparameters_from(values, cfg, dropout=0.0), member_ids=ids, seed=seed, dtype=np.float64, **kw
-    )
+def population(arch, cfg, values, ids, backend: Backend, seed=5, **kw) -> Trainer:
+    hp = hyperparameters_from(values, cfg, dropout=0.0)
+    return Trainer(arch, cfg, hp, member_ids=ids, seed=seed, dtype=np.float64, backend=backend, **kw)
 
 
-def solo_runs(arch, cfg, values, ids, epochs=None, val=True):
+def solo_runs(arch, cfg, values, ids, backend: Backend, epochs=None, val=True):
     out = []
     for v, m in zip(values, ids, strict=True):
-        t = population(arch, cfg, [v], [m])
+        t = population(arch, cfg, [v], [m], backend)
         t.fit(X, Y, X_VAL if val else None, Y_VAL if val else None, epochs=epochs)
         out.append(t)
     return out
@@ -64,7 +64,7 @@ def assert_same_member(pop: Trainer, k: int, solo: Trainer, tol: float = 1e-10) 
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
-def test_population_equals_solo_runs(optimizer: str) -> None:
+def test_population_equals_solo_runs(optimizer: str, engine_path: Backend) -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(16, 12), activation="relu", batchnorm=True)
     cfg = TrainConfig(optimizer=optimizer, batch_size=32, epochs=6, decay="inverse_time")
     values = [
@@ -105,9 +105,9 @@ def test_population_equals_solo_runs(optimizer: str) -> None:
             "epsilon": 1e-6,
         },
     ]
-    pop = population(arch, cfg, values, IDS)
+    pop = population(arch, cfg, values, IDS, engine_path)
     pop.fit(X, Y, X_VAL, Y_VAL)
-    solos = solo_runs(arch, cfg, values, IDS)
+    solos = solo_runs(arch, cfg, values, IDS, engine_path)
     for k, solo in enumerate(solos):
         assert_same_member(pop, k, solo)
     params, state = pop.stacked_kept()
@@ -118,25 +118,25 @@ def test_population_equals_solo_runs(optimizer: str) -> None:
     assert not np.allclose(params["out.W"][0], params["out.W"][1])
 
 
-def test_member_randomness_comes_from_its_id() -> None:
+def test_member_randomness_comes_from_its_id(engine_path: Backend) -> None:
     """The same id gives the same initial weights whatever its position or its neighbours."""
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(5,))
     cfg = TrainConfig()
-    a = population(arch, cfg, [{}] * 3, [1, 2, 3])
-    b = population(arch, cfg, [{}] * 2, [3, 9])
+    a = population(arch, cfg, [{}] * 3, [1, 2, 3], engine_path)
+    b = population(arch, cfg, [{}] * 2, [3, 9], engine_path)
     np.testing.assert_array_equal(a.params["dense0.W"][2], b.params["dense0.W"][0])
     assert not np.array_equal(a.params["dense0.W"][0], a.params["dense0.W"][1])
 
 
-def test_diverged_member_is_masked_out() -> None:
+def test_diverged_member_is_masked_out(engine_path: Backend) -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(16,), activation="relu", batchnorm=False)
     cfg = TrainConfig(optimizer="sgd", batch_size=25, epochs=5)
     values = [{"learning_rate": 0.05}, {"learning_rate": 1e6}, {"learning_rate": 0.1}]
     ids = [0, 1, 2]
-    pop = population(arch, cfg, values, ids)
+    pop = population(arch, cfg, values, ids, engine_path)
     with np.errstate(all="ignore"):
         pop.fit(X, Y, X_VAL, Y_VAL)
-        solos = solo_runs(arch, cfg, values, ids)
+        solos = solo_runs(arch, cfg, values, ids, engine_path)
     bad = pop.histories[1]
     assert bad.status == "diverged"
     assert bad.stopped_epoch is not None and bad.stopped_epoch < cfg.epochs
@@ -149,11 +149,11 @@ def test_diverged_member_is_masked_out() -> None:
     assert pop.K == 0 and sorted(pop.kept) == [0, 1, 2]
 
 
-def test_divergence_mid_epoch_compacts_the_population() -> None:
+def test_divergence_mid_epoch_compacts_the_population(engine_path: Backend) -> None:
     """The diverging member leaves at the step it goes non-finite; the rest keep training that epoch."""
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(16,), activation="relu", batchnorm=False)
     cfg = TrainConfig(optimizer="sgd", batch_size=10, epochs=1)
-    pop = population(arch, cfg, [{"learning_rate": 1e100}, {"learning_rate": 0.05}], [0, 1])
+    pop = population(arch, cfg, [{"learning_rate": 1e100}, {"learning_rate": 0.05}], [0, 1], engine_path)
     with np.errstate(all="ignore"):
         pop.train_epoch(X, Y)  # 15 steps; lr 1e100 overflows within 3
     assert pop.K == 1 and list(pop.active) == [1]
@@ -163,7 +163,7 @@ def test_divergence_mid_epoch_compacts_the_population() -> None:
     assert list(rows) == [1] and np.isfinite(rows[1]["train_loss"])
 
 
-def test_early_stopping_restores_best_weights() -> None:
+def test_early_stopping_restores_best_weights(engine_path: Backend) -> None:
     # noisy labels, a big network and a large learning rate: the validation loss turns up quickly
     rng = np.random.default_rng(3)
     Xn, Yn = blobs(60, 4, noise=2.5)
@@ -171,7 +171,7 @@ def test_early_stopping_restores_best_weights() -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(64, 64), activation="relu", batchnorm=True)
     cfg = TrainConfig(optimizer="adam", learning_rate=2e-2, batch_size=20, epochs=60, early_stopping=True, patience=3)
     values = [{"learning_rate": 2e-2}, {"learning_rate": 2e-4}]
-    pop = population(arch, cfg, values, [0, 1])
+    pop = population(arch, cfg, values, [0, 1], engine_path)
     pop.fit(Xn, Yn, X_VAL, Y_VAL)
     h = pop.histories[0]
     assert h.status == "stopped"
@@ -180,7 +180,7 @@ def test_early_stopping_restores_best_weights() -> None:
     assert len(h.rows) == h.best_epoch + 1 + cfg.patience
     assert h.best_row()["val_loss"] == val.min()
     # kept weights = the best epoch's: replay the member alone for best_epoch + 1 epochs
-    replay = population(arch, TrainConfig(**{**cfg.__dict__, "early_stopping": False}), [values[0]], [0])
+    replay = population(arch, TrainConfig(**{**cfg.__dict__, "early_stopping": False}), [values[0]], [0], engine_path)
     replay.fit(Xn, Yn, epochs=h.best_epoch + 1)
     kept_params, kept_state = pop.stacked_kept()
     for name, a in replay.kept[0][0].items():
@@ -188,14 +188,14 @@ def test_early_stopping_restores_best_weights() -> None:
     for name, a in replay.kept[0][1].items():
         np.testing.assert_allclose(kept_state[name][0], a, rtol=1e-10, atol=1e-12, err_msg=name)
     # the slow member was not disturbed by its neighbour leaving: same as alone
-    solo = population(arch, cfg, [values[1]], [1])
+    solo = population(arch, cfg, [values[1]], [1], engine_path)
     solo.fit(Xn, Yn, X_VAL, Y_VAL)
     assert_same_member(pop, 1, solo)
 
 
-def test_stacked_kept_needs_finish() -> None:
+def test_stacked_kept_needs_finish(engine_path: Backend) -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(4,))
-    pop = population(arch, TrainConfig(batch_size=50), [{}, {}], [0, 1])
+    pop = population(arch, TrainConfig(batch_size=50), [{}, {}], [0, 1], engine_path)
     with pytest.raises(RuntimeError, match="finish"):
         pop.stacked_kept()
     pop.train_epoch(X, Y)

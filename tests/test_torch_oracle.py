@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from caviar.backend import Backend
 from caviar.config import TrainConfig
 from caviar.nn.losses import softmax_cross_entropy
 from caviar.nn.network import Architecture, backward, forward, init_params, weight_names
@@ -111,15 +112,17 @@ def assert_close(ours: np.ndarray, theirs: np.ndarray, what: str) -> None:
 
 @pytest.mark.parametrize("batchnorm", [True, False])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
-def test_forward_loss_gradients_and_running_stats(batchnorm: bool, activation: str) -> None:
+def test_forward_loss_gradients_and_running_stats(batchnorm: bool, activation: str, engine_path: Backend) -> None:
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(8, 7), activation=activation, batchnorm=batchnorm)
     params, state = make(arch)
     model, tparams = build_torch(arch, params, state)
     ((x, y),) = batches(1)
 
-    logits, caches, new_state = forward(arch, params, state, x, train=True, bn_momentum=np.array([0.1]))
+    logits, caches, new_state = forward(
+        arch, params, state, x, train=True, bn_momentum=np.array([0.1]), backend=engine_path
+    )
     loss, dlogits = softmax_cross_entropy(logits, y)
-    grads = backward(arch, params, caches, dlogits)
+    grads = backward(arch, params, caches, dlogits, backend=engine_path)
 
     model.train()
     tlogits = model(torch.from_numpy(x))
@@ -138,7 +141,7 @@ def test_forward_loss_gradients_and_running_stats(batchnorm: bool, activation: s
     model.eval()
     with torch.no_grad():
         teval = model(torch.from_numpy(x)).numpy()
-    eval_logits, _, same_state = forward(arch, params, new_state, x, train=False)
+    eval_logits, _, same_state = forward(arch, params, new_state, x, train=False, backend=engine_path)
     assert same_state == new_state
     assert_close(eval_logits[0], teval, "eval logits")
 
@@ -191,7 +194,7 @@ def torch_run(arch, params, state, kind, l2, data):
     return model, tparams, np.array(losses)
 
 
-def compare_trained(arch, params, state, model, tparams, x_eval) -> None:
+def compare_trained(arch, params, state, model, tparams, x_eval, backend: Backend) -> None:
     for name, p in tparams.items():
         assert_close(params[name][0], as_ours(name, p), f"{name} after {STEPS} steps")
     for name, value in torch_bn_state(model).items():
@@ -199,36 +202,38 @@ def compare_trained(arch, params, state, model, tparams, x_eval) -> None:
     model.eval()
     with torch.no_grad():
         teval = model(torch.from_numpy(x_eval)).numpy()
-    assert_close(forward(arch, params, state, x_eval, train=False)[0][0], teval, "eval logits")
+    assert_close(forward(arch, params, state, x_eval, train=False, backend=backend)[0][0], teval, "eval logits")
 
 
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
 @pytest.mark.parametrize("batchnorm", [True, False])
-def test_trainer_steps_match_torch(kind: str, l2: float, batchnorm: bool) -> None:
+def test_trainer_steps_match_torch(kind: str, l2: float, batchnorm: bool, engine_path: Backend) -> None:
     """Our side driven by Trainer.train_step (K = 1, float64): the loop itself is pinned."""
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(8, 7), activation="relu", batchnorm=batchnorm)
     lr = OPTIMIZERS[kind][0]
     cfg = TrainConfig(optimizer=kind, learning_rate=lr, l2=l2, batch_size=B)
-    trainer = Trainer(arch, cfg, hyperparameters_from([{}], cfg), member_ids=[0], seed=0, dtype=np.float64)
+    hp = hyperparameters_from([{}], cfg)
+    trainer = Trainer(arch, cfg, hp, member_ids=[0], seed=0, dtype=np.float64, backend=engine_path)
+    assert trainer.backend is engine_path and trainer.optimizer.backend is engine_path
     data = batches(STEPS, seed=1)
     model, tparams, tlosses = torch_run(arch, trainer.params, trainer.state, kind, l2, data)
     losses = np.array([trainer.train_step(x, y)[0][0] for x, y in data])
     np.testing.assert_allclose(losses, tlosses, rtol=1e-6, atol=1e-9)
-    compare_trained(arch, trainer.params, trainer.state, model, tparams, data[0][0])
+    compare_trained(arch, trainer.params, trainer.state, model, tparams, data[0][0], engine_path)
     assert trainer.step == STEPS and trainer.opt_state.step == STEPS
 
 
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
-def test_optimizer_update_matches_torch(kind: str, l2: float) -> None:
+def test_optimizer_update_matches_torch(kind: str, l2: float, engine_path: Backend) -> None:
     """Our side driven directly by forward/backward + Optimizer.update."""
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(8,), activation="tanh", batchnorm=True)
     params, state = make(arch, seed=11)
     lr = OPTIMIZERS[kind][0]
     data = batches(STEPS, seed=2)
     model, tparams, _ = torch_run(arch, params, state, kind, l2, data)
-    opt = Optimizer(kind)
+    opt = Optimizer(kind, engine_path)
     opt_state = opt.init(params)
     hp = {
         "momentum": np.array([0.9]),
@@ -238,12 +243,14 @@ def test_optimizer_update_matches_torch(kind: str, l2: float) -> None:
         "beta2": np.array([0.999]),
     }
     for x, y in data:
-        logits, caches, state = forward(arch, params, state, x, train=True, bn_momentum=np.array([0.1]))
-        grads = backward(arch, params, caches, softmax_cross_entropy(logits, y)[1])
+        logits, caches, state = forward(
+            arch, params, state, x, train=True, bn_momentum=np.array([0.1]), backend=engine_path
+        )
+        grads = backward(arch, params, caches, softmax_cross_entropy(logits, y)[1], backend=engine_path)
         opt.update(
             params, grads, opt_state, np.array([lr]), hp, l2=np.array([l2]), decayed=frozenset(weight_names(params))
         )
-    compare_trained(arch, params, state, model, tparams, data[-1][0])
+    compare_trained(arch, params, state, model, tparams, data[-1][0], engine_path)
 
 
 def test_l2_applies_to_weights_only() -> None:

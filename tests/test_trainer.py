@@ -256,9 +256,8 @@ def test_a_blown_up_loss_kept_finite_by_batch_norm_is_diverged() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("engine_path")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, engine_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """5 members on 3 threads (uneven slices), with dropout, L2 on some members only and one member
     diverging mid-run (the slices shrink): every number equals the single-slice run's."""
     import caviar.train.trainer as trainer_module
@@ -275,7 +274,7 @@ def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, monkeypatch: pyt
     arch = Architecture(n_in=N_IN, n_out=C, hidden=(10, 8), batchnorm=False)
     runs = []
     for threads in (1, 3):
-        t = trainer(cfg, values, arch=arch, dtype=dtype, threads=threads, dropout=0.2)
+        t = trainer(cfg, values, arch=arch, dtype=dtype, threads=threads, dropout=0.2, backend=engine_path)
         assert len(t._spans(16)) == threads
         t.fit(X, Y, X[:40], Y[:40])
         runs.append(t)
@@ -299,12 +298,11 @@ def test_small_populations_are_not_split() -> None:
     assert big._spans(256) == [(0, 2), (2, 4)]
 
 
-@pytest.mark.usefixtures("engine_path")
-def test_evaluate_on_threaded_slices_with_labels_per_member(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_on_threaded_slices_with_labels_per_member(engine_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import caviar.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "SPLIT_MIN_MACS", 0)
-    t = trainer(TrainConfig(epochs=1, batch_size=16), [{}] * 4, threads=2)
+    t = trainer(TrainConfig(epochs=1, batch_size=16), [{}] * 4, threads=2, backend=engine_path)
     t.train_epoch(X, Y)  # still training: evaluate sees all 4 members
     assert len(t._spans(len(X))) == 2
     rng = np.random.default_rng(3)

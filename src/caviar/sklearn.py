@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from caviar.backend import default_backend
 from caviar.config import ModelConfig, TrainConfig
 from caviar.data.preprocess import Standardizer
 from caviar.errors import DataError
@@ -203,7 +204,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         arch = self.architecture_
         params = {n: a[None] for n, a in self.params_.items()}
         state = {n: a[None] for n, a in self.state_.items()}
-        logits, _, _ = forward(arch, params, state, X, train=False)
+        logits, _, _ = forward(arch, params, state, X, train=False, backend=default_backend())
         return softmax(logits[0].astype(np.float64))
 
     def predict(self, X) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Shapes: activations (K, B, F); a shared input may be (B, F) and broadcasts over K. Dense weights
 (K, n_in, n_out), biases and batch-norm vectors (K, 1, F), per-member hyperparameters (K, 1, 1).
-Backward functions take the cache their forward returned; nothing is stored on objects.
+Backward functions take the cache their forward returned; nothing is stored on objects. These are
+the engine's numpy passes (in place on arrays the engine made itself); the out-of-place textbook
+versions the tests check them against live in tests/reference_layers.py.
 """
 
 from __future__ import annotations
@@ -45,43 +47,12 @@ def dense_backward(
     return dx, dW, db
 
 
-def batchnorm_forward(
-    z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = BN_EPS
-) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
-    """Normalize z over the batch with its own statistics (training mode).
-
-    Returns (out, cache, batch mean, unbiased batch variance): the last two feed the running
-    averages. The variance is two-pass, mean((z - mu)^2), as PyTorch computes it.
-    """
-    n = z.shape[1]
-    if n < 2:
-        raise ValueError("batch norm needs at least 2 samples per batch in training")
-    mu = z.mean(axis=1, keepdims=True)
-    zc = z - mu
-    var = np.mean(zc * zc, axis=1, keepdims=True)
-    inv = 1.0 / np.sqrt(var + eps)
-    xhat = zc * inv
-    out = gamma * xhat + beta
-    return out, (xhat, inv, gamma), mu, var * (n / (n - 1))
-
-
 def batchnorm_eval(
     z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float = BN_EPS
 ) -> np.ndarray:
     """Normalize z with the running statistics (evaluation mode)."""
     scale = gamma / np.sqrt(var + eps)
     return z * scale + (beta - mean * scale)
-
-
-def batchnorm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (dz, dgamma, dbeta) of the training-mode batch norm."""
-    xhat, inv, gamma = cache
-    n = dy.shape[1]
-    dbeta = dy.sum(axis=1, keepdims=True)
-    dgamma = np.sum(dy * xhat, axis=1, keepdims=True)
-    dxhat = gamma * dy
-    dz = (inv / n) * (n * dxhat - (gamma * dbeta) - xhat * (gamma * dgamma))
-    return dz, dgamma, dbeta
 
 
 def _mean_over_batch(a: np.ndarray) -> np.ndarray:
@@ -94,9 +65,11 @@ def _mean_over_batch(a: np.ndarray) -> np.ndarray:
 def batchnorm_forward_(
     z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = BN_EPS
 ) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
-    """``batchnorm_forward`` that overwrites ``z`` (with z - mu): 5 passes over the batch.
+    """Training-mode batch norm that overwrites ``z`` (with z - mu): 5 passes over the batch.
 
-    For the engine's own fresh pre-activations only. The cache holds the centred z and 1/sigma
+    Returns (out, cache, batch mean, unbiased batch variance): the last two feed the running
+    averages. The variance is two-pass, mean((z - mu)^2), as PyTorch computes it. For the
+    engine's own fresh pre-activations only. The cache holds the centred z and 1/sigma
     rather than xhat: ``batchnorm_backward_`` folds 1/sigma into per-feature factors, which saves
     the pass that would scale the whole batch by it.
     """
@@ -116,7 +89,7 @@ def batchnorm_forward_(
 def batchnorm_backward_(
     dy: np.ndarray, cache: tuple, dgamma_out: np.ndarray | None = None, dbeta_out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``batchnorm_backward`` from ``batchnorm_forward_``'s cache, overwriting ``dy`` with dz.
+    """(dz, dgamma, dbeta) of ``batchnorm_forward_`` from its cache, overwriting ``dy`` with dz.
 
     With zc = z - mu and xhat = zc inv: dgamma = inv sum(dy zc), and
     dz = (gamma inv) (dy - dbeta / n - zc (inv dgamma / n)): 5 passes over the batch, one temporary.
@@ -140,21 +113,8 @@ def update_running(running: np.ndarray, batch: np.ndarray, momentum: np.ndarray)
     return (1.0 - momentum) * running + momentum * batch
 
 
-def activation_forward(z: np.ndarray, kind: str) -> np.ndarray:
-    """Apply the activation g(z)."""
-    if kind == "relu":
-        return np.maximum(z, 0.0)
-    if kind == "leaky_relu":
-        return np.where(z > 0, z, LEAKY_SLOPE * z)
-    if kind == "tanh":
-        return np.tanh(z)
-    if kind == "sigmoid":
-        return expit(z)  # stable and exact for any z (sigmoid(-50) is 1.9e-22, not 0)
-    raise ValueError(f"unknown activation {kind!r}")
-
-
 def activation_forward_(z: np.ndarray, kind: str) -> np.ndarray:
-    """``activation_forward`` computed in place in ``z`` (same arithmetic); returns ``z``."""
+    """The activation g(z) computed in place in ``z``; returns ``z``."""
     if kind == "relu":
         return np.maximum(z, 0.0, out=z)
     if kind == "leaky_relu":
@@ -167,7 +127,7 @@ def activation_forward_(z: np.ndarray, kind: str) -> np.ndarray:
 
 
 def activation_backward_(da: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
-    """``activation_backward`` from the output ``a`` alone, in place in ``da``; returns ``da``.
+    """dz = da * g'(z) from the output ``a`` alone, in place in ``da``; returns ``da``.
 
     The output suffices: for relu and leaky relu, a > 0 exactly where z > 0, so the input z need
     not be kept (the forward pass computes the activation in place over it).
@@ -180,19 +140,6 @@ def activation_backward_(da: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray
         return np.multiply(da, 1.0 - a * a, out=da)
     if kind == "sigmoid":
         return np.multiply(da, a * (1.0 - a), out=da)
-    raise ValueError(f"unknown activation {kind!r}")
-
-
-def activation_backward(da: np.ndarray, z: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
-    """Return dz = da * g'(z), using the cached input z or output a, whichever is cheaper."""
-    if kind == "relu":
-        return da * (z > 0)
-    if kind == "leaky_relu":
-        return da * np.where(z > 0, 1.0, LEAKY_SLOPE).astype(da.dtype)
-    if kind == "tanh":
-        return da * (1.0 - a * a)
-    if kind == "sigmoid":
-        return da * (a * (1.0 - a))
     raise ValueError(f"unknown activation {kind!r}")
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from caviar.backend import Backend
+from caviar.nn import kernels
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """log p = z - max - log(sum(exp(z - max))): finite for logits of any size."""
@@ -42,3 +45,15 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
 def accuracy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Fraction of correct argmax predictions per member, (K,)."""
     return (logits.argmax(axis=-1) == y).mean(axis=-1)
+
+
+def loss_and_accuracy(
+    logits: np.ndarray, y: np.ndarray, backend: Backend = Backend.NUMPY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss (K,), accuracy (K,), dlogits) of ``softmax_cross_entropy`` and ``accuracy``, labels (B,)
+    shared or (K, B). With the numba backend one fused pass that overwrites ``logits`` with dlogits
+    (so pass logits that are the caller's to lose); the values agree with numpy's to rounding."""
+    if backend.fused:
+        return kernels.softmax_cross_entropy_(logits, y)
+    loss, dlogits = softmax_cross_entropy(logits, y)
+    return loss, accuracy(logits, y), dlogits

@@ -8,7 +8,8 @@ whose arrays carry the population axis first.
 Speed: the forward and backward passes work in place on the arrays they create themselves (never
 on their inputs), and ``backward`` can write the gradients into preallocated arrays (``out=``), so a
 training step allocates little and runs few passes over memory. With numba, batch norm (or the
-dense bias) and the activation run as one fused kernel each way (``caviar.kernels``).
+dense bias) and the activation run as one fused kernel each way (``caviar.nn.kernels``) when the
+caller's backend says so (``backend=Backend.NUMBA``; the default is the numpy passes).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from caviar import kernels
-from caviar.nn import layers
+from caviar.backend import Backend
+from caviar.nn import kernels, layers
 from caviar.nn.init import init_weight
 
 Arrays = dict[str, np.ndarray]
@@ -82,20 +83,22 @@ def forward(
     bn_momentum: np.ndarray | None = None,
     dropout: np.ndarray | None = None,
     rngs: list[np.random.Generator] | None = None,
+    backend: Backend = Backend.NUMPY,
 ) -> tuple[np.ndarray, list, Arrays]:
     """Logits (K, B, C), the cache backward needs, and the new running statistics.
 
     In training, batch norm uses the batch's statistics and the running averages move by
     ``bn_momentum`` (K,); dropout draws masks for members whose rate (K,) is positive.
     In evaluation, running statistics are used, dropout is off, and state is returned unchanged.
+    ``backend``: the fused kernels or the numpy passes (same caches; values agree to rounding).
     """
     K = params["out.W"].shape[0]
+    fused = backend.fused  # bias or batch norm, and the activation, in one kernel
     new_state = dict(state)
     caches = []
     a = x
     for i in range(len(arch.hidden)):
         W = params[f"dense{i}.W"]
-        fused = kernels.ENABLED  # bias or batch norm, and the activation, in one kernel
         bias = None if arch.batchnorm else params[f"dense{i}.b"]
         z = layers.dense_forward(a, W, None if fused else bias)
         bn_cache = None
@@ -134,13 +137,20 @@ def forward(
 
 
 def backward(
-    arch: Architecture, params: Arrays, caches: list, dlogits: np.ndarray, out: Arrays | None = None
+    arch: Architecture,
+    params: Arrays,
+    caches: list,
+    dlogits: np.ndarray,
+    out: Arrays | None = None,
+    backend: Backend = Backend.NUMPY,
 ) -> Arrays:
     """Gradients of the loss with respect to every parameter, from dlogits (K, B, C).
 
     With ``out`` (arrays shaped like ``params``, e.g. the views of a flat gradient buffer) the
-    gradients are written into it and it is returned.
+    gradients are written into it and it is returned. ``backend`` as in ``forward`` (either
+    backend's caches will do).
     """
+    fused = backend.fused
     grads: Arrays = {} if out is None else out
 
     def into(name: str) -> np.ndarray | None:
@@ -154,7 +164,7 @@ def backward(
         a_in, _, h, bn_cache, mask = caches[i]
         if mask is not None:
             da *= mask  # da is fresh from the matmul: ours to overwrite
-        if arch.batchnorm and kernels.ENABLED:
+        if arch.batchnorm and fused:
             dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = kernels.batchnorm_activation_backward_(
                 da, h, bn_cache, arch.activation, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
             )
@@ -163,11 +173,11 @@ def backward(
             dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = layers.batchnorm_backward_(
                 dz, bn_cache, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
             )
-        elif kernels.ENABLED:
+        elif fused:
             dz, grads[f"dense{i}.b"] = kernels.activation_bias_backward_(da, h, arch.activation, into(f"dense{i}.b"))
         else:
             dz = layers.activation_backward_(da, h, arch.activation)
-        bias_here = not arch.batchnorm and not kernels.ENABLED  # the bias's sum, unless a kernel took it
+        bias_here = not arch.batchnorm and not fused  # the bias's sum, unless a kernel took it
         da, grads[f"dense{i}.W"], db = layers.dense_backward(
             dz,
             a_in,

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from caviar import kernels
+from caviar.backend import Backend
 from caviar.config import OPTIMIZERS
+from caviar.optim import kernels
 
 Arrays = dict[str, np.ndarray]
 
@@ -46,9 +47,14 @@ class OptimizerState:
 
 @dataclass(frozen=True)
 class Optimizer:
-    """One optimizer kind; ``update`` mutates params in place and returns nothing."""
+    """One optimizer kind; ``update`` mutates params in place and returns nothing.
+
+    ``backend``: ``Backend.NUMBA`` runs each array's update as one fused kernel (``fused_plan``),
+    ``Backend.NUMPY`` (the default) as numpy passes; the two agree bit for bit.
+    """
 
     kind: str
+    backend: Backend = Backend.NUMPY
 
     def __post_init__(self) -> None:
         if self.kind not in OPTIMIZERS:
@@ -136,11 +142,11 @@ class Optimizer:
         self, params: Arrays, grads: Arrays, slots: dict[str, Arrays], decayed: frozenset[str] = frozenset()
     ) -> list[tuple] | None:
         """What ``apply_plan`` runs: per parameter, its (K, n) views (parameter, gradient, slots) and
-        whether L2 applies; None when the kernels cannot run (numba off, or an array not
+        whether L2 applies; None when the kernels do not run (the numpy backend, or an array not
         C-contiguous). A caller that updates the same arrays step after step (the trainer) builds
         the plan once and reuses it."""
         arrays = [a for d in (params, grads, *slots.values()) for a in d.values()]
-        if not kernels.ENABLED or not all(a.flags.c_contiguous for a in arrays):
+        if not self.backend.fused or not all(a.flags.c_contiguous for a in arrays):
             return None
         plan = []
         for name, p in params.items():

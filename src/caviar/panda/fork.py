@@ -247,7 +247,7 @@ class Fork:
                 callbacks=[_Stream()],
             )
             params, state = t.stacked_kept()
-            test = _evaluate(s, params, state)
+            test = _evaluate(s, params, state, t.backend)
         except BaseException:
             store.requeue_worker(study_id, worker)
             raise
@@ -286,7 +286,7 @@ class Fork:
         store.set_study_status(study_id, "COMPLETE")
 
 
-def _evaluate(session: PandaSession, params: dict, state: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def _evaluate(session: PandaSession, params: dict, state: dict, backend) -> tuple[np.ndarray, np.ndarray] | None:
     from caviar.nn.losses import accuracy, softmax_cross_entropy
     from caviar.nn.network import forward
 
@@ -294,6 +294,6 @@ def _evaluate(session: PandaSession, params: dict, state: dict) -> tuple[np.ndar
     if not len(y):
         return None
     with np.errstate(all="ignore"):
-        logits, _, _ = forward(session.arch, params, state, X, train=False)
+        logits, _, _ = forward(session.arch, params, state, X, train=False, backend=backend)
         loss, _ = softmax_cross_entropy(logits, y)
     return loss, accuracy(logits, y)

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import numpy as np
 
-from caviar import kernels
+from caviar.backend import Backend, default_backend
 from caviar.config import PER_MEMBER, TrainConfig
 from caviar.data.batches import minibatch_indices
-from caviar.nn.losses import accuracy, softmax_cross_entropy
+from caviar.nn.losses import loss_and_accuracy
 from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
 from caviar.optim.optimizers import Optimizer, OptimizerState
 from caviar.optim.schedules import decayed_lr
@@ -143,9 +143,13 @@ class Trainer:
         restore_best: bool | None = None,
         shuffle: bool = True,
         threads: int | None = None,
+        backend: Backend | str | None = None,
     ) -> None:
         """``threads``: slices of the population trained side by side (1: none); None: as many as
-        BLAS threads are set (threadpoolctl), used only when K is at least that number."""
+        BLAS threads are set (threadpoolctl), used only when K is at least that number.
+        ``backend``: fused numba kernels or numpy passes (``caviar.backend``); None: what the
+        environment says (``CAVIAR_KERNELS``), resolved here once and passed down."""
+        self.backend = default_backend() if backend is None else Backend.of(backend)
         self.arch = arch
         self.config = train
         self.dtype = np.dtype(dtype)
@@ -157,7 +161,7 @@ class Trainer:
         self._grads: Arrays = {}
         self._views: dict[tuple[int, int], _SliceViews] = {}
         self._blas_held = False  # True while train_epoch holds the BLAS thread setting for its steps
-        self.optimizer = Optimizer(train.optimizer)
+        self.optimizer = Optimizer(train.optimizer, self.backend)
         self.opt_state = self.optimizer.init(self.params)
         self.threads = threads
         self.data_rng = data_rng(seed)
@@ -206,7 +210,7 @@ class Trainer:
         self.opt_state.step += 1
         new_state = {n: np.empty_like(a) for n, a in self.state.items()}
         table = None  # the optimizer's per-member coefficients, built once for all slices
-        if kernels.ENABLED:
+        if self.backend.fused:
             table = self.optimizer.coefficient_table(self.lr, self.hp, self.opt_state.step, self.hp["l2"], self.dtype)
         parts = self._by_slices(partial(self._step_members, new_state=new_state, table=table), xb, yb)
         loss = np.concatenate([p[0] for p in parts])
@@ -244,13 +248,10 @@ class Trainer:
             bn_momentum=hp["bn_momentum"],
             dropout=dropout,
             rngs=self.rngs[k0:k1],
+            backend=self.backend,
         )
-        if kernels.ENABLED:
-            loss, acc, dlogits = kernels.softmax_cross_entropy_(logits, yb)  # logits become dlogits
-        else:
-            loss, dlogits = softmax_cross_entropy(logits, yb)
-            acc = accuracy(logits, yb)
-        backward(self.arch, params, caches, dlogits, out=grads)
+        loss, acc, dlogits = loss_and_accuracy(logits, yb, self.backend)  # fused: logits become dlogits
+        backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend)
         for n, a in state.items():
             new_state[n][rows] = a
         l2_on = bool(np.any(hp["l2"] > 0))  # no member of the slice decays: no L2 pass at all
@@ -447,7 +448,7 @@ class Trainer:
         params = {n: a[k0:k1] for n, a in self.params.items()}
         state = {n: a[k0:k1] for n, a in self.state.items()}
         outs = [
-            forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False)[0]
+            forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False, backend=self.backend)[0]
             for i in range(0, len(X), EVAL_CHUNK)
         ]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
@@ -456,10 +457,8 @@ class Trainer:
         z = self._slice_logits(k0, k1, X)
         if np.ndim(y) == 2:  # labels per member (K, N): this slice's rows
             y = y[k0:k1]
-        if kernels.ENABLED:
-            loss, acc, _ = kernels.softmax_cross_entropy_(z, y)  # one pass; z is ours to overwrite
-            return loss, acc
-        return softmax_cross_entropy(z, y)[0], accuracy(z, y)
+        loss, acc, _ = loss_and_accuracy(z, y, self.backend)  # fused: one pass; z is ours to overwrite
+        return loss, acc
 
     def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:
         """``fn(k0, k1, *args)`` for each slice of the population, side by side like ``train_step``."""

@@ -80,7 +80,7 @@ def train_population(
             callbacks=callbacks,
         )
         params, state = trainer.stacked_kept()
-        test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test)
+        test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test, trainer.backend)
     outcomes = []
     for k, plan in enumerate(plans):
         hist = trainer.histories[k]
@@ -107,12 +107,12 @@ def train_population(
     return outcomes
 
 
-def _evaluate(arch, params, state, X, y) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate(arch, params, state, X, y, backend) -> tuple[np.ndarray, np.ndarray]:
     K = params["out.W"].shape[0]
     if len(y) == 0:
         return np.full(K, np.nan), np.full(K, np.nan)
     with np.errstate(all="ignore"):
-        logits, _, _ = forward(arch, params, state, X, train=False)
+        logits, _, _ = forward(arch, params, state, X, train=False, backend=backend)
         loss, _ = softmax_cross_entropy(logits, y)
     return loss, accuracy(logits, y)
 
