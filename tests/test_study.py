@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,12 +23,15 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import caviar.tune.study as study_mod
+import caviar.tune.worker as worker_mod
 from caviar.prepared import prepare_data
+from caviar.tune.executors import EXECUTORS, executor_for
 from caviar.tune.planning import load_data
 from caviar.tune.runner import TrialOutcome
+from caviar.tune.spec import load_spec
 from caviar.tune.storage import open_storage
-from caviar.tune.study import MODEL_ARTIFACT, Study, run_study
+from caviar.tune.study import Study, run_study
+from caviar.tune.worker import MODEL_ARTIFACT, is_dead_local, new_worker_id
 
 CAVIAR = Path(sys.executable).parent / "caviar"
 LR = {"low": 1e-4, "high": 3e-2, "scale": "log"}
@@ -217,8 +221,8 @@ def test_best_trial_tied_by_a_later_population_has_its_model(tmp_path: Path, mon
     def fake_train(plans, data, seed, metric="val_accuracy", halving=None, on_epoch=None):
         return [TrialOutcome(p.number, "COMPLETE", {"val_accuracy": 0.5}, 0.5, [{"epoch": 0}]) for p in plans]
 
-    monkeypatch.setattr(study_mod, "train_population", fake_train)
-    monkeypatch.setattr(study_mod, "model_file_bytes", lambda plan, *a, **k: f"trial {plan.number}".encode())
+    monkeypatch.setattr(worker_mod, "train_population", fake_train)
+    monkeypatch.setattr(worker_mod, "model_file_bytes", lambda plan, *a, **k: f"trial {plan.number}".encode())
     space = {"learning_rate": LR, "depth": {"low": 1, "high": 3}}
     study = run_study(tiny_spec(tmp_path / "s.db", trials=8, space=space, model={"width": 8}))
     first_population = [t for t in study.trials if t.group_key == "r0-p0"]
@@ -236,6 +240,25 @@ def test_data_mistake_stores_no_study(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="label column 'label'"):
         run_study(spec)
     assert open_storage(tmp_path / "s.db").list_studies() == []
+
+
+def test_the_spec_picks_its_executor_by_name(tmp_path: Path) -> None:
+    def pick(**search: Any):
+        return executor_for(load_spec(tiny_spec(tmp_path / "s.db", **search)))
+
+    assert pick() is EXECUTORS["local"]
+    assert pick(workers=2) is EXECUTORS["processes"]
+    assert pick(executor="ray") is pick(executor="ray", workers=3) is EXECUTORS["ray"]
+
+
+def test_a_worker_is_dead_when_its_local_pid_is_gone() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    assert is_dead_local(f"{host}:{gone.pid}:abc123")
+    assert not is_dead_local(new_worker_id())  # this very process
+    assert not is_dead_local(f"elsewhere-{host}:{gone.pid}:abc123")  # another host: only heartbeats tell
+    assert not is_dead_local("not-a-worker-id")
 
 
 # -------------------------------------------------------------------------------- kill and resume

@@ -183,7 +183,7 @@ class Fork:
         from caviar.tune.planning import plans_for
         from caviar.tune.runner import STATE_OF_STATUS, TrialOutcome, model_file_bytes
         from caviar.tune.spec import load_spec
-        from caviar.tune.study import MODEL_ARTIFACT, new_worker_id
+        from caviar.tune.worker import MODEL_ARTIFACT, new_worker_id
 
         s, ck = self.session, self.ckpt
         spec = load_spec(self.spec_dict)
