@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 import caviar
 from caviar.cli import main
 from caviar.prepared import prepare_data
-from caviar.tune.storage import open_storage
+from caviar.storage import open_storage
 from caviar.tune.study import Study, run_study
 
 CAVIAR = Path(sys.executable).parent / "caviar"

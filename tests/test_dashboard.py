@@ -299,11 +299,11 @@ def _next_data(lines) -> dict:
 
 def test_events_follow_a_running_study(tmp_path) -> None:
     """A trial claimed and then finished by a worker shows up as two new events, no page reload needed."""
-    from caviar.tune.storage import Storage
+    from caviar.storage import StudyStatus, open_storage
 
-    store = Storage(str(tmp_path / "live.db"))
+    store = open_storage(str(tmp_path / "live.db"))
     sid = store.create_study("live", tiny_spec(str(tmp_path / "live.db"), "live"))
-    store.set_study_status(sid, "RUNNING")
+    store.set_study_status(sid, StudyStatus.RUNNING)
     store.enqueue_trials(
         sid, [{"number": n, "params": {"learning_rate": 1e-3, "beta1": 0.9, "l2": 1e-5}, "round": 0} for n in range(2)]
     )

@@ -21,7 +21,7 @@ from caviar.cli import app as cli_app
 from caviar.errors import ControlError
 from caviar.panda.server import bind_socket, create_app, make_server, url_of
 from caviar.panda.session import EWA, PAUSED, RUNNING, PandaSession
-from caviar.tune.storage import COMPLETE, open_storage
+from caviar.storage import TrialState, open_storage
 from caviar.tune.study import Study
 
 TOKEN = "test-token"
@@ -196,7 +196,7 @@ def test_finishing_epochs_and_stop_close_the_trial_in_storage(make):
     s.stop().wait()
     store = open_storage(s.storage.url)
     trial = store.trial(s.trial_id)
-    assert trial.state == COMPLETE and trial.metrics["epochs_run"] == 2
+    assert trial.state == TrialState.COMPLETE and trial.metrics["epochs_run"] == 2
     assert [r["epoch"] for r in store.curves(s.study_id)[s.trial_id]] == [0, 1]
     with pytest.raises(ControlError, match="stopped"):
         s.pause()
@@ -217,7 +217,7 @@ def test_fork_makes_a_study_centred_on_the_current_values(make, warm):
     assert math.sqrt(lr.low * lr.high) == pytest.approx(0.02) and lr.high / lr.low == pytest.approx(4)
     assert (1 - b1.low) == pytest.approx(0.4) and (1 - b1.high) == pytest.approx(0.1)  # 1 - beta within x2
     trials = study.trials
-    assert len(trials) == 4 and all(t.state == COMPLETE for t in trials)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
         assert 0.01 <= t.params["learning_rate"] <= 0.04 and 0.6 <= t.params["beta1"] <= 0.9
     curves = study.curves()

@@ -15,17 +15,10 @@ import sqlalchemy as sa
 
 import pg
 from caviar.errors import StorageError
-from caviar.tune.storage import (
-    COMPLETE,
-    DIVERGED,
-    FAILED,
-    RUNNING,
-    SCHEMA_VERSION,
-    WAITING,
-    Storage,
-    TrialEnd,
-    open_storage,
-)
+from caviar.storage import SqlStorage, StudyStatus, TrialEnd, TrialState, open_storage
+from caviar.storage.migrate import SCHEMA_VERSION
+from caviar.tune.spec import spec_diff
+from caviar.tune.study import Study
 
 SPEC = {"space": {"learning_rate": {"low": 1e-4, "high": 1e-1, "scale": "log"}}, "trials": 10}
 
@@ -62,7 +55,7 @@ def _utc_aware(dt: datetime) -> bool:
 
 
 def test_round_trip(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("demo", SPEC, seed=7, metric="val_accuracy")
     assert s.get_study("demo").id == sid == s.get_study(sid).id == s.get_study(str(sid)).id
     study = s.get_study("demo")
@@ -72,13 +65,13 @@ def test_round_trip(url: str) -> None:
     items = _items(range(3))
     items[0]["params"]["learning_rate"] = np.float32(0.5)  # numpy values are stored as plain numbers
     assert s.enqueue_trials(sid, items) == 3
-    waiting = s.trials(sid, [WAITING])
+    waiting = s.trials(sid, [TrialState.WAITING])
     assert [t.number for t in waiting] == [0, 1, 2]
     assert waiting[1].params == {"learning_rate": 0.01, "hidden": [16, 8]}
     assert waiting[1].unit == [0.01] and waiting[1].seed == 1001 and waiting[1].attempts == 0
 
     (t0,) = s.claim_trials(sid, "w1", limit=1)
-    assert (t0.number, t0.state, t0.worker_id, t0.attempts) == (0, RUNNING, "w1", 1)
+    assert (t0.number, t0.state, t0.worker_id, t0.attempts) == (0, TrialState.RUNNING, "w1", 1)
     assert _utc_aware(t0.heartbeat_at) and _utc_aware(t0.started_at)
     assert s.heartbeat([t0.id], "w1") == [t0.id]
     assert s.add_curve_rows(t0.id, [{"epoch": 0, "train_loss": 2.0, "val_accuracy": 0.3, "lr": 0.5}], "w1")
@@ -87,10 +80,10 @@ def test_round_trip(url: str) -> None:
         for e in range(3)
     ]
     metrics = {"val_accuracy": 0.6, "val_loss": 1.5, "test_accuracy": 0.55, "train_loss": 0.0, "epochs_run": 3}
-    assert s.finish_trial(t0.id, "w1", COMPLETE, metrics, objective=0.6, curve=curve)
+    assert s.finish_trial(t0.id, "w1", TrialState.COMPLETE, metrics, objective=0.6, curve=curve)
 
     done = s.trial(t0.id)
-    assert done.state == COMPLETE and done.finished and done.metrics == metrics and done.objective == 0.6
+    assert done.state == TrialState.COMPLETE and done.finished and done.metrics == metrics and done.objective == 0.6
     assert done.duration is not None and done.duration >= 0 and _utc_aware(done.finished_at)
     rows = s.curves(sid)[t0.id]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
@@ -99,12 +92,19 @@ def test_round_trip(url: str) -> None:
 
     (t1,) = s.claim_trials(sid, "w2")
     nan_curve = [{"epoch": 0, "train_loss": float("nan"), "train_accuracy": 0.1, "val_loss": None, "val_accuracy": 0.1}]
-    assert s.finish_trial(t1.id, "w2", DIVERGED, {"epochs_run": 1}, objective=float("nan"), curve=nan_curve)
+    assert s.finish_trial(t1.id, "w2", TrialState.DIVERGED, {"epochs_run": 1}, objective=float("nan"), curve=nan_curve)
     assert s.trial(t1.id).objective is None
     assert np.isnan(s.curves(sid, [t1.id])[t1.id][0]["train_loss"])
 
     assert s.best_trial(sid).id == t0.id
-    assert s.counts(sid) == {WAITING: 1, RUNNING: 0, COMPLETE: 1, DIVERGED: 1, "PRUNED": 0, FAILED: 0}
+    assert s.counts(sid) == {
+        TrialState.WAITING: 1,
+        TrialState.RUNNING: 0,
+        TrialState.COMPLETE: 1,
+        TrialState.DIVERGED: 1,
+        TrialState.PRUNED: 0,
+        TrialState.FAILED: 0,
+    }
     (listed,) = s.list_studies()
     assert listed.name == "demo" and listed.n_trials == 3 and listed.best_objective == 0.6
 
@@ -128,8 +128,12 @@ def test_round_trip(url: str) -> None:
     with pytest.raises(StorageError, match="no artifact 'nope'"):
         s.load_artifact(t0.id, "nope")
 
-    df = s.trials_dataframe(sid)
-    assert list(df["number"]) == [0, 1, 2] and list(df["state"]) == [COMPLETE, DIVERGED, WAITING]
+    df = Study(s, sid).to_dataframe()
+    assert list(df["number"]) == [0, 1, 2] and list(df["state"]) == [
+        TrialState.COMPLETE,
+        TrialState.DIVERGED,
+        TrialState.WAITING,
+    ]
     assert df.loc[0, "params_learning_rate"] == pytest.approx(0.5) and df.loc[0, "params_hidden"] == (16, 8)
     assert df.loc[0, "test_accuracy"] == 0.55 and df.loc[0, "objective"] == 0.6
 
@@ -139,7 +143,7 @@ def test_round_trip(url: str) -> None:
 
 
 def test_enqueue_is_idempotent(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("q", SPEC)
     assert s.enqueue_trials(sid, _items(range(5))) == 5
     assert s.enqueue_trials(sid, _items(range(3, 8)) + _items([8, 8])) == 4
@@ -147,40 +151,40 @@ def test_enqueue_is_idempotent(url: str) -> None:
     s.claim_trials(sid, "w", limit=2)
     assert s.enqueue_trials(sid, _items(range(9))) == 0  # a re-enqueue never resets a claimed trial
     assert [t.number for t in s.trials(sid)] == list(range(9))
-    assert s.counts(sid)[RUNNING] == 2 and s.next_number(sid) == 9
+    assert s.counts(sid)[TrialState.RUNNING] == 2 and s.next_number(sid) == 9
 
 
 # ------------------------------------------------------------------------------- zombies and ownership
 
 
 def test_finish_trials_records_a_population_and_refuses_what_it_does_not_own(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("p", SPEC)
     s.enqueue_trials(sid, _items([0, 1, 2]))
     mine = s.claim_trials(sid, "w1", limit=2)
     (theirs,) = s.claim_trials(sid, "w2")
     curve = [{"epoch": 0, "train_loss": 1.0, "val_accuracy": 0.5}, {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.7}]
     ends = [
-        TrialEnd(mine[0].id, COMPLETE, {"val_accuracy": 0.7}, 0.7, curve),
-        TrialEnd(theirs.id, COMPLETE, {"val_accuracy": 0.9}, 0.9, curve),
-        TrialEnd(mine[1].id, DIVERGED, {"epochs_run": 1}, float("nan"), curve[:1]),
+        TrialEnd(mine[0].id, TrialState.COMPLETE, {"val_accuracy": 0.7}, 0.7, curve),
+        TrialEnd(theirs.id, TrialState.COMPLETE, {"val_accuracy": 0.9}, 0.9, curve),
+        TrialEnd(mine[1].id, TrialState.DIVERGED, {"epochs_run": 1}, float("nan"), curve[:1]),
     ]
     assert s.finish_trials("w1", ends) == [True, False, True]
     by_id = {t.id: t for t in s.trials(sid)}
-    assert (by_id[mine[0].id].state, by_id[mine[0].id].objective) == (COMPLETE, 0.7)
-    assert (by_id[mine[1].id].state, by_id[mine[1].id].objective) == (DIVERGED, None)
-    assert (by_id[theirs.id].state, by_id[theirs.id].worker_id) == (RUNNING, "w2")  # untouched
+    assert (by_id[mine[0].id].state, by_id[mine[0].id].objective) == (TrialState.COMPLETE, 0.7)
+    assert (by_id[mine[1].id].state, by_id[mine[1].id].objective) == (TrialState.DIVERGED, None)
+    assert (by_id[theirs.id].state, by_id[theirs.id].worker_id) == (TrialState.RUNNING, "w2")  # untouched
     curves = s.curves(sid)
     assert [r["epoch"] for r in curves[mine[0].id]] == [0, 1]
     assert [r["epoch"] for r in curves[mine[1].id]] == [0]
     assert theirs.id not in curves
     with pytest.raises(StorageError, match="finishes as one of"):
-        s.finish_trials("w2", [TrialEnd(theirs.id, WAITING)])
+        s.finish_trials("w2", [TrialEnd(theirs.id, TrialState.WAITING)])
     assert s.finish_trials("w2", []) == []
 
 
 def test_stale_worker_cannot_finish(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("z", SPEC)
     s.enqueue_trials(sid, _items([0]))
     (old,) = s.claim_trials(sid, "dead")
@@ -190,43 +194,43 @@ def test_stale_worker_cannot_finish(url: str) -> None:
     assert new.id == old.id and new.attempts == 2
     assert s.heartbeat([old.id], "dead") == []
     assert not s.add_curve_rows(old.id, [{"epoch": 0, "train_loss": 9.0}], worker_id="dead")
-    assert not s.finish_trial(old.id, "dead", COMPLETE, {"val_accuracy": 0.99}, objective=0.99)
-    assert s.finish_trial(new.id, "alive", COMPLETE, {"val_accuracy": 0.5}, objective=0.5)
-    assert not s.finish_trial(new.id, "alive", FAILED, error="twice")  # finished trials never change
+    assert not s.finish_trial(old.id, "dead", TrialState.COMPLETE, {"val_accuracy": 0.99}, objective=0.99)
+    assert s.finish_trial(new.id, "alive", TrialState.COMPLETE, {"val_accuracy": 0.5}, objective=0.5)
+    assert not s.finish_trial(new.id, "alive", TrialState.FAILED, error="twice")  # finished trials never change
     (t,) = s.trials(sid)
-    assert (t.state, t.worker_id, t.objective, t.error) == (COMPLETE, "alive", 0.5, None)
+    assert (t.state, t.worker_id, t.objective, t.error) == (TrialState.COMPLETE, "alive", 0.5, None)
     assert s.claim_trials(sid, "other") == []
     (ev,) = s.events(sid, kind="requeue")
     assert ev.trial_id == old.id and ev.payload["worker_id"] == "dead"
 
 
 def test_requeue_stale_keeps_fresh_heartbeats(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("h", SPEC)
     s.enqueue_trials(sid, _items(range(3)))
     t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
     a, b, c = s.claim_trials(sid, "w", limit=3, now=t0)
     assert s.heartbeat([b.id, c.id], "w", now=t0 + timedelta(seconds=100)) == [b.id, c.id]
     assert s.requeue_stale(sid, timeout_s=60, now=t0 + timedelta(seconds=90)) == 1
-    assert [t.id for t in s.trials(sid, [WAITING])] == [a.id]
+    assert [t.id for t in s.trials(sid, [TrialState.WAITING])] == [a.id]
     assert s.requeue_stale(sid, timeout_s=0, now=t0 + timedelta(seconds=101)) == 2
-    assert s.counts(sid)[WAITING] == 3
+    assert s.counts(sid)[TrialState.WAITING] == 3
 
 
 def test_requeue_worker_and_rerun_starts_clean(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("r", SPEC)
     s.enqueue_trials(sid, _items(range(4)))
     mine = s.claim_trials(sid, "w1", limit=2)
     s.claim_trials(sid, "w2", limit=1)
     s.add_curve_rows(mine[0].id, [{"epoch": 0, "train_loss": 1.0}], "w1")
     assert s.requeue_worker(sid, "w1") == 2
-    assert s.counts(sid) == {**s.counts(sid), WAITING: 3, RUNNING: 1}
+    assert s.counts(sid) == {**s.counts(sid), TrialState.WAITING: 3, TrialState.RUNNING: 1}
     assert s.curves(sid) == {}  # partial curves of a requeued trial are dropped
 
 
 def test_claim_by_group(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("g", SPEC)
     s.enqueue_trials(sid, _items([0, 2, 4], group_key="a") + _items([1, 3], group_key="b"))
     assert [t.number for t in s.claim_trials(sid, "w", limit=5, group_key="b")] == [1, 3]
@@ -236,13 +240,13 @@ def test_claim_by_group(url: str) -> None:
 
 
 def test_finish_needs_a_final_state(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("f", SPEC)
     s.enqueue_trials(sid, _items([0]))
     (t,) = s.claim_trials(sid, "w")
     with pytest.raises(StorageError, match="not 'WAITING'"):
-        s.finish_trial(t.id, "w", WAITING)
-    assert s.finish_trial(t.id, "w", FAILED, error="ValueError: boom")
+        s.finish_trial(t.id, "w", TrialState.WAITING)
+    assert s.finish_trial(t.id, "w", TrialState.FAILED, error="ValueError: boom")
     assert s.trial(t.id).error == "ValueError: boom" and s.best_trial(sid) is None
 
 
@@ -250,22 +254,51 @@ def test_finish_needs_a_final_state(url: str) -> None:
 
 
 def test_resume_and_material_changes(url: str) -> None:
-    s = Storage(url)
-    sid = s.get_or_create_study("res", SPEC, seed=1)
+    s = SqlStorage(url)
+    sid = s.get_or_create_study("res", SPEC, seed=1, differs=spec_diff)
     grown = {**SPEC, "trials": 50}  # a bigger budget is not a different study
-    assert s.get_or_create_study("res", grown, seed=1) == sid
+    assert s.get_or_create_study("res", grown, seed=1, differs=spec_diff) == sid
     assert s.get_study(sid).spec["trials"] == 50
     changed = {**SPEC, "space": {"learning_rate": {"low": 1e-5, "high": 1e-1, "scale": "log"}}}
     with pytest.raises(StorageError, match=r"different spec \(differs at: space\.learning_rate\.low\)"):
-        s.get_or_create_study("res", changed, seed=1)
+        s.get_or_create_study("res", changed, seed=1, differs=spec_diff)
     with pytest.raises(StorageError, match="differs at: seed"):
-        s.get_or_create_study("res", SPEC, seed=2)
+        s.get_or_create_study("res", grown, seed=2, differs=spec_diff)
+    with pytest.raises(StorageError, match=r"differs at: spec\)"):  # storage alone knows no budget keys
+        s.get_or_create_study("res", SPEC, seed=1)
+    assert s.get_or_create_study("res", grown, seed=1) == sid  # the same spec, compared whole
     with pytest.raises(StorageError, match="already exists"):
         s.create_study("res", SPEC, seed=1)
 
 
+def test_study_status(url: str) -> None:
+    s = SqlStorage(url)
+    sid = s.create_study("st", SPEC)
+    assert s.get_study(sid).status is StudyStatus.CREATED and str(StudyStatus.CREATED) == "created"
+    s.set_study_status(sid, StudyStatus.RUNNING)
+    assert s.get_study(sid).status is StudyStatus.RUNNING
+    s.set_study_status(sid, "COMPLETE")  # the stored value is accepted too
+    assert s.list_studies()[0].status is StudyStatus.COMPLETE
+    with pytest.raises(StorageError, match="status is one of created, RUNNING, COMPLETE, not 'paused'"):
+        s.set_study_status(sid, "paused")
+
+
+def test_states_are_the_stored_strings() -> None:
+    """The enums change nothing stored or shown: str() and format() give the bare value, == the string."""
+    for state in TrialState:
+        assert str(state) == f"{state}" == state.value == state and state.finished == (
+            state.value not in {"WAITING", "RUNNING"}
+        )
+    assert [str(s) for s in TrialState] == ["WAITING", "RUNNING", "COMPLETE", "DIVERGED", "PRUNED", "FAILED"]
+    assert [str(s) for s in StudyStatus] == ["created", "RUNNING", "COMPLETE"]
+    assert StudyStatus("running") is StudyStatus.RUNNING  # another case (a hand-edited 0.1 file) reads too
+    with pytest.raises(ValueError):
+        TrialState("complete")
+    assert pickle.loads(pickle.dumps(TrialState.PRUNED)) is TrialState.PRUNED
+
+
 def test_unknown_study_lists_known(url: str) -> None:
-    s = Storage(url)
+    s = SqlStorage(url)
     with pytest.raises(StorageError, match="known: none"):
         s.get_study("x")
     s.create_study("alpha", SPEC)
@@ -298,7 +331,7 @@ def test_unopenable_urls(target: str, reason: str, tmp_path) -> None:
     elif target == "DIRECTORY":
         target = str(tmp_path)
     with pytest.raises(StorageError) as info:
-        Storage(target)
+        SqlStorage(target)
     message = str(info.value)
     assert "\n" not in message and reason in message and "secret" not in message
     assert message.startswith("cannot open storage ")
@@ -312,7 +345,7 @@ def test_plain_path_wal_and_schema_version(tmp_path) -> None:
     assert s.url == f"sqlite:///{path}" and s.dialect == "sqlite" and open_storage(s) is s
     s.create_study("one", SPEC)
     s.close()
-    again = pickle.loads(pickle.dumps(Storage(str(path))))  # pickles by URL, reopens idempotently
+    again = pickle.loads(pickle.dumps(SqlStorage(str(path))))  # pickles by URL, reopens idempotently
     assert [st.name for st in again.list_studies()] == ["one"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -320,12 +353,12 @@ def test_plain_path_wal_and_schema_version(tmp_path) -> None:
         assert int(version) == SCHEMA_VERSION
         conn.execute("UPDATE caviar_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StorageError, match="schema version 99, newer"):
-        Storage(path)
+        SqlStorage(path)
 
 
 def test_writes_begin_immediate(tmp_path) -> None:
     """A write transaction holds the write lock from its first statement (BEGIN IMMEDIATE)."""
-    s = Storage(tmp_path / "lock.db")
+    s = SqlStorage(tmp_path / "lock.db")
     sid = s.create_study("l", SPEC)
     other = sqlite3.connect(tmp_path / "lock.db", timeout=0, isolation_level=None)
     with s._write() as conn:
@@ -355,7 +388,7 @@ def workers():
 
 def _drain(url: str, study_id: int, worker_id: str, barrier) -> tuple[int, list[int]]:
     """A worker process: claim 1-2 trials at a time, finish them, until none is left."""
-    s = Storage(url)
+    s = SqlStorage(url)
     rng = random.Random(worker_id)
     done: list[int] = []
     barrier.wait(timeout=120)  # all four start together
@@ -366,7 +399,7 @@ def _drain(url: str, study_id: int, worker_id: str, barrier) -> tuple[int, list[
             ok = s.finish_trial(
                 t.id,
                 worker_id,
-                COMPLETE,
+                TrialState.COMPLETE,
                 {"val_accuracy": t.number / 200, "worker": worker_id},
                 objective=t.number / 200,
                 curve=curve,
@@ -379,7 +412,7 @@ def _drain(url: str, study_id: int, worker_id: str, barrier) -> tuple[int, list[
 
 def _open_and_create(url: str, barrier) -> tuple[int, int]:
     barrier.wait(timeout=120)
-    s = Storage(url)
+    s = SqlStorage(url)
     study_id = s.get_or_create_study("shared", SPEC, seed=3)
     s.close()
     return os.getpid(), study_id
@@ -387,7 +420,7 @@ def _open_and_create(url: str, barrier) -> tuple[int, int]:
 
 def test_many_processes_claim_each_trial_once(url: str, workers) -> None:
     pool, manager = workers
-    s = Storage(url)
+    s = SqlStorage(url)
     sid = s.create_study("crowd", SPEC)
     s.enqueue_trials(sid, _items(range(200)))
     barrier = manager.Barrier(4)
@@ -396,7 +429,7 @@ def test_many_processes_claim_each_trial_once(url: str, workers) -> None:
     numbers = sorted(n for _, done in results for n in done)
     assert numbers == list(range(200))  # every trial finished, none twice
     trials = s.trials(sid)
-    assert all(t.state == COMPLETE and t.attempts == 1 for t in trials)
+    assert all(t.state == TrialState.COMPLETE and t.attempts == 1 for t in trials)
     assert {t.worker_id for t in trials} <= {f"w{i}" for i in range(4)}
     assert all(t.metrics["worker"] == t.worker_id for t in trials)
     all_curves = s.curves(sid)
@@ -410,4 +443,4 @@ def test_many_processes_open_a_new_database(url: str, workers) -> None:
     results = pool.starmap_async(_open_and_create, [(url, barrier)] * 4, chunksize=1).get(180)
     assert len({pid for pid, _ in results}) == 4
     assert len({sid for _, sid in results}) == 1
-    assert [st.name for st in Storage(url).list_studies()] == ["shared"]
+    assert [st.name for st in SqlStorage(url).list_studies()] == ["shared"]

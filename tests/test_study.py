@@ -25,11 +25,11 @@ from threadpoolctl import threadpool_limits
 
 import caviar.tune.worker as worker_mod
 from caviar.prepared import prepare_data
+from caviar.storage import open_storage
 from caviar.tune.executors import EXECUTORS, executor_for
 from caviar.tune.planning import load_data
 from caviar.tune.runner import TrialOutcome
 from caviar.tune.spec import load_spec
-from caviar.tune.storage import open_storage
 from caviar.tune.study import Study, run_study
 from caviar.tune.worker import MODEL_ARTIFACT, is_dead_local, new_worker_id
 

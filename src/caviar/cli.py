@@ -285,7 +285,7 @@ def _run_with_progress(spec) -> None:
         task = bar.add_task("tune", total=total, best="")
 
         def progress(counts, best) -> None:
-            done = sum(v for k, v in counts.items() if k not in ("WAITING", "RUNNING"))
+            done = sum(v for k, v in counts.items() if k.finished)
             info = f"best {spec.search.metric} {best.metrics.get(spec.search.metric, float('nan')):.4f}" if best else ""
             bar.update(task, completed=min(done, total), best=info)
 
@@ -350,7 +350,7 @@ def studies(storage: StorageOpt = None) -> None:
     """List the studies in a storage, with their trial counts and best objective."""
     from rich.table import Table
 
-    from caviar.tune.storage import open_storage
+    from caviar.storage import TrialState, open_storage
 
     records = open_storage(_storage_url(storage)).list_studies()
     table = Table("study", "status", "trials", "complete", "diverged", "pruned", "failed", "best")
@@ -360,10 +360,10 @@ def studies(storage: StorageOpt = None) -> None:
             r.name,
             r.status,
             str(r.n_trials),
-            str(c.get("COMPLETE", 0)),
-            str(c.get("DIVERGED", 0)),
-            str(c.get("PRUNED", 0)),
-            str(c.get("FAILED", 0)),
+            str(c.get(TrialState.COMPLETE, 0)),
+            str(c.get(TrialState.DIVERGED, 0)),
+            str(c.get(TrialState.PRUNED, 0)),
+            str(c.get(TrialState.FAILED, 0)),
             _fmt(r.best_objective),
         )
     console.print(table)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from caviar.errors import CaviarError, ControlError
+from caviar.storage import StudyStatus, TrialState
 
 if TYPE_CHECKING:
     from caviar.panda.session import PandaCheckpoint, PandaSession
@@ -213,7 +214,7 @@ class Fork:
         )
         worker = new_worker_id()
         claimed = {r.number: r for r in store.claim_trials(study_id, worker, limit=self.k, same_group=True)}
-        store.set_study_status(study_id, "RUNNING")
+        store.set_study_status(study_id, StudyStatus.RUNNING)
         try:
             first = plans[0]
             hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
@@ -265,7 +266,9 @@ class Fork:
                 metrics.update(test_loss=float(test[0][k]), test_accuracy=float(test[1][k]))
             state_name = STATE_OF_STATUS[hist.status]
             value = metrics.get(spec.search.metric)
-            objective = spec.search.objective(value) if state_name == "COMPLETE" and value is not None else None
+            objective = (
+                spec.search.objective(value) if state_name == TrialState.COMPLETE and value is not None else None
+            )
             if objective is not None and not math.isfinite(objective):
                 objective = None
             store.finish_trial(claimed[k].id, worker, state_name, metrics, objective, list(hist.rows))
@@ -283,7 +286,7 @@ class Fork:
                 store.save_artifact(
                     claimed[k].id, MODEL_ARTIFACT, model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype)
                 )
-        store.set_study_status(study_id, "COMPLETE")
+        store.set_study_status(study_id, StudyStatus.COMPLETE)
 
 
 def _evaluate(session: PandaSession, params: dict, state: dict, backend) -> tuple[np.ndarray, np.ndarray] | None:

@@ -32,10 +32,10 @@ from caviar.data.batches import minibatch_indices
 from caviar.errors import CaviarError, ControlError
 from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
+from caviar.storage import Storage, StudyStatus, TrialState, open_storage
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
 from caviar.tune.space import did_you_mean
 from caviar.tune.spec import StudySpec, load_spec
-from caviar.tune.storage import COMPLETE, DIVERGED, FAILED, Storage, open_storage
 from caviar.validation import check_value
 
 #: Hyperparameters a panda may change while the model trains (all per-member, so no shape changes).
@@ -330,7 +330,7 @@ class PandaSession:
             ],
         )
         claimed = self.storage.claim_trials(study_id, PANDA_WORKER)
-        self.storage.set_study_status(study_id, "RUNNING")
+        self.storage.set_study_status(study_id, StudyStatus.RUNNING)
         return study_id, claimed[0].id
 
     def _read_hp(self) -> dict[str, float]:
@@ -783,12 +783,12 @@ class PandaSession:
         metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last}
         metrics.update(status="panda", epochs_run=len(self.epochs), steps=self.trainer.step)
         state = (
-            COMPLETE
+            TrialState.COMPLETE
             if self.status not in (DIVERGED_STATUS, FAILED_STATUS)
-            else (DIVERGED if self.status == DIVERGED_STATUS else FAILED)
+            else (TrialState.DIVERGED if self.status == DIVERGED_STATUS else TrialState.FAILED)
         )
         value = metrics.get(self.spec.search.metric)
-        objective = self.spec.search.objective(value) if state == COMPLETE and value is not None else None
+        objective = self.spec.search.objective(value) if state == TrialState.COMPLETE and value is not None else None
         self.storage.finish_trial(
             self.trial_id,
             PANDA_WORKER,
@@ -798,7 +798,7 @@ class PandaSession:
             [clean(r) for r in self.epochs],
             error=self.error,
         )
-        self.storage.set_study_status(self.study_id, "COMPLETE")
+        self.storage.set_study_status(self.study_id, StudyStatus.COMPLETE)
 
     def snapshot_path(self) -> Path | None:
         return self.spec.source

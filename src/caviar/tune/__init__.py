@@ -16,8 +16,8 @@ _EXPORTS = {
     "load_spec": "caviar.tune.spec",
     "StudySpec": "caviar.tune.spec",
     "Space": "caviar.tune.space",
-    "open_storage": "caviar.tune.storage",
-    "Storage": "caviar.tune.storage",
+    "open_storage": "caviar.storage",
+    "Storage": "caviar.storage",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from caviar.errors import CaviarError
+from caviar.storage import TrialState, open_storage
 from caviar.tune.planning import load_data
 from caviar.tune.spec import StudySpec, load_spec
-from caviar.tune.storage import RUNNING, WAITING, open_storage
 from caviar.tune.worker import Progress, WorkerContext, new_worker_id, recover_zombies, work
 
 POLL_S = 0.5  # how often progress is reported while worker processes or tasks run
@@ -42,10 +42,10 @@ def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Prog
     wanted = set(numbers)
     while True:
         recover_zombies(storage, study_id)
-        pending = [t for t in storage.trials(study_id, [WAITING, RUNNING]) if t.number in wanted]
+        pending = [t for t in storage.trials(study_id, [TrialState.WAITING, TrialState.RUNNING]) if t.number in wanted]
         if not pending:
             return
-        if any(t.state == WAITING for t in pending):
+        if any(t.state == TrialState.WAITING for t in pending):
             work(ctx, on_progress)
         else:
             time.sleep(ROUND_POLL_S)  # another process is training this round's last population

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from caviar.prepared import PreparedData, prepare_data
+from caviar.storage import Storage, TrialRecord, TrialState
 from caviar.tune.population import TrialPlan, pack
 from caviar.tune.samplers import Observation, Sampler
 from caviar.tune.spec import StudySpec, load_spec
-from caviar.tune.storage import COMPLETE, Storage, TrialRecord
 
 
 def resolve_spec(
@@ -82,7 +82,10 @@ def observations(records: Sequence[TrialRecord]) -> list[Observation]:
     """Finished trials as samplers see them (failed, diverged and pruned ones score None)."""
     return [
         Observation(
-            r.number, np.asarray(r.unit or [], dtype=float), r.objective if r.state == COMPLETE else None, r.round
+            r.number,
+            np.asarray(r.unit or [], dtype=float),
+            r.objective if r.state == TrialState.COMPLETE else None,
+            r.round,
         )
         for r in sorted(records, key=lambda r: r.number)
         if r.finished

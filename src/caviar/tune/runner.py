@@ -13,11 +13,17 @@ from threadpoolctl import threadpool_limits
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, forward
 from caviar.prepared import PreparedData
+from caviar.storage import TrialState
 from caviar.train.trainer import Trainer, blas_threads, hyperparameters_from
 from caviar.tune.halving import SuccessiveHalving
 from caviar.tune.population import TrialPlan
 
-STATE_OF_STATUS = {"done": "COMPLETE", "stopped": "COMPLETE", "diverged": "DIVERGED", "pruned": "PRUNED"}
+STATE_OF_STATUS = {
+    "done": TrialState.COMPLETE,
+    "stopped": TrialState.COMPLETE,
+    "diverged": TrialState.DIVERGED,
+    "pruned": TrialState.PRUNED,
+}
 
 
 @dataclass
@@ -25,7 +31,7 @@ class TrialOutcome:
     """What a trial ends with: its state, metrics, objective, curve and kept weights."""
 
     number: int
-    state: str
+    state: TrialState
     metrics: dict[str, Any]
     objective: float | None
     curve: list[dict[str, float]]
@@ -92,7 +98,7 @@ def train_population(
         if len(data.y_test):
             metrics.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
         state_name = STATE_OF_STATUS[hist.status]
-        objective = _objective(metrics, metric) if state_name == "COMPLETE" else None
+        objective = _objective(metrics, metric) if state_name == TrialState.COMPLETE else None
         outcomes.append(
             TrialOutcome(
                 plan.number,

@@ -465,3 +465,30 @@ __all__ = [
     "load_spec",
     "resolve_storage",
 ]
+
+
+#: Spec keys (at any depth) that may change when a study is resumed: budget and execution settings.
+NONMATERIAL_SPEC_KEYS = frozenset(
+    {"trials", "n_trials", "budget", "workers", "n_workers", "executor", "storage", "timeout", "description"}
+)
+
+
+def spec_diff(
+    old: Any, new: Any, ignore: frozenset[str] | set[str] = NONMATERIAL_SPEC_KEYS, path: str = ""
+) -> list[str]:
+    """Dotted paths where two specs (as dicts) differ, skipping keys in ``ignore`` at any depth.
+
+    A resumed study must describe the same experiment: storage refuses it when this names any path.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            if key in ignore:
+                continue
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                out.append(sub)
+            else:
+                out.extend(spec_diff(old[key], new[key], ignore, sub))
+        return out
+    return [] if old == new else [path or "<spec>"]

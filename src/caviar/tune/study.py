@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caviar.errors import StorageError
+from caviar.storage import Storage, StudyStatus, TrialRecord, TrialState, open_storage
 from caviar.tune.executors import executor_for
 from caviar.tune.planning import load_data, plan_from_record, plan_round, resolve_spec
 from caviar.tune.runner import model_file_bytes, train_population
-from caviar.tune.spec import StudySpec, load_spec
-from caviar.tune.storage import Storage, TrialRecord, open_storage
+from caviar.tune.spec import StudySpec, load_spec, spec_diff
 from caviar.tune.worker import MODEL_ARTIFACT, Progress, WorkerContext, new_worker_id, recover_zombies
 
 
@@ -71,8 +71,32 @@ class Study:
         return self.storage.curves(self.id, trial_ids)
 
     def to_dataframe(self, states: Sequence[str] | None = None):
-        """A pandas DataFrame: one row per trial, ``params_<name>`` columns and metrics."""
-        return self.storage.trials_dataframe(self.id, states)
+        """A pandas DataFrame: one row per trial, bookkeeping columns, metrics, and ``params_<name>``."""
+        import pandas as pd
+
+        base = [
+            "number",
+            "id",
+            "round",
+            "state",
+            "objective",
+            "seed",
+            "group_key",
+            "worker_id",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "duration",
+            "error",
+        ]
+        records = []
+        for tr in self.storage.trials(self.id, None if states is None else [TrialState(s) for s in states]):
+            rec: dict[str, Any] = {name: getattr(tr, name) for name in base}
+            rec["state"] = tr.state.value  # a plain string column, as pandas users compare it
+            rec.update({k: v for k, v in tr.metrics.items() if k not in rec})
+            rec.update({f"params_{k}": tuple(v) if isinstance(v, list) else v for k, v in tr.params.items()})
+            records.append(rec)
+        return pd.DataFrame.from_records(records, columns=None if records else base)
 
     def best_model(self):
         """The best trial's model as a fitted caviar.Classifier."""
@@ -130,11 +154,12 @@ def run_study(
         seed=spec.search.seed,
         metric=spec.search.metric,
         direction="maximize" if spec.search.maximize else "minimize",
+        differs=spec_diff,
     )
     sampler = spec.sampler()
     execute = executor_for(spec)
     ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
-    store.set_study_status(study_id, "RUNNING")
+    store.set_study_status(study_id, StudyStatus.RUNNING)
     recover_zombies(store, study_id)
     try:
         for rnd, numbers in enumerate(sampler.round_numbers(spec.search.trials)):
@@ -143,5 +168,5 @@ def run_study(
     except BaseException:
         store.requeue_worker(study_id, ctx.worker_id)
         raise
-    store.set_study_status(study_id, "COMPLETE")
+    store.set_study_status(study_id, StudyStatus.COMPLETE)
     return Study(store, study_id)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from caviar.errors import CaviarError
 from caviar.prepared import PreparedData
+from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
 from caviar.tune.halving import SuccessiveHalving
 from caviar.tune.planning import plan_from_record
 from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.spec import StudySpec
-from caviar.tune.storage import FAILED, RUNNING, Storage, TrialEnd, TrialRecord
 
 HEARTBEAT_EVERY_S = 5.0
 STALE_AFTER_S = 60.0
@@ -55,7 +55,7 @@ def is_dead_local(worker_id: str) -> bool:
 def recover_zombies(storage: Storage, study_id: int, stale_after_s: float = STALE_AFTER_S) -> int:
     """Requeue RUNNING trials of workers that died (dead local pid, or a stale heartbeat)."""
     n = 0
-    dead = {w for t in storage.trials(study_id, [RUNNING]) if (w := t.worker_id) and is_dead_local(w)}
+    dead = {w for t in storage.trials(study_id, [TrialState.RUNNING]) if (w := t.worker_id) and is_dead_local(w)}
     for worker in dead:
         n += storage.requeue_worker(study_id, worker)
     return n + storage.requeue_stale(study_id, stale_after_s)
@@ -117,7 +117,7 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
             )
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-            storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, FAILED, error=error) for r in claimed])
+            storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, TrialState.FAILED, error=error) for r in claimed])
             return
     ends = [
         TrialEnd(by_number[p.number].id, o.state, o.metrics, o.objective, o.curve)

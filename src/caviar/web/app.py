@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from caviar.errors import StorageError
-from caviar.tune.storage import RUNNING, STATES, Storage, open_storage, to_url
+from caviar.storage import Storage, TrialState, open_storage, to_url
 from caviar.web import data as views
 from caviar.web.figures import KINDS, figure
 
@@ -54,7 +54,6 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 TRIALS_PATTERN = r"^\d{1,9}(,\d{1,9}){0,199}$"
 
 FigureKind = Enum("FigureKind", {k: k for k in KINDS}, type=str)  # type: ignore[misc]
-State = Literal[STATES]  # type: ignore[valid-type]
 
 
 def open_existing(storage_url: str | os.PathLike[str] | Storage) -> Storage:
@@ -168,7 +167,7 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         name: str,
         sort: Annotated[str, Query(max_length=200)] = "number",
         desc: bool = False,
-        state: Annotated[list[State] | None, Query()] = None,
+        state: Annotated[list[TrialState] | None, Query()] = None,
     ) -> dict[str, Any]:
         """Rows of the trials table, sorted on a column (``params.NAME``/``metrics.NAME`` too)."""
         data = _study(storage, name)
@@ -235,7 +234,7 @@ def _chosen(data: views.StudyData, numbers: list[int] | None, top: int) -> list[
 def live_state(storage: Storage, name: str) -> dict[str, Any]:
     """What the events stream compares between polls: status, counts, best, and epochs of running trials."""
     record = storage.get_study(name)
-    running = storage.trials(record.id, [RUNNING])
+    running = storage.trials(record.id, [TrialState.RUNNING])
     epochs = sum(len(rows) for rows in storage.curves(record.id, [t.id for t in running]).values()) if running else 0
     return {**views.fingerprint(record), "running_epochs": epochs}
 

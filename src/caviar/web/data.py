@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from caviar.storage import FINISHED_STATES, Storage, StudyRecord, TrialRecord, TrialState, open_storage
 from caviar.tune.space import ChoiceParam, IntParam, Param, Space
-from caviar.tune.storage import COMPLETE, FINISHED_STATES, Storage, StudyRecord, TrialRecord, open_storage
 from caviar.web.scales import NUMERIC_SCALES
 
 DEFAULT_TOP_K = 5
@@ -111,7 +111,7 @@ class StudyData:
 
     def top(self, k: int = DEFAULT_TOP_K) -> list[TrialRecord]:
         """The k best COMPLETE trials by the study's metric (ties: lower number first)."""
-        done = [t for t in self.trials if t.state == COMPLETE and self.value(t) is not None]
+        done = [t for t in self.trials if t.state == TrialState.COMPLETE and self.value(t) is not None]
         sign = -1.0 if self.maximize else 1.0
         done.sort(key=lambda t: (sign * (self.value(t) or 0.0), t.number))
         return done[:k]

@@ -16,7 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from caviar.tune.storage import TrialRecord
+from caviar.storage import TrialRecord
 from caviar.web.data import DEFAULT_TOP_K, ParamInfo, StudyData, load_study
 from caviar.web.scales import (
     LOG_SCALES,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from caviar.tune.storage import Storage
+from caviar.storage import Storage
 from caviar.web.data import DEFAULT_TOP_K, ParamInfo, StudyData, load_study
 from caviar.web.figures import KINDS, PALETTE, round_color
 from caviar.web.figures import figures as plotly_figures
