@@ -62,7 +62,7 @@ class Study:
         """Coarse-to-fine's box of each round, by round."""
         return self.storage.boxes(self.id)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[TrialState, int]:
         """How many trials are in each state."""
         return self.storage.counts(self.id)
 

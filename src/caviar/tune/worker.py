@@ -27,7 +27,7 @@ STALE_AFTER_S = 60.0
 MODEL_ARTIFACT = "model.npz"
 
 #: Called after each population with the study's counts per state and its best trial.
-Progress = Callable[[dict[str, int], "TrialRecord | None"], None]
+Progress = Callable[[dict[TrialState, int], "TrialRecord | None"], None]
 
 
 # ----------------------------------------------------------------------------------------- liveness
