@@ -8,10 +8,13 @@ errors subclass it). It drops into Pipeline, cross_val_score and GridSearchCV.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -19,9 +22,40 @@ from caviar.backend import default_backend
 from caviar.config import ModelConfig, TrainConfig
 from caviar.data.preprocess import Standardizer
 from caviar.errors import DataError
+from caviar.hparams import FIELDS, MODEL, TRAIN, HParam
 from caviar.nn.losses import softmax
 from caviar.nn.network import Architecture, forward
 from caviar.train.trainer import Trainer, hyperparameters_from
+
+
+def sklearn_constraint(p: HParam) -> list[Any]:
+    """A registered field's bounds or choices as a scikit-learn parameter constraint.
+
+    Integers are scikit-learn's Integral (a boolean passes that test, so fit refuses it through the
+    registry's own check of the configs right after).
+    """
+    if p.kind == "bool":
+        return ["boolean"]
+    if p.kind == "choice":
+        return [StrOptions(set(p.choices))]
+    if p.kind == "widths":
+        return [tuple, list]
+    b = p.bounds
+    left = b.low is not None and not b.low_open
+    right = b.high is not None and not b.high_open
+    closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
+    return [Interval(Integral if p.kind == "int" else Real, b.low, b.high, closed=closed[left, right])]
+
+
+#: The Classifier's parameters that are not hyperparameters of the registry, and their constraints.
+ESTIMATOR_PARAMETERS: dict[str, list[Any]] = {
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "standardize": ["boolean"],
+    "shuffle": ["boolean"],
+    "seed": [Interval(Integral, 0, None, closed="left")],
+    "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
+    "verbose": ["verbose"],
+}
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -30,7 +64,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
     Parameters mirror caviar.config.ModelConfig and TrainConfig; see docs/engine.md. Besides them:
     ``validation_fraction`` (held out for early stopping, only when ``early_stopping``),
     ``standardize`` (fit mean/std on the training data), ``shuffle``, ``seed``, ``dtype``.
+    Every hyperparameter's default and bounds are caviar.hparams' (tests/test_hparams.py checks the
+    signature against it); ``_parameter_constraints`` is derived from it.
     """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **{p.name: sklearn_constraint(p) for p in FIELDS},
+        **ESTIMATOR_PARAMETERS,
+    }
 
     def __init__(
         self,
@@ -92,24 +133,30 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     # ----- configuration ---------------------------------------------------------------------
     def model_config(self) -> ModelConfig:
-        """The network part of the parameters, validated."""
-        from caviar.validation import check_model_config
+        """The network part of the parameters, each checked by the registry as given."""
+        from caviar.validation import check_model_config, check_value
 
+        v = {p.name: check_value(p.name, getattr(self, p.name)) for p in MODEL}
         return check_model_config(
             ModelConfig(
-                hidden=tuple(self.hidden),
-                activation=self.activation,
-                batchnorm=bool(self.batchnorm),
-                dropout=float(self.dropout),
+                hidden=tuple(v["hidden"]),
+                activation=v["activation"],
+                batchnorm=bool(v["batchnorm"]),
+                dropout=float(v["dropout"]),
             )
         )
 
     def train_config(self) -> TrainConfig:
-        """The training part of the parameters, validated."""
-        from caviar.validation import check_train_config
+        """The training part of the parameters, checked by the registry, with the rules across both parts."""
+        from caviar.validation import check_configs, check_value
 
-        names = TrainConfig.__dataclass_fields__
-        return check_train_config(TrainConfig(**{n: getattr(self, n) for n in names}))
+        train = TrainConfig(**{p.name: check_value(p.name, getattr(self, p.name)) for p in TRAIN})
+        return check_configs(self.model_config(), train)[1]
+
+    def _validate_params(self) -> None:
+        """Called by fit: the registry's checks first (caviar's one-line messages), then scikit-learn's."""
+        self.train_config()
+        super()._validate_params()
 
     # ----- data ------------------------------------------------------------------------------
     def _check_X(self, X, reset: bool) -> np.ndarray:
@@ -144,6 +191,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         )
 
     # ----- scikit-learn API ------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, *, validation_data=None, callbacks=()) -> Classifier:
         """Train from scratch on (X, y); returns self.
 
@@ -170,6 +218,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._adopt(trainer)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None) -> Classifier:
         """One pass over (X, y), continuing from the current state (in order when shuffle=False)."""
         first = not hasattr(self, "classes_")
