@@ -26,25 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from caviar.config import (
-    ACTIVATIONS,
-    DECAYS,
-    MODEL_FIELDS,
-    OPTIMIZERS,
-    TRAIN_FIELDS,
-    ModelConfig,
-    TrainConfig,
-)
+from caviar import hparams
 from caviar.errors import SpecError
+from caviar.hparams import HParam
 
 FLOAT_SCALES = ("linear", "log", "one_minus_log")
 INT_SCALES = ("int", "int_log")
 SCALES = (*FLOAT_SCALES, *INT_SCALES, "choice")
 
-#: Averaging betas: the notes sample 1 - beta on a log scale.
-EWA_BETAS = ("beta1", "beta2", "momentum", "rho", "bn_beta")
+#: Averaging betas: the notes sample 1 - beta on a log scale (their natural scale in the registry).
+EWA_BETAS = tuple(p.name for p in hparams.HPARAMS if p.scale == "one_minus_log")
 #: Names tunable besides the config fields: hidden = (width,) * depth; bn_momentum = 1 - bn_beta.
-SHORTHANDS = ("depth", "width", "bn_beta")
+SHORTHANDS = tuple(p.name for p in hparams.SHORTHANDS)
 ENTRY_KEYS = ("low", "high", "scale", "choices")
 
 
@@ -316,75 +309,33 @@ class ChoiceParam(Param):
 
 @dataclass(frozen=True)
 class Domain:
-    """What one tunable name accepts: ``kind`` is float, int, bool, str or hidden."""
+    """What one tunable name accepts: ``kind`` is float, int, bool, str or hidden; ``scale`` its natural one."""
 
     kind: str
     allowed: str
     check: Callable[[Any], bool]
     options: tuple[str, ...] = ()
+    scale: str = "linear"
 
 
-def _interval(name: str, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> tuple[str, Any]:
-    left = "" if lo is None else f"{lo:g} {'<' if lo_open else '<='} "
-    right = "" if hi is None else f" {'<' if hi_open else '<='} {hi:g}"
-
-    def check(v: float) -> bool:
-        ok_lo = lo is None or (v > lo if lo_open else v >= lo)
-        ok_hi = hi is None or (v < hi if hi_open else v <= hi)
-        return ok_lo and ok_hi
-
-    return f"{left}{name}{right}", check
+_KINDS = {"float": "float", "int": "int", "bool": "bool", "choice": "str", "widths": "hidden"}
 
 
-# (low, high, low open, high open) for numeric names; unlisted numbers are unconstrained.
-_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "learning_rate": (0, None, True, False),
-    "epsilon": (0, None, True, False),
-    "l2": (0, None, False, False),
-    "lr_decay": (0, None, False, False),
-    "dropout": (0, 1, False, True),
-    "bn_momentum": (0, 1, True, False),
-    "min_delta": (0, None, False, False),
-    "decay_every": (1, None, False, False),
-    "batch_size": (1, None, False, False),
-    "epochs": (1, None, False, False),
-    "patience": (1, None, False, False),
-    "depth": (0, None, False, False),
-    "width": (1, None, False, False),
-    **{b: (0, 1, False, True) for b in EWA_BETAS},
-}
-_OPTIONS = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "decay": DECAYS}
+def _domain(p: HParam) -> Domain:
+    """A registered hyperparameter's domain: its kind, bounds (or choices) and natural scale."""
+    if p.kind == "widths":
+        return Domain("hidden", "a list of positive integer widths", _is_widths, scale=p.scale)
+    if p.kind in ("bool", "choice"):
+        return Domain(_KINDS[p.kind], p.allowed, p.accepts, tuple(p.choices), p.scale)
+    return Domain(_KINDS[p.kind], p.bounds.describe(p.name), p.accepts, scale=p.scale)
 
 
 def _is_widths(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(_is_number(w) and w >= 1 and w == int(w) for w in value)
 
 
-def _domain(name: str, default: Any) -> Domain:
-    """The domain of a config field, from its default's type and the bounds above."""
-    if name == "hidden":
-        return Domain("hidden", "a list of positive integer widths", _is_widths)
-    if isinstance(default, bool):
-        return Domain("bool", "true or false", lambda v: isinstance(v, (bool, np.bool_)))
-    if isinstance(default, str):
-        options = tuple(_OPTIONS.get(name, ()))
-        allowed = f"one of {', '.join(options)}" if options else "a string"
-        return Domain("str", allowed, lambda v: isinstance(v, str) and (not options or v in options), options)
-    kind = "int" if isinstance(default, int) else "float"
-    allowed, in_range = _interval(name, *_BOUNDS.get(name, (None, None, False, False)))
-    if kind == "int":
-        return Domain(kind, allowed, lambda v: _is_number(v) and float(v).is_integer() and in_range(v))
-    return Domain(kind, allowed, lambda v: _is_number(v) and math.isfinite(v) and in_range(v))
-
-
-def _tunable() -> dict[str, Domain]:
-    defaults = {**vars(ModelConfig()), **vars(TrainConfig()), "depth": 2, "width": 128, "bn_beta": 0.9}
-    names = (*MODEL_FIELDS, *TRAIN_FIELDS, *SHORTHANDS)
-    return {name: _domain(name, defaults[name]) for name in names}
-
-
-#: Every name a ``[space]`` table may tune, with the values it accepts.
-TUNABLE: dict[str, Domain] = _tunable()
+#: Every name a ``[space]`` table may tune (the registry's fields and shorthands), with the values it accepts.
+TUNABLE: dict[str, Domain] = {p.name: _domain(p) for p in hparams.HPARAMS}
 
 
 def check_domain(param: Param) -> None:
@@ -416,6 +367,8 @@ def param_from_dict(name: str, entry: Any, *, tunable: bool = True) -> Param:
     ``linear``/``log`` mean ``int``/``int_log``. With ``tunable`` the name must be one of
     :data:`TUNABLE` and the range must fit its domain.
     """
+    if tunable:
+        name = hparams.canonical(name)
     if tunable and name not in TUNABLE:
         raise SpecError(f"space.{name}: not a tunable hyperparameter{did_you_mean(name, TUNABLE)}")
     if isinstance(entry, (list, tuple)):
@@ -483,7 +436,14 @@ class Space:
         """
         if not isinstance(table, Mapping):
             raise SpecError(f"space: expected a table of hyperparameters, got {table!r}")
-        return cls(param_from_dict(str(name), table[name], tunable=tunable) for name in sorted(table, key=str))
+        entries: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for key, entry in table.items():
+            name = hparams.canonical(str(key)) if tunable else str(key)
+            if name in entries:
+                raise SpecError(f"space.{key}: same as space.{given[name]}; give one of them")
+            entries[name], given[name] = entry, str(key)
+        return cls(param_from_dict(name, entries[name], tunable=tunable) for name in sorted(entries))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """The ``[space]`` table that rebuilds this space (JSON-able)."""

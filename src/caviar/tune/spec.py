@@ -8,32 +8,43 @@ tanh, sigmoid``.
 
 A hyperparameter named in ``[space]`` and also given a fixed value in ``[model]``/``[training]``
 is tuned: the space wins, the fixed value is only the base the other trials' values replace.
+
+``[model]`` and ``[training]`` are built from the hyperparameter registry (:mod:`caviar.hparams`):
+its fields, defaults, bounds, choices and aliases, and its rules across fields (checked here against
+the fixed values and the values the space can produce).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
+    AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from caviar.config import ACTIVATIONS, DECAYS, OPTIMIZERS, ModelConfig, TrainConfig, with_values
+from caviar.config import ModelConfig, TrainConfig, with_values
 from caviar.errors import SpecError
+from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
-from caviar.tune.space import TUNABLE, Space, did_you_mean
+from caviar.tune.space import TUNABLE, ChoiceParam, Space, did_you_mean
 
 try:
     import tomllib
@@ -44,9 +55,6 @@ DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 DATA_SUFFIXES = (".csv", ".npz")
 METRICS = ("val_accuracy", "val_loss")
-
-_M = ModelConfig()
-_T = TrainConfig()
 
 
 class _Section(BaseModel):
@@ -114,22 +122,60 @@ class DataSection(_Section):
         return self
 
 
-class ModelSection(_Section):
+def _not_a_bool(value: Any) -> Any:
+    """A boolean is never a number (pydantic's lax mode would take true as 1)."""
+    if is_bool(value):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    return value
+
+
+def _positive_widths(value: tuple[int, ...]) -> tuple[int, ...]:
+    if any(w < 1 for w in value):
+        raise ValueError(f"widths must be positive integers, got {list(value)}")
+    return value
+
+
+def _annotation(p: HParam) -> Any:
+    """The pydantic type of a registered field: its kind, choices and bounds."""
+    if p.kind == "bool":
+        return StrictBool
+    if p.kind == "choice":
+        return Literal[p.choices]
+    if p.kind == "widths":
+        return Annotated[tuple[Annotated[int, BeforeValidator(_not_a_bool)], ...], AfterValidator(_positive_widths)]
+    b = p.bounds
+    limits: dict[str, Any] = {"allow_inf_nan": False} if p.kind == "float" else {}
+    if b.low is not None:
+        limits["gt" if b.low_open else "ge"] = b.low
+    if b.high is not None:
+        limits["lt" if b.high_open else "le"] = b.high
+    number = int if p.kind == "int" else float
+    return Annotated[number, BeforeValidator(_not_a_bool), Field(**limits)]
+
+
+def _field(p: HParam) -> tuple[Any, Any]:
+    """``(type, Field)`` of a registered field for ``create_model``; a shorthand has no default."""
+    default = p.default if p.is_field else None
+    annotation = _annotation(p) if p.is_field else Union[_annotation(p), None]  # noqa: UP007
+    names = AliasChoices(p.name, *p.aliases) if p.aliases else None
+    return annotation, Field(default, description=p.help, validation_alias=names)
+
+
+def _section_fields(section: str) -> dict[str, Any]:
+    return {p.name: _field(p) for p in HPARAMS if p.section == section and p.fixable}
+
+
+_ModelFields: Any = create_model("_ModelFields", __base__=_Section, **_section_fields("model"))
+_TrainingFields: Any = create_model("_TrainingFields", __base__=_Section, **_section_fields("training"))
+
+
+class ModelSection(_ModelFields):
     """``[model]``: ModelConfig's fields; ``depth``/``width`` are shorthand for hidden = (width,) * depth."""
 
-    hidden: tuple[int, ...] = _M.hidden
-    activation: Literal[ACTIVATIONS] = _M.activation  # type: ignore[valid-type]
-    batchnorm: bool = _M.batchnorm
-    dropout: float = Field(_M.dropout, ge=0, lt=1)
-    depth: int | None = Field(None, ge=0)
-    width: int | None = Field(None, ge=1)
-
-    @field_validator("hidden")
-    @classmethod
-    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(w < 1 for w in value):
-            raise ValueError(f"model.hidden: widths must be positive integers, got {list(value)}")
-        return value
+    if TYPE_CHECKING:  # the fields come from the registry; these lines only tell the type checker
+        hidden: tuple[int, ...]
+        depth: int | None
+        width: int | None
 
     @model_validator(mode="after")
     def _shorthand(self) -> ModelSection:
@@ -145,35 +191,8 @@ class ModelSection(_Section):
         return self
 
 
-class TrainingSection(_Section):
-    """``[training]``: TrainConfig's fields, with their ranges."""
-
-    optimizer: Literal[OPTIMIZERS] = _T.optimizer  # type: ignore[valid-type]
-    learning_rate: float = Field(_T.learning_rate, gt=0)
-    momentum: float = Field(_T.momentum, ge=0, lt=1)
-    beta1: float = Field(_T.beta1, ge=0, lt=1)
-    beta2: float = Field(_T.beta2, ge=0, lt=1)
-    rho: float = Field(_T.rho, ge=0, lt=1)
-    epsilon: float = Field(_T.epsilon, gt=0)
-    l2: float = Field(_T.l2, ge=0)
-    decay: Literal[DECAYS] = _T.decay  # type: ignore[valid-type]
-    lr_decay: float = Field(_T.lr_decay, ge=0)
-    decay_every: int = Field(_T.decay_every, ge=1)
-    batch_size: int = Field(_T.batch_size, ge=1)
-    epochs: int = Field(_T.epochs, ge=1)
-    bn_momentum: float = Field(_T.bn_momentum, gt=0, le=1)
-    early_stopping: bool = _T.early_stopping
-    patience: int = Field(_T.patience, ge=1)
-    min_delta: float = Field(_T.min_delta, ge=0)
-
-    @model_validator(mode="after")
-    def _decay_below_one(self) -> TrainingSection:
-        if self.decay in ("exponential", "step") and self.lr_decay >= 1:
-            raise ValueError(
-                f"training.lr_decay: decay '{self.decay}' multiplies by 1 - lr_decay, so it "
-                f"must be below 1, got {self.lr_decay}"
-            )
-        return self
+class TrainingSection(_TrainingFields):
+    """``[training]``: TrainConfig's fields, with their ranges (caviar.hparams)."""
 
 
 class HalvingSection(_Section):
@@ -249,6 +268,7 @@ class StudySpec(_Section):
         self._space = Space.from_dict(self.space_table)
         self.space_table = self._space.as_dict()
         _check_space_conflicts(self)
+        _check_rules(self)
         context = info.context or {}
         base_dir = Path(context.get("base_dir") or os.getcwd())
         stem = context.get("stem")
@@ -324,9 +344,33 @@ def _check_space_conflicts(spec: StudySpec) -> None:
         )
 
 
+def _candidates(param: Any) -> tuple[Any, ...]:
+    """The values of a param that a rule must hold for: every choice, or both ends of a range."""
+    return param.choices if isinstance(param, ChoiceParam) else (param.low, param.high)
+
+
+def _check_rules(spec: StudySpec) -> None:
+    """The registry's rules across fields, for the fixed values and for every value the space can give."""
+    model, train = spec.base_configs()
+    fixed = {**vars(model), **vars(train)}
+    for rule in RULES:
+        tuned = [k for k in rule.keys if k in spec.space]
+        options = [_candidates(spec.space[k]) if k in tuned else (fixed[k],) for k in rule.keys]
+        for combo in itertools.product(*options):
+            values = dict(zip(rule.keys, combo, strict=True))
+            phrase = rule.test(values)
+            if not phrase:
+                continue
+            key = rule.keys[0]
+            if not tuned:
+                raise SpecError(f"{BY_NAME[key].section}.{key}: {values[key]!r} {phrase}")
+            given = " with ".join(f"{k} = {v!r}" for k, v in values.items())
+            raise SpecError(f"space.{tuned[0]}: can give {given}, but {key} {phrase}")
+
+
 def _config_values(values: Mapping[str, Any], hidden: tuple[int, ...]) -> dict[str, Any]:
     """A trial's values as ModelConfig/TrainConfig fields: depth/width -> hidden, bn_beta -> bn_momentum."""
-    out = dict(values)
+    out = {canonical(name): value for name, value in values.items()}
     for name in out:
         if name not in TUNABLE:
             raise SpecError(f"not a tunable hyperparameter: '{name}'{did_you_mean(name, TUNABLE)}")
@@ -365,13 +409,29 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _keys_of(model: type[BaseModel]) -> dict[str, str]:
+    """Every key a section accepts (field names, aliases) -> the field it sets."""
+    keys = {}
+    for name, f in model.model_fields.items():
+        keys[f.alias or name] = name
+        if isinstance(f.validation_alias, AliasChoices):
+            keys.update({str(choice): name for choice in f.validation_alias.choices})
+    return keys
+
+
 def _check_keys(raw: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> None:
-    """Unknown keys, with the nearest known one (pydantic's own message has no suggestion)."""
-    by_key = {(f.alias or name): f for name, f in model.model_fields.items()}
+    """Unknown keys, with the nearest known one (pydantic's own message has no suggestion); an alias
+    given beside its name (``lr`` and ``learning_rate``) is refused rather than one silently winning."""
+    by_key = _keys_of(model)
+    seen: dict[str, str] = {}
     for key, value in raw.items():
         if key not in by_key:
             raise SpecError(f"unknown key '{prefix}{key}'{did_you_mean(str(key), by_key)}")
-        sub = _section_model(by_key[key].annotation)
+        name = by_key[key]
+        if name in seen:
+            raise SpecError(f"{prefix}{key}: same as '{prefix}{seen[name]}'; give one of them")
+        seen[name] = key
+        sub = _section_model(model.model_fields[name].annotation)
         if sub is not None and isinstance(value, Mapping):
             _check_keys(value, sub, f"{prefix}{key}.")
 
