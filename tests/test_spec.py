@@ -226,3 +226,24 @@ def test_space_order_survives_a_sorted_json_round_trip():
     u = np.array([0.25, 0.75])
     assert again.space.names == spec.space.names
     assert again.space.decode(u) == spec.space.decode(u)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ("[training]\nbatch_size = 1\n", "training.batch_size: 1 must be >= 2 with batchnorm = true"),
+        ("[space]\nbatch_size = {low = 1, high = 64}\n", "space.batch_size: can give batch_size = 1"),
+        ("[training]\nbatch_size = 1\n[space]\nbatchnorm = [false, true]\n", "space.batchnorm: can give"),
+    ],
+)
+def test_batch_norm_with_batches_of_one_is_refused_when_the_spec_loads(tmp_path, extra, fragment) -> None:
+    """Once every trial of such a spec ended FAILED ("batch norm needs at least 2 samples")."""
+    path = write(tmp_path, MINIMAL + extra)
+    message = error_of(path)
+    assert message.startswith(f"{path}: {fragment}"), message
+
+
+@pytest.mark.parametrize("name", ["patience", "decay_every"])
+def test_a_boolean_is_not_an_integer(tmp_path, name) -> None:
+    message = error_of(write(tmp_path, MINIMAL + f"[training]\n{name} = true\n"))
+    assert f"training.{name}: True is a boolean, not a number" in message

@@ -22,7 +22,7 @@ from caviar.backend import default_backend
 from caviar.config import ModelConfig, TrainConfig
 from caviar.data.preprocess import Standardizer
 from caviar.errors import DataError
-from caviar.hparams import FIELDS, MODEL, TRAIN, HParam
+from caviar.hparams import FIELDS, MODEL, TRAIN, HParam, canonical
 from caviar.nn.losses import softmax
 from caviar.nn.network import Architecture, forward
 from caviar.train.trainer import Trainer, hyperparameters_from
@@ -152,6 +152,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
         train = TrainConfig(**{p.name: check_value(p.name, getattr(self, p.name)) for p in TRAIN})
         return check_configs(self.model_config(), train)[1]
+
+    def set_params(self, **params: Any) -> Classifier:
+        """scikit-learn's set_params, with the registry's aliases (``lr``, ``eps``...) for their names.
+
+        The constructor takes the registered names only (scikit-learn reads the parameters from its
+        signature); set_params, and so GridSearchCV's grids, take the aliases too.
+        """
+        return super().set_params(**{canonical(name): value for name, value in params.items()})
 
     def _validate_params(self) -> None:
         """Called by fit: the registry's checks first (caviar's one-line messages), then scikit-learn's."""
