@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import pg
 from caviar.errors import StorageError
 from caviar.storage import SqlStorage, StudyStatus, TrialEnd, TrialState, open_storage
-from caviar.storage.migrate import SCHEMA_VERSION
+from caviar.storage.migrate import HEAD, SCHEMA_VERSION, VERSION_TABLE
 from caviar.tune.spec import spec_diff
 from caviar.tune.study import Study
 
@@ -351,9 +351,10 @@ def test_plain_path_wal_and_schema_version(tmp_path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT value FROM caviar_meta WHERE key = 'schema_version'").fetchone()[0]
         assert int(version) == SCHEMA_VERSION
-        conn.execute("UPDATE caviar_meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(StorageError, match="schema version 99, newer"):
-        SqlStorage(path)
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(HEAD,)]
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version_num = '0099'")
+    with pytest.raises(StorageError, match="schema revision '0099', which this caviar .* upgrade caviar"):
+        SqlStorage(path)  # newer files are refused (tests/test_migrations.py: and left untouched)
 
 
 def test_writes_begin_immediate(tmp_path) -> None:

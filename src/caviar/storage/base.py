@@ -54,9 +54,11 @@ class Storage(abc.ABC):
         seed: int | None = None,
         metric: str = "val_accuracy",
         direction: str = "maximize",
+        kind: str = "study",
         now: datetime | None = None,
     ) -> int:
-        """Create a study and return its id; a name already taken is an error."""
+        """Create a study of that ``kind`` ('study', or 'session' for a panda's) and return its id;
+        a name already taken is an error."""
 
     @abc.abstractmethod
     def get_or_create_study(

@@ -42,6 +42,8 @@ def study_record(conn: Connection, row: Any) -> StudyRecord:
         direction=row.direction,
         status=StudyStatus(row.status),
         created_at=utc(row.created_at),
+        kind=row.kind,
+        fingerprint=row.fingerprint,
         counts=counts(conn, row.id),
         best_objective=best_objective(conn, row.id),
     )

@@ -87,6 +87,8 @@ class StudyRecord:
     direction: str
     status: StudyStatus
     created_at: datetime
+    kind: str = "study"  # 'session' for a panda's
+    fingerprint: str | None = None  # the content hash of the study's data, when known
     counts: dict[TrialState, int] = field(default_factory=dict)
     best_objective: float | None = None
 

@@ -35,6 +35,8 @@ studies = sa.Table(
     sa.Column("direction", sa.String(16), nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("created_at", _TS, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False, server_default="study"),  # 0002: 'session' for a panda
+    sa.Column("fingerprint", sa.Text),  # 0002: the content hash of the study's data
 )
 trials = sa.Table(
     "caviar_trials",

@@ -94,9 +94,10 @@ class SqlStorage(Storage):
         seed: int | None = None,
         metric: str = "val_accuracy",
         direction: str = "maximize",
+        kind: str = "study",
         now: datetime | None = None,
     ) -> int:
-        row = _study_row(name, spec, seed, metric, direction, now)
+        row = {**_study_row(name, spec, seed, metric, direction, now), "kind": str(kind)}
         with self._write() as conn:
             if conn.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():
                 raise StorageError(f"study '{name}' already exists in {self.url}; resume it or choose another name")
