@@ -450,3 +450,16 @@ def test_panda_on_a_port_in_use_is_a_one_line_error(tmp_path):
     assert f"port {port} on 127.0.0.1 is already in use" in out.output
     assert len(out.output.strip().splitlines()) == 1
     assert not (tmp_path / "spec.db").exists()  # refused before anything was trained or stored
+
+
+def test_each_alias_works_through_the_api_as_in_python(make):
+    """The Python API took ``bn`` while POST /api/set answered 422 for it: the same names now work in both."""
+    s = make()
+    client = TestClient(create_app(s, TOKEN))
+    for alias, name in {"lr": "learning_rate", "eps": "epsilon", "weight_decay": "l2", "bn": "bn_momentum"}.items():
+        s.set_hyperparameters({alias: 0.25}).wait()
+        assert s.hp[name] == 0.25
+        r = client.post("/api/set", json={alias: 0.5}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert s.hp[name] == 0.5
+    client.close()

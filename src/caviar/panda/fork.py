@@ -26,22 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caviar import hparams
 from caviar.errors import CaviarError, ControlError
 from caviar.storage import StudyStatus, TrialState
 
 if TYPE_CHECKING:
     from caviar.panda.session import PandaCheckpoint, PandaSession
 
-LOG_NAMES = ("learning_rate", "epsilon", "l2")
-BETA_NAMES = ("momentum", "beta1", "beta2", "rho")
+LOG_NAMES = tuple(n for n in hparams.FORKABLE if hparams.BY_NAME[n].fork_scale == "log")
+BETA_NAMES = tuple(n for n in hparams.FORKABLE if hparams.BY_NAME[n].fork_scale == "one_minus_log")
 FORKABLE = LOG_NAMES + BETA_NAMES
-OPTIMIZER_BETAS = {
-    "sgd": (),
-    "momentum": ("momentum",),
-    "nesterov": ("momentum",),
-    "rmsprop": ("rho",),
-    "adam": ("beta1", "beta2"),
-}
+OPTIMIZER_BETAS = {optimizer: hparams.optimizer_betas(optimizer) for optimizer in hparams.OPTIMIZERS}
 MAX_K = 64
 
 

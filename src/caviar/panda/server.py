@@ -2,11 +2,13 @@
 
 Imported only by the panda commands and tests (it loads FastAPI at import time).
 
-Reading is open (GET: the page, ``/api/state``, ``/api/curves``, ``/api/stream``); every changing
-request (POST) needs the session's token, as ``Authorization: Bearer T`` or ``X-Caviar-Token: T``:
-missing -> 401, wrong -> 403. Bodies are checked by pydantic models and then by caviar's validation
-rules; every refusal is a JSON ``{"error": "one line"}`` with a 4xx status and leaves the training
-untouched. The server reads no file but the package's own page and plotly.js.
+Reading is open (GET: the page, ``/api/hparams``, ``/api/state``, ``/api/curves``, ``/api/stream``);
+every changing request (POST) needs the session's token, as ``Authorization: Bearer T`` or
+``X-Caviar-Token: T``: missing -> 401, wrong -> 403. Bodies are checked by pydantic models and then
+by caviar's validation rules, both built from caviar.hparams (which also gives the page its
+controls, through ``/api/hparams``); every refusal is a JSON ``{"error": "one line"}`` with a 4xx
+status and leaves the training untouched. The server reads no file but the package's own page and
+plotly.js.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caviar import hparams
 from caviar.errors import ControlError
 from caviar.panda.fork import FORKABLE, MAX_K
 from caviar.panda.session import HYPERPARAMETERS, PandaSession, canonical_name
@@ -44,22 +47,39 @@ def _rate(**kw: Any) -> Any:
     return Field(None, allow_inf_nan=False, **kw)
 
 
-class SetBody(_Body):
-    """``POST /api/set``: the hyperparameters to change (short names lr, eps, weight_decay accepted)."""
-
-    learning_rate: float | None = _rate(gt=0, alias="lr")
-    momentum: float | None = _rate(ge=0, lt=1)
-    beta1: float | None = _rate(ge=0, lt=1)
-    beta2: float | None = _rate(ge=0, lt=1)
-    rho: float | None = _rate(ge=0, lt=1)
-    epsilon: float | None = _rate(gt=0, alias="eps")
-    l2: float | None = _rate(ge=0, alias="weight_decay")
-    dropout: float | None = _rate(ge=0, lt=1)
-    bn_momentum: float | None = _rate(gt=0, le=1)
-    lr_decay: float | None = _rate(ge=0)
+class _SetBase(_Body):
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_each(cls, data: Any) -> Any:
+        """``lr`` and ``learning_rate`` in one body would silently keep one of them: refuse instead."""
+        if isinstance(data, dict):
+            seen: dict[str, str] = {}
+            for key in data:
+                name = hparams.canonical(str(key))
+                if name in seen:
+                    raise ValueError(f"'{seen[name]}' and '{key}' are the same hyperparameter; give one of them")
+                seen[name] = str(key)
+        return data
 
     def changes(self) -> dict[str, float]:
         return {k: v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def _live_field(p: hparams.HParam) -> tuple[Any, Any]:
+    """A live hyperparameter as an optional, finite, bounded float under its name or any alias."""
+    b = p.bounds
+    limits: dict[str, Any] = {}
+    if b.low is not None:
+        limits["gt" if b.low_open else "ge"] = b.low
+    if b.high is not None:
+        limits["lt" if b.high_open else "le"] = b.high
+    names = AliasChoices(p.name, *p.aliases)
+    return float | None, Field(None, allow_inf_nan=False, validation_alias=names, description=p.help, **limits)
+
+
+#: ``POST /api/set``: the hyperparameters panda may change (caviar.hparams.LIVE), by name or alias.
+_LIVE_FIELDS: dict[str, Any] = {name: _live_field(hparams.BY_NAME[name]) for name in hparams.LIVE}
+SetBody: Any = create_model("SetBody", __base__=_SetBase, **_LIVE_FIELDS)
 
 
 class RollbackBody(_Body):
@@ -96,7 +116,7 @@ def _one_line(err: dict[str, Any]) -> str:
         except ControlError as exc:
             return str(exc)
         return f"'{name}' is not a field of this request"
-    msg = str(err.get("msg", "invalid")).replace("Input should", "should")
+    msg = str(err.get("msg", "invalid")).replace("Input should", "should").removeprefix("Value error, ")
     given = err.get("input")
     if err.get("type") == "missing":
         return f"{where}: is missing"
@@ -185,6 +205,11 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
     def plotly() -> Response:
         return Response(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
+    @app.get("/api/hparams")
+    def live_hparams() -> dict[str, Any]:
+        """What the page's controls are: the live hyperparameters with their bounds, aliases and help."""
+        return {"live": hparams.describe(hparams.BY_NAME[n] for n in hparams.LIVE), "forkable": list(FORKABLE)}
+
     @app.get("/api/state")
     def state() -> dict[str, Any]:
         return session.state()
@@ -256,7 +281,7 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
 
     @app.post("/api/fork", dependencies=auth)
     def fork(body: ForkBody | None = None) -> dict[str, Any]:
-        body = body or ForkBody()
+        body = body or ForkBody.model_validate({})
         for name in body.params or ():
             if name not in FORKABLE:
                 raise _Refused(422, f"params: cannot vary '{name}'; one of {', '.join(FORKABLE)}")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from caviar import hparams
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, with_values
 from caviar.data.batches import minibatch_indices
 from caviar.errors import CaviarError, ControlError
@@ -38,21 +39,10 @@ from caviar.tune.space import did_you_mean
 from caviar.tune.spec import StudySpec, load_spec
 from caviar.validation import check_value
 
-#: Hyperparameters a panda may change while the model trains (all per-member, so no shape changes).
-HYPERPARAMETERS = (
-    "learning_rate",
-    "momentum",
-    "beta1",
-    "beta2",
-    "rho",
-    "epsilon",
-    "l2",
-    "dropout",
-    "bn_momentum",
-    "lr_decay",
-)
-#: Short names accepted by ``set`` (the page, ``caviar ctl set lr=0.001``).
-ALIASES = {"lr": "learning_rate", "eps": "epsilon", "weight_decay": "l2", "bn": "bn_momentum"}
+#: Hyperparameters a panda may change while the model trains (caviar.hparams.LIVE: per-member, no shape changes).
+HYPERPARAMETERS = hparams.LIVE
+#: Short names accepted by ``set`` (the page, ``caviar ctl set lr=0.001``): the registry's aliases.
+ALIASES = {alias: name for alias, name in hparams.ALIASES.items() if name in HYPERPARAMETERS}
 
 RUNNING, PAUSED, FINISHED, DIVERGED_STATUS, STOPPED, FAILED_STATUS = (
     "running",

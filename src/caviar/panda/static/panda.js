@@ -1,7 +1,9 @@
 // caviar panda page: live curves from /api/stream, controls as POSTs carrying the session token.
 "use strict";
 
-const HP = ["learning_rate", "momentum", "beta1", "beta2", "rho", "epsilon", "l2", "dropout", "bn_momentum"];
+// The live hyperparameters (names, aliases, bounds, help) come from the server's registry: GET /api/hparams.
+let HP = [];
+let SHORT = {};
 const MARKED = new Set(["set", "pause", "resume", "checkpoint", "rollback", "fork", "stop", "diverged", "finished"]);
 
 const token = (() => {
@@ -57,7 +59,7 @@ function markerLabel(ev) {
   const p = ev.payload || {};
   switch (ev.kind) {
     case "set": return Object.entries(p.changes || {}).map(([k, v]) =>
-      (k === "learning_rate" ? "lr" : k) + " " + fmt((p.old || {})[k]) + "→" + fmt(v)).join(", ");
+      (SHORT[k] || k) + " " + fmt((p.old || {})[k]) + "→" + fmt(v)).join(", ");
     case "rollback": return "rollback → #" + p.checkpoint;
     case "checkpoint": return "ckpt #" + p.checkpoint;
     case "fork": return "fork k=" + p.k;
@@ -110,12 +112,22 @@ function draw() {
 }
 
 // ------------------------------------------------------------------------------------------ panels
-function buildInputs() {
+async function loadControls() {
+  const res = await fetch("/api/hparams");
+  const live = (await res.json()).live;
+  HP = live.map((p) => p.name);
+  SHORT = Object.fromEntries(live.filter((p) => p.aliases.length).map((p) => [p.name, p.aliases[0]]));
   const box = $("hp-inputs");
-  HP.forEach((name) => {
+  live.forEach((p) => {
     const label = document.createElement("label");
     label.className = "hp";
-    label.innerHTML = `<span>${name}</span><input id="hp-${name}" name="${name}" inputmode="decimal" autocomplete="off">`;
+    label.title = `${p.help}; ${p.allowed}` + (p.aliases.length ? ` (also: ${p.aliases.join(", ")})` : "");
+    const span = document.createElement("span");
+    span.textContent = p.name;
+    const input = document.createElement("input");
+    Object.assign(input, { id: "hp-" + p.name, name: p.name, inputMode: "decimal", autocomplete: "off" });
+    input.dataset.allowed = p.allowed;
+    label.append(span, input);
     box.appendChild(label);
   });
 }
@@ -226,6 +238,4 @@ function wire() {
   };
 }
 
-buildInputs();
-wire();
-connect();
+loadControls().then(() => { wire(); connect(); }, (e) => say("cannot load the controls: " + e, "error"));
