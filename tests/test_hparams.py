@@ -55,7 +55,7 @@ def outside(p: HParam) -> list[Any]:
     if p.kind == "choice":
         return [p.choices[0] + "x", 1]
     if p.kind == "widths":
-        return [(0,), (True,), (2.5,)]
+        return [(3, 0), (True,), (2.5,)]
     b, out = p.bounds, [True]  # a boolean is never a number
     if b.low is not None:
         out.append(b.low if b.low_open else (b.low - 1 if p.kind == "int" else math.nextafter(b.low, -math.inf)))
@@ -308,3 +308,189 @@ def test_classifier_grid_search_takes_an_alias() -> None:
     y = np.array([0, 1] * 20)
     grid = GridSearchCV(Classifier(hidden=(4,), epochs=1), {"lr": [1e-3, 1e-2]}, cv=2).fit(X, y)
     assert grid.best_estimator_.learning_rate in (1e-3, 1e-2)
+
+
+# ------------------------------------------------------------------------------------------ caviar train
+class _Reached(Exception):
+    """Raised where `caviar train` starts loading data: every check before it passed."""
+
+
+@pytest.fixture
+def train_cli(monkeypatch):
+    """Run `caviar train ARGS` through typer's CliRunner up to the data loading; returns (result, params)."""
+    from typer.testing import CliRunner
+
+    import caviar.prepared
+    from caviar.cli import app
+
+    seen: dict[str, Any] = {}
+    original = Classifier.train_config
+
+    def recording(self):
+        seen.update(self.get_params())
+        return original(self)
+
+    def reached(*args, **kwargs):
+        raise _Reached
+
+    monkeypatch.setattr(Classifier, "train_config", recording)
+    monkeypatch.setattr(caviar.prepared, "prepare_data", reached)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[Any, dict[str, Any]]:
+        seen.clear()
+        return CliRunner().invoke(app, ["train", "iris", *args]), dict(seen)
+
+    return run
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def cli_text(p: HParam, value: Any) -> list[str]:
+    """``value`` as `caviar train` arguments."""
+    if p.kind == "bool":
+        return [flag(p.name) if value else "--no-" + flag(p.name)[2:]]
+    if p.kind == "widths":
+        return [flag(p.name), ",".join(map(str, value)) or "none"]
+    return [flag(p.name), repr(value) if isinstance(value, float) else str(value)]
+
+
+def test_train_options_are_the_registered_fields() -> None:
+    from typer.main import get_command
+
+    from caviar.cli import app
+
+    command = get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {param.name: param for param in command.params}
+    fixed = {"dataset", "file", "label", "data_dir", "val_fraction", "test_fraction", "seed", "dtype", "save"}
+    assert set(options) - fixed == {p.name for p in FIELDS}
+    for p in FIELDS:
+        opt = options[p.name]
+        if p.kind == "bool":
+            assert opt.opts == [flag(p.name)] and opt.secondary_opts == ["--no-" + flag(p.name)[2:]]
+        else:
+            assert opt.opts == [flag(p.name), *map(flag, p.aliases)], p.name
+        assert opt.default == (",".join(map(str, p.default)) if p.kind == "widths" else p.default), p.name
+
+
+@pytest.mark.parametrize("p", CONFIG_FIELDS)
+def test_train_accepts_exactly_the_registered_values(p: HParam, train_cli) -> None:
+    base = ["--no-batchnorm"] if p.name == "batch_size" else []
+    for value in inside(p):
+        result, params = train_cli(*base, *cli_text(p, value))
+        assert isinstance(result.exception, _Reached), (value, result.output)
+        assert params[p.name] == value
+    for value in outside(p):
+        if p.kind == "bool" or (numeric(p) and (isinstance(value, bool) or not is_integral(p, value))):
+            continue  # not typeable for that option: the option's own parser refuses it (below)
+        result, _ = train_cli(*base, *cli_text(p, value))
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, (value, result.output)
+        assert lines[0].startswith(f"error: {flag(p.name)}: "), lines[0]
+    if numeric(p):
+        result, _ = train_cli(flag(p.name), "true")  # a boolean is no number here either
+        assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def is_integral(p: HParam, value: Any) -> bool:
+    """Whether ``value`` can be typed for ``p``'s option at all (an int option takes only integers)."""
+    return p.kind != "int" or float(value).is_integer()
+
+
+# ------------------------------------------------------------------------------------------ panda
+TOKEN = "hparams-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def panda(tmp_path_factory):
+    """One panda session (never stepped: controls apply at once) and a client of its server."""
+    from fastapi.testclient import TestClient
+
+    from caviar.panda.server import create_app
+    from caviar.panda.session import PandaSession
+
+    folder = tmp_path_factory.mktemp("panda")
+    spec = {
+        "study": {"name": "hparams", "seed": 0},
+        "data": {"dataset": "iris"},
+        "model": {"hidden": [4]},
+        "training": {"batch_size": 32, "epochs": 2},
+        "search": {"storage": f"sqlite:///{folder / 'panda.db'}"},
+    }
+    session = PandaSession(spec)
+    client = TestClient(create_app(session, TOKEN))
+    yield session, client
+    client.close()
+    session.close(10)
+
+
+def post_set(client, name: str, value: Any):
+    if isinstance(value, float) and math.isinf(value):
+        body = f'{{"{name}": 1e400}}'.encode()
+        return client.post("/api/set", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    return client.post("/api/set", json={name: value}, headers=AUTH)
+
+
+@pytest.mark.parametrize("p", CONFIG_FIELDS)
+def test_panda_changes_exactly_the_live_fields_within_their_bounds(p: HParam, panda) -> None:
+    from caviar.errors import ControlError
+
+    session, client = panda
+    if not p.live:
+        with pytest.raises(ControlError, match=f"unknown hyperparameter '{p.name}'"):
+            session.set_hyperparameters({p.name: p.default})
+        r = post_set(client, p.name, p.default)
+        assert r.status_code == 422 and f"unknown hyperparameter '{p.name}'" in r.json()["error"]
+        return
+    for value in inside(p):
+        session.set_hyperparameters({p.name: value}).wait()
+        assert session.hp[p.name] == value
+        r = post_set(client, p.name, p.default)
+        assert r.status_code == 200, r.text
+        assert session.hp[p.name] == p.default
+    for value in outside(p):
+        with pytest.raises(ControlError) as info:
+            session.set_hyperparameters({p.name: value})
+        assert one_line(info.value).startswith(f"{p.name}: ")
+        r = post_set(client, p.name, value)
+        assert r.status_code == 422 and "\n" not in r.json()["error"], (value, r.text)
+        assert r.json()["error"].startswith(p.name), r.json()["error"]
+        assert session.hp[p.name] == p.default
+
+
+def test_the_page_reads_its_controls_from_the_registry(panda) -> None:
+    _, client = panda
+    served = client.get("/api/hparams").json()["live"]
+    assert [c["name"] for c in served] == list(LIVE)
+    for c in served:
+        p = BY_NAME[c["name"]]
+        assert (c["low"], c["high"], c["low_open"], c["high_open"]) == (
+            p.bounds.low,
+            p.bounds.high,
+            p.bounds.low_open,
+            p.bounds.high_open,
+        )
+        assert c["aliases"] == list(p.aliases) and c["allowed"] == p.allowed and c["default"] == p.default
+    js = client.get("/static/panda.js").text
+    assert "/api/hparams" in js
+    assert not [name for name in LIVE if f'"{name}"' in js]  # no list of its own
+
+
+@pytest.mark.parametrize(("alias", "name"), ALIAS_CASES)
+def test_alias_works_in_train_and_in_panda(alias: str, name: str, panda, train_cli) -> None:
+    p = BY_NAME[name]
+    value = p.default or 1e-4
+    result, params = train_cli(flag(alias), repr(value * 2))
+    assert isinstance(result.exception, _Reached) and params[name] == value * 2
+    session, client = panda
+    session.set_hyperparameters({alias: value / 2}).wait()
+    assert session.hp[name] == value / 2
+    assert client.post("/api/set", json={alias: value}, headers=AUTH).status_code == 200
+    assert session.hp[name] == value
+    r = client.post("/api/set", json={alias: value, name: value}, headers=AUTH)
+    assert r.status_code == 422 and "same hyperparameter" in r.json()["error"]
+    served = {c["name"]: c for c in client.get("/api/hparams").json()["live"]}
+    assert alias in served[name]["aliases"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from caviar.errors import CaviarError
+from caviar.hparams import BY_NAME, FIELDS, HParam
 
 app = typer.Typer(
     name="caviar",
@@ -46,38 +48,42 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
     return widths
 
 
-@app.command()
+def _option(p: HParam) -> inspect.Parameter:
+    """The ``caviar train`` option of a registered field: its flag and aliases, type, default and help."""
+    flag = p.name.replace("_", "-")
+    names = [f"--{flag}", *(f"--{a.replace('_', '-')}" for a in p.aliases)]
+    default: Any = p.default
+    kind: type = {"float": float, "int": int, "bool": bool, "choice": str, "widths": str}[p.kind]
+    if p.kind == "bool":
+        names = [f"--{flag}/--no-{flag}"]
+    elif p.kind == "widths":
+        default = ",".join(map(str, p.default))
+    allowed = (
+        "comma-separated positive widths, e.g. 128,64 (none: no hidden layer)" if p.kind == "widths" else p.allowed
+    )
+    help_text = f"{p.help[0].upper()}{p.help[1:]}" + ("" if p.kind == "bool" else f": {allowed}")
+    option = typer.Option(*names, help=help_text, rich_help_panel="Hyperparameters (caviar.hparams)")
+    return inspect.Parameter(
+        p.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
 def train(
     dataset: Annotated[str | None, typer.Argument(help="digits, iris, wine, breast_cancer, mnist, mnist1d")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A CSV or NPZ file instead of a named dataset")] = None,
     label: Annotated[str, typer.Option(help="Label column of --file")] = "label",
     data_dir: Annotated[Path | None, typer.Option(help="Directory of the MNIST idx .gz files")] = None,
-    hidden: Annotated[str, typer.Option(help="Hidden widths, comma-separated")] = "128,64",
-    activation: Annotated[str, typer.Option(help="relu, leaky_relu, tanh, sigmoid")] = "relu",
-    batchnorm: Annotated[bool, typer.Option("--batchnorm/--no-batchnorm")] = True,
-    dropout: float = 0.0,
-    l2: float = 0.0,
-    optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov, rmsprop, adam")] = "adam",
-    lr: Annotated[float, typer.Option("--lr", "--learning-rate")] = 1e-3,
-    momentum: float = 0.9,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    rho: float = 0.99,
-    epsilon: float = 1e-8,
-    decay: Annotated[str, typer.Option(help="none, inverse_time, exponential, step, cosine")] = "none",
-    lr_decay: float = 0.0,
-    batch_size: int = 64,
-    epochs: int = 30,
-    bn_momentum: float = 0.1,
-    early_stopping: Annotated[bool, typer.Option("--early-stopping/--no-early-stopping")] = False,
-    patience: int = 10,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     seed: int = 0,
     dtype: str = "float32",
     save: Annotated[Path | None, typer.Option(help="Write the trained model to this .npz file")] = None,
+    **hp: Any,
 ) -> None:
-    """Train one model on a dataset or file; print validation and test accuracy."""
+    """Train one model on a dataset or file; print validation and test accuracy.
+
+    Every hyperparameter of caviar.hparams is an option, with its aliases (--lr, --eps, ...).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from caviar.prepared import prepare_data
@@ -85,33 +91,17 @@ def train(
 
     if dataset is None and file is None:
         fail("name a dataset (digits, iris, wine, breast_cancer, mnist, mnist1d) or give --file")
+    hp["hidden"] = _parse_hidden(hp["hidden"])
+    clf = Classifier(**hp, seed=seed, dtype=dtype)
+    try:  # the registry's checks, before loading anything heavy
+        clf.train_config()
+    except CaviarError as exc:
+        name, _, what = str(exc).partition(": ")
+        fail(f"--{name.replace('_', '-')}: {what}" if name in BY_NAME else str(exc))
+    epochs = clf.epochs
     data = prepare_data(
         dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False, dtype=dtype
     )
-    clf = Classifier(
-        hidden=_parse_hidden(hidden),
-        activation=activation,
-        batchnorm=batchnorm,
-        dropout=dropout,
-        l2=l2,
-        optimizer=optimizer,
-        learning_rate=lr,
-        momentum=momentum,
-        beta1=beta1,
-        beta2=beta2,
-        rho=rho,
-        epsilon=epsilon,
-        decay=decay,
-        lr_decay=lr_decay,
-        batch_size=batch_size,
-        epochs=epochs,
-        bn_momentum=bn_momentum,
-        early_stopping=early_stopping,
-        patience=patience,
-        seed=seed,
-        dtype=dtype,
-    )
-    clf.model_config(), clf.train_config()  # validate before loading anything heavy
     y_train, y_val, y_test = (data.classes[y] for y in (data.y_train, data.y_val, data.y_test))
     with Progress(
         TextColumn("[bold]epoch {task.completed}/{task.total}"),
@@ -125,7 +115,7 @@ def train(
 
         class _Progress:
             def on_epoch_end(self, trainer, rows):
-                row = next(iter(rows.values()), {})
+                row: dict[str, float] = next(iter(rows.values()), {})
                 info = f"loss {row.get('train_loss', float('nan')):.4f}"
                 if "val_accuracy" in row:
                     info += f"  val acc {row['val_accuracy']:.4f}"
@@ -141,6 +131,11 @@ def train(
 
         written = save_classifier(clf, save)
         console.print(f"model saved to {written}")
+
+
+_fixed = [q for q in inspect.signature(train, eval_str=True).parameters.values() if q.kind != q.VAR_KEYWORD]
+train.__signature__ = inspect.Signature([*_fixed, *(_option(p) for p in FIELDS)])  # type: ignore[attr-defined]
+app.command()(train)
 
 
 def main() -> None:
