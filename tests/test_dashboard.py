@@ -319,3 +319,203 @@ def test_events_follow_a_running_study(tmp_path) -> None:
         store.finish_trial(claimed.id, "w1", "COMPLETE", {"val_accuracy": 0.9}, objective=0.9)
         done = _next_data(lines)
         assert done["counts"]["COMPLETE"] == 1 and done["best"] == pytest.approx(0.9)
+
+
+# ------------------------------------------------------- a stored study with every scale and state
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Two studies written straight into storage (every scale, pruned and diverged trials), one tiny."""
+    from caviar.storage import open_storage
+    from stored_study import synthetic_study
+
+    store = open_storage(str(tmp_path_factory.mktemp("synth") / "synth.db"))
+    info = synthetic_study(store)
+    other = synthetic_study(store, "other", n=20, seed=5)
+    synthetic_study(store, "few", n=4, pruned=(), diverged=())
+    with TestClient(create_app(store)) as c:
+        yield c, info, other
+
+
+def test_importance_ranks_the_parameter_that_decides(synth) -> None:
+    c, info, _ = synth
+    body = c.get("/api/studies/synthetic/importance").json()
+    ranking = [p["name"] for p in body["importances"]]
+    assert ranking[0] == "learning_rate"
+    assert body["importances"][0]["importance"] > 0.5
+    assert sum(p["importance"] for p in body["importances"]) == pytest.approx(1.0)
+    assert body["n_trials"] == sum(s == "COMPLETE" for s in info["states"].values())
+    fig = c.get("/api/studies/synthetic/figures/importance").json()
+    (bars,) = fig["data"]
+    assert bars["y"][-1] == "learning_rate"  # the top bar
+    assert fig["layout"]["meta"]["ranking"] == ranking
+    again = c.get("/api/studies/synthetic/importance").json()
+    assert again == body  # deterministic
+
+
+def test_importance_says_when_too_few_trials(synth) -> None:
+    c, _, _ = synth
+    body = c.get("/api/studies/few/importance").json()
+    assert body["importances"] == [] and "at least 5 complete trials" in body["message"]
+    fig = c.get("/api/studies/few/figures/importance").json()
+    assert fig["data"] == [] and "at least 5" in fig["layout"]["annotations"][0]["text"]
+
+
+def test_pair_plot_defaults_to_the_two_most_important_and_takes_axes(synth) -> None:
+    c, info, _ = synth
+    complete = [k for k, s in info["states"].items() if s == "COMPLETE"]
+    ranking = [p["name"] for p in c.get("/api/studies/synthetic/importance").json()["importances"]]
+    fig = c.get("/api/studies/synthetic/figures/pair", params={"width": 900}).json()
+    assert [fig["layout"]["meta"]["x"], fig["layout"]["meta"]["y"]] == ranking[:2]
+    fig = c.get("/api/studies/synthetic/figures/pair", params={"x": "beta2", "y": "depth"}).json()
+    points = next(t for t in fig["data"] if t["name"] == "complete trials")
+    assert len(points["x"]) == len(points["y"]) == len(complete) == fig["layout"]["meta"]["points"]
+    assert points["x"] == pytest.approx([-math.log10(1 - info["params"][k]["beta2"]) for k in complete])
+    assert points["y"] == [info["params"][k]["depth"] for k in complete]
+    assert points["marker"]["color"] == pytest.approx([info["values"][k] for k in complete])
+    assert any(t["type"] == "contour" for t in fig["data"])
+    assert fig["layout"]["yaxis"]["ticktext"] == ["1", "2", "3", "4"]  # integer axis: integer ticks only
+    assert fig["layout"]["xaxis"]["ticktext"][0] == "0.99"
+    choice = c.get("/api/studies/synthetic/figures/pair", params={"x": "activation", "y": "learning_rate"}).json()
+    assert choice["layout"]["xaxis"]["type"] == "category" and choice["layout"]["yaxis"]["type"] == "log"
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [({"x": "nope", "y": "depth"}, ["nope", "learning_rate"]), ({"x": "depth", "y": "depth"}, ["two different"])],
+)
+def test_pair_plot_bad_axes_are_422_with_one_line(synth, params: dict, words: list[str]) -> None:
+    c, _, _ = synth
+    r = c.get("/api/studies/synthetic/figures/pair", params=params)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail
+    assert all(w in detail for w in words)
+
+
+def test_history_marks_pruned_and_diverged_apart_and_out_of_best(synth) -> None:
+    from stored_study import PRUNED_VALUE
+
+    c, info, _ = synth
+    fig = c.get("/api/studies/synthetic/figures/history").json()
+    traces = {t["name"]: t for t in fig["data"]}
+    assert list(traces) == ["round 0", "pruned", "diverged", "best so far"]
+    pruned = [k for k, s in info["states"].items() if s == "PRUNED"]
+    complete = [k for k, s in info["states"].items() if s == "COMPLETE"]
+    assert traces["pruned"]["x"] == pruned and traces["pruned"]["marker"]["symbol"] == "x"
+    assert traces["diverged"]["x"] == [k for k, s in info["states"].items() if s == "DIVERGED"]
+    best = traces["best so far"]
+    assert best["x"] == complete and not set(best["x"]) & set(pruned)
+    running = [max(info["values"][k] for k in complete[: i + 1]) for i in range(len(complete))]
+    assert best["y"] == pytest.approx(running)
+    assert max(best["y"]) < PRUNED_VALUE  # the pruned trials' partial metric never counts
+    assert fig["layout"]["meta"]["best_so_far"] == complete
+    ticks = fig["layout"]["xaxis"]["ticktext"]
+    assert all(t.isdigit() for t in ticks)  # trial numbers: integer ticks only
+
+
+def test_edf_of_complete_trials(synth) -> None:
+    c, info, _ = synth
+    (line,) = c.get("/api/studies/synthetic/figures/edf").json()["data"]
+    values = sorted(v for k, v in info["values"].items() if info["states"][k] == "COMPLETE")
+    assert line["x"] == pytest.approx(values)
+    assert line["y"][-1] == 1.0 and line["y"][0] == pytest.approx(1 / len(values))
+
+
+def test_trial_detail_and_model_download(synth) -> None:
+    from stored_study import MODEL
+
+    c, info, _ = synth
+    best = info["best"]
+    d = c.get(f"/api/studies/synthetic/trials/{best}").json()
+    assert d["trial"]["number"] == best and d["trial"]["state"] == "COMPLETE" and d["trial"]["is_best"]
+    assert d["trial"]["params"] == pytest.approx(info["params"][best])
+    assert d["trial"]["metrics"]["val_accuracy"] == pytest.approx(info["values"][best])
+    assert [r["epoch"] for r in d["curve"]] == [0, 1, 2]
+    assert [e["kind"] for e in d["events"]] == ["requeue"]
+    assert d["lineage"] is None
+    (artifact,) = d["artifacts"]
+    r = c.get(artifact["url"])
+    assert r.status_code == 200 and r.content == MODEL
+    assert "attachment" in r.headers["content-disposition"]
+    assert c.get(f"/api/studies/synthetic/trials/{best}/artifacts/other.npz").status_code == 404
+    other = c.get("/api/studies/synthetic/trials/3").json()
+    assert other["trial"]["state"] == "PRUNED" and other["artifacts"] == [] and other["previous"] == 2
+
+
+def test_unknown_trial_is_404_and_its_page_still_loads(synth) -> None:
+    c, _, _ = synth
+    r = c.get("/api/studies/synthetic/trials/999")
+    assert r.status_code == 404
+    assert r.json()["detail"] == "no trial #999 in study 'synthetic': its trials are #0 to #39"
+    assert c.get("/api/studies/synthetic/trials/abc").status_code == 422
+    page = c.get("/study/synthetic/trial/999")
+    assert page.status_code == 200 and "trial.js" in page.text
+
+
+def test_compare_two_studies_and_a_missing_one(synth) -> None:
+    c, info, other = synth
+    body = c.get("/api/compare", params={"studies": "synthetic,other", "width": 700}).json()
+    assert [s["name"] for s in body["studies"]] == ["synthetic", "other"]
+    best = body["figures"]["best_so_far"]["data"]
+    assert [t["name"] for t in best] == ["synthetic", "other"]
+    assert best[1]["x"] == [k for k, s in other["states"].items() if s == "COMPLETE"]
+    edf = body["figures"]["edf"]["data"]
+    assert [len(t["x"]) for t in edf] == [
+        sum(s == "COMPLETE" for s in info["states"].values()),
+        sum(s == "COMPLETE" for s in other["states"].values()),
+    ]
+    r = c.get("/api/compare", params={"studies": "synthetic,ghost"})
+    assert r.status_code == 404 and "no study 'ghost'" in r.json()["detail"] and "synthetic" in r.json()["detail"]
+    assert c.get("/api/compare", params={"studies": "synthetic"}).status_code == 422
+    assert c.get("/compare").status_code == 200
+
+
+def test_study_page_redirects_to_the_index_view(synth) -> None:
+    c, _, _ = synth
+    r = c.get("/study/synthetic", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/#synthetic"
+
+
+# ------------------------------------------------------------------------------------------ ticks
+
+
+@pytest.mark.parametrize("axis_px", [120, 180, 260, 400, 700, 1100])
+@pytest.mark.parametrize(
+    ("scale", "low", "high"),
+    [
+        ("log", 1e-5, 1e-1),
+        ("log", 1e-4, 3e-2),
+        ("log", 0.02, 0.05),
+        ("one_minus_log", 0.99, 0.9999),
+        ("one_minus_log", 0.8, 0.999),
+        ("int", 1, 4),
+        ("int", 16, 512),
+        ("int_log", 1, 1000),
+        ("linear", 0.1, 0.1002),
+        ("linear", 0.0, 0.5),
+    ],
+)
+def test_fitted_ticks_never_collide(scale: str, low: float, high: float, axis_px: float) -> None:
+    from caviar.web.scales import axis_range, fit_ticks, labels_fit
+
+    ticks = fit_ticks(scale, low, high, axis_px)
+    assert ticks.text and len(set(ticks.text)) == len(ticks.text)  # labels, all distinct
+    assert labels_fit(ticks.coords, ticks.text, axis_range(scale, low, high), axis_px)
+    assert all(low - 1e-12 <= v <= high + 1e-12 for v in ticks.values)
+    if scale in ("int", "int_log"):
+        assert all(float(v).is_integer() for v in ticks.values) and all(t.isdigit() for t in ticks.text)
+    if axis_px >= 180:
+        assert len(ticks.text) >= 2  # even a narrow range gets labels
+
+
+def test_fitted_ticks_read_well() -> None:
+    from caviar.web.scales import fit_ticks
+
+    assert fit_ticks("one_minus_log", 0.99, 0.9999, 150).text == ["0.99", "0.999", "0.9999"]
+    assert fit_ticks("log", 1e-4, 3e-2, 150).text == ["0.0001", "0.001", "0.01"]
+    assert fit_ticks("int", 1, 4, 150).text == ["1", "2", "3", "4"]
+    assert fit_ticks("linear", 0.1, 0.1001, 150).text == ["0.1", "0.10005", "0.1001"]
+    wide = fit_ticks("one_minus_log", 0.99, 0.9999, 600).text
+    assert {"0.995", "0.9995"} <= set(wide)  # more room, more ticks

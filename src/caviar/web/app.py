@@ -5,8 +5,10 @@
 
 - ``/``: the page (vanilla JS + plotly.js); ``/static/NAME``: a fixed whitelist of files, plotly.js
   coming from the installed plotly package; no other file can be read;
-- ``/api/studies``, ``/api/studies/{name}``, ``.../trials``, ``.../curves``, ``.../boxes``,
-  ``.../figures/{kind}`` (plotly figure JSON built by :mod:`caviar.web.figures`);
+- ``/study/{name}/trial/{number}``: a trial's page; ``/compare?studies=a,b``: studies side by side;
+- ``/api/studies``, ``/api/studies/{name}``, ``.../trials``, ``.../trials/{number}`` (one trial, with
+  ``.../artifacts/{artifact}`` to download its model), ``.../curves``, ``.../boxes``, ``.../importance``,
+  ``.../figures/{kind}`` (plotly figure JSON built by :mod:`caviar.web.figures`); ``/api/compare``;
 - ``.../events``: server-sent events, one when the study's counts, best or running epochs change
   (storage is polled server-side every ``poll_s`` seconds), so the page re-fetches only then.
 
@@ -23,21 +25,26 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from caviar.errors import StorageError
 from caviar.storage import Storage, TrialState, open_storage, to_url
 from caviar.web import data as views
-from caviar.web.figures import KINDS, figure
+from caviar.web.figures import KINDS, best_so_far_figure, edf_figure, figure
+from caviar.web.importance import param_importance
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The only files /static serves: name -> media type. plotly.min.js comes from the plotly package.
 STATIC_FILES = {
     "app.js": "text/javascript; charset=utf-8",
+    "common.js": "text/javascript; charset=utf-8",
+    "trial.js": "text/javascript; charset=utf-8",
+    "compare.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "plotly.min.js": "text/javascript; charset=utf-8",
 }
@@ -52,6 +59,9 @@ SECURITY_HEADERS = {
 }
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 TRIALS_PATTERN = r"^\d{1,9}(,\d{1,9}){0,199}$"
+#: A figure's width in pixels, as the page measures its plot (ticks are fitted to it).
+Width = Annotated[int | None, Query(ge=200, le=5000, description="the plot's width in pixels")]
+ParamName = Annotated[str | None, Query(max_length=200)]
 
 FigureKind = Enum("FigureKind", {k: k for k in KINDS}, type=str)  # type: ignore[misc]
 
@@ -133,6 +143,21 @@ def _add_page_routes(app: FastAPI) -> None:
     def index() -> HTMLResponse:
         return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
+    @app.get("/study/{name}", include_in_schema=False)
+    def study_page(name: str) -> RedirectResponse:
+        """The study's view lives on the index page, under #NAME."""
+        return RedirectResponse("/#" + quote(name, safe=""), status_code=307)
+
+    @app.get("/study/{name}/trial/{number}", response_class=HTMLResponse, include_in_schema=False)
+    def trial_page(name: str, number: str) -> HTMLResponse:
+        """The trial page; its script fetches the trial and says so when there is no such trial."""
+        return HTMLResponse((STATIC_DIR / "trial.html").read_text(encoding="utf-8"))
+
+    @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
+    def compare_page() -> HTMLResponse:
+        """Two or more studies side by side (``?studies=a,b``)."""
+        return HTMLResponse((STATIC_DIR / "compare.html").read_text(encoding="utf-8"))
+
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         """Only the whitelisted names; everything else (../, encoded slashes, other files) is a 404."""
@@ -200,23 +225,81 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         kind: FigureKind,
         trials: Annotated[str | None, Query(pattern=TRIALS_PATTERN)] = None,
         top: Annotated[int, Query(ge=1, le=100)] = views.DEFAULT_TOP_K,
-        x: Annotated[str | None, Query(max_length=200)] = None,
-        y: Annotated[str | None, Query(max_length=200)] = None,
+        x: ParamName = None,
+        y: ParamName = None,
+        width: Width = None,
     ) -> Response:
-        """A plotly figure as JSON (``Plotly.react(div, fig.data, fig.layout)`` draws it)."""
+        """A plotly figure as JSON (``Plotly.react(div, fig.data, fig.layout)`` draws it); ``width`` is the
+        plot's width in pixels, which the ticks are fitted to."""
         data = _study(storage, name)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"width": width}
         if kind.value == "curves":
-            options = {"trials": parse_numbers(trials), "k": top}
+            options |= {"trials": parse_numbers(trials), "k": top}
             if trials:
                 _chosen(data, options["trials"], top)  # unknown numbers -> 404
-        elif kind.value == "boxes":
-            options = {"x": x, "y": y}
+        elif kind.value in ("boxes", "pair"):
+            options |= {"x": x, "y": y}
         try:
             fig = figure(data, kind.value, **options)
         except KeyError as exc:
-            raise HTTPException(400, exc.args[0]) from None
+            raise HTTPException(422 if kind.value == "pair" else 400, exc.args[0]) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return Response(fig.to_json(), media_type="application/json")
+
+    @app.get("/api/studies/{name}/importance")
+    def importance(name: str) -> dict[str, Any]:
+        """Each hyperparameter's importance for the metric (random forest over the complete trials)."""
+        return param_importance(_study(storage, name)).as_dict()
+
+    @app.get("/api/studies/{name}/trials/{number}")
+    def trial(name: str, number: int) -> dict[str, Any]:
+        """One trial: params, metrics, curve, events, artifacts (404 for a number the study lacks)."""
+        data = _study(storage, name)
+        try:
+            return views.trial_detail(data, number)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+
+    @app.get("/api/studies/{name}/trials/{number}/artifacts/{artifact}")
+    def artifact(name: str, number: int, artifact: str) -> Response:
+        """Download an artifact stored for a trial (its model file); only names storage lists."""
+        data = _study(storage, name)
+        try:
+            t = views.trial_by_number(data, number)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        if artifact not in storage.artifact_names(t.id):
+            raise HTTPException(404, f"no artifact '{artifact}' for trial #{number} of study '{name}'")
+        filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-trial{number}-{artifact}")
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return Response(storage.load_artifact(t.id, artifact), media_type="application/octet-stream", headers=headers)
+
+    @app.get("/api/compare")
+    def compare(
+        studies: Annotated[str, Query(min_length=1, max_length=2000, description="study names, a,b")],
+        width: Width = None,
+    ) -> Response:
+        """Two or more studies side by side: their summaries, best-so-far curves and EDFs."""
+        names = [n.strip() for n in studies.split(",") if n.strip()]
+        if len(set(names)) < 2:
+            raise HTTPException(422, f"compare needs at least two different study names, got {', '.join(names)}")
+        known = [r.name for r in storage.list_studies()]
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise HTTPException(
+                404,
+                f"no study {', '.join(repr(n) for n in missing)} in this storage; known: {', '.join(known) or 'none'}",
+            )
+        datas = [_study(storage, n) for n in dict.fromkeys(names)]
+        body = {
+            "studies": [views.study_summary(d.record) for d in datas],
+            "figures": {
+                "best_so_far": json.loads(best_so_far_figure(datas, width=width).to_json()),
+                "edf": json.loads(edf_figure(datas, width=width).to_json()),
+            },
+        }
+        return JSONResponse(body)
 
 
 def _chosen(data: views.StudyData, numbers: list[int] | None, top: int) -> list[Any]:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from caviar.storage import FINISHED_STATES, Storage, StudyRecord, TrialRecord, TrialState, open_storage
 from caviar.tune.space import ChoiceParam, IntParam, Param, Space
@@ -297,3 +298,61 @@ def boxes_payload(data: StudyData) -> dict[str, Any]:
 def fingerprint(record: StudyRecord) -> dict[str, Any]:
     """What the live page watches: status, counts and best; a change means 'fetch again'."""
     return study_summary(record) | {"created_at": None}
+
+
+# ------------------------------------------------------------------------------------ trial detail
+
+
+def trial_by_number(data: StudyData, number: int) -> TrialRecord:
+    """The trial with that number; KeyError says which numbers the study has."""
+    for t in data.trials:
+        if t.number == number:
+            return t
+    numbers = [t.number for t in data.trials]
+    known = f"its trials are #{min(numbers)} to #{max(numbers)}" if numbers else "it has no trials yet"
+    raise KeyError(f"no trial #{number} in study '{data.name}': {known}")
+
+
+def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
+    """Everything the trial page shows: the row, every metric, the run's bookkeeping, its per-epoch
+    curve, its events (requeues, interventions) and the artifacts stored for it (the model file).
+    ``lineage`` is reserved for the trial's parents once storage records them (null today)."""
+    trial = trial_by_number(data, number)
+    events = data.storage.events(data.record.id, trial_id=trial.id)
+    numbers = [t.number for t in data.trials]
+    at = numbers.index(number)
+    return jsonable(
+        {
+            "study": data.name,
+            "metric": data.metric,
+            "direction": data.record.direction,
+            "space": [p.as_dict() for p in data.params],
+            "trial": {
+                **trial_row(data, trial),
+                "metrics": trial.metrics,
+                "seed": trial.seed,
+                "worker_id": trial.worker_id,
+                "attempts": trial.attempts,
+                "group_key": trial.group_key,
+                "created_at": trial.created_at,
+                "started_at": trial.started_at,
+                "finished_at": trial.finished_at,
+                "is_best": any(t.number == number for t in data.top(1)),
+            },
+            "curve": data.curves([trial])[trial.number],
+            "events": [
+                {"id": e.id, "kind": e.kind, "step": e.step, "payload": e.payload, "created_at": e.created_at}
+                for e in events
+            ],
+            "artifacts": [
+                {
+                    "name": name,
+                    "url": f"/api/studies/{quote(data.name, safe='')}/trials/{number}/artifacts/{quote(name, safe='')}",
+                }
+                for name in data.storage.artifact_names(trial.id)
+            ],
+            "lineage": None,
+            "previous": numbers[at - 1] if at > 0 else None,
+            "next": numbers[at + 1] if at + 1 < len(numbers) else None,
+        }
+    )

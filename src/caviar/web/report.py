@@ -2,7 +2,8 @@
 
 ``write_report(study, out_dir)`` writes ``report.html`` (the plotly figures of :mod:`caviar.web.figures`,
 with plotly.js inlined, so no network is needed) and ``history.png``, ``slice.png``, ``parallel.png``,
-``boxes.png``, ``curves.png`` drawn with matplotlib (Agg backend, no kaleido, no browser). The PNGs put
+``boxes.png``, ``curves.png``, ``importance.png``, ``pair.png``, ``edf.png`` drawn with matplotlib (Agg
+backend, no kaleido, no browser). The PNGs put
 every hyperparameter on its own scale: log axes for log parameters and, for one-minus-log betas, a
 matplotlib ``function`` scale x -> -log10(1 - x) with ticks labelled in beta.
 """
@@ -26,6 +27,7 @@ from caviar.web.scales import (
     axis_ticks,
     axis_title,
     choice_label,
+    fit_ticks,
     from_one_minus_log,
     one_minus_log,
     to_axis,
@@ -60,21 +62,35 @@ def _pyplot():
 
 
 def set_scale(ax: Any, param: ParamInfo, axis: str = "x") -> None:
-    """Put ``param``'s scale on an axis: log, one-minus-log (a function scale with beta ticks), or linear."""
+    """Put ``param``'s scale on an axis: log, one-minus-log (a function scale with beta ticks), or linear,
+    with the ticks the dashboard would pick for an axis this long (:func:`caviar.web.scales.fit_ticks`):
+    integer parameters get integer ticks only, and no two labels collide."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
     set_scale_fn = ax.set_xscale if axis == "x" else ax.set_yscale
     target = ax.xaxis if axis == "x" else ax.yaxis
     if param.scale in LOG_SCALES:
         set_scale_fn("log")
     elif param.scale == "one_minus_log":
-        from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
-
         set_scale_fn("function", functions=(_oml_forward, _oml_inverse))
-        coords, labels = axis_ticks("one_minus_log", *param.bounds) or ([], [])
-        betas = [float(b) for b in from_one_minus_log(coords)]
-        target.set_major_locator(FixedLocator(betas))
-        target.set_major_formatter(FixedFormatter(labels))
-        target.set_minor_locator(NullLocator())
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(axis_title(param.name, param.scale))
+    if not param.numeric:
+        return
+    ticks = fit_ticks(param.scale, *param.bounds, _axis_px(ax, axis) * PX_PER_POINT, horizontal=axis == "x")
+    target.set_major_locator(FixedLocator(ticks.values))
+    target.set_major_formatter(FixedFormatter(ticks.text))
+    target.set_minor_locator(NullLocator())
+
+
+#: fit_ticks measures labels of a 12 px font; matplotlib's here are 9 pt: a point of axis holds 12/9 px.
+PX_PER_POINT = 12 / 9
+
+
+def _axis_px(ax: Any, axis: str) -> float:
+    """The axis' length in points (1/72 inch) on its figure."""
+    box = ax.get_position()
+    width, height = ax.figure.get_size_inches()
+    return float((box.width * width if axis == "x" else box.height * height) * 72)
 
 
 def _oml_forward(x: np.ndarray) -> np.ndarray:
@@ -120,18 +136,43 @@ def _round_legend(ax: Any, rounds: Sequence[int]) -> None:
 
 
 def history_png(data: StudyData, path: Path) -> Path:
-    """Metric per trial (coloured by round) with the best-so-far step line."""
-    scored = data.scored()
-    if not scored:
+    """Metric per complete trial (coloured by round), pruned and diverged trials marked apart, and the
+    best-so-far step line over COMPLETE trials only (as on the dashboard)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from caviar.web.figures import APART, completed
+
+    done = completed(data)
+    apart = {state: [t for t in data.scored() if t.state == state] for state in APART}
+    if not done and not any(apart.values()):
         return _empty_png(path, f"{data.name}: optimization history", "no finished trials yet")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    xs = [t.number for t in scored]
-    ys = [data.value(t) for t in scored]
-    ax.scatter(xs, ys, c=[round_color(t.round) for t in scored], s=22, edgecolors="white", linewidths=0.5, zorder=3)
-    pick = np.maximum if data.maximize else np.minimum
-    ax.step(xs, pick.accumulate(np.asarray(ys, dtype=float)), where="post", color="#222", lw=1.5, label="best so far")
-    _round_legend(ax, sorted({t.round for t in scored}))
+    xs = [t.number for t in done]
+    ys = [data.value(t) for t in done]
+    ax.scatter(xs, ys, c=[round_color(t.round) for t in done], s=22, edgecolors="white", linewidths=0.5, zorder=3)
+    for state, trials in apart.items():
+        if trials:
+            symbol, color, label = APART[state]
+            marker = "x" if symbol == "x" else "v"
+            ax.scatter(
+                [t.number for t in trials],
+                [data.value(t) for t in trials],
+                marker=marker,
+                color=color,
+                s=30,
+                label=label,
+                zorder=3,
+            )
+    if done:
+        pick = np.maximum if data.maximize else np.minimum
+        ax.step(
+            xs, pick.accumulate(np.asarray(ys, dtype=float)), where="post", color="#222", lw=1.5, label="best so far"
+        )
+    _round_legend(ax, sorted({t.round for t in done}))
+    if any(apart.values()):
+        ax.legend(fontsize=7, frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(data.metric)
     ax.set_title(f"{data.name}: optimization history")
@@ -348,12 +389,100 @@ def curves_png(data: StudyData, path: Path, k: int = DEFAULT_TOP_K) -> Path:
     return path
 
 
+def importance_png(data: StudyData, path: Path) -> Path:
+    """A horizontal bar per hyperparameter, the most important on top (or the reason there is none)."""
+    from caviar.web.importance import param_importance
+
+    imp = param_importance(data)
+    title = f"{data.name}: hyperparameter importance for {data.metric}"
+    if imp.message:
+        return _empty_png(path, title, imp.message)
+    plt = _pyplot()
+    names = imp.ranking[::-1]
+    shares = [imp.scores[n] for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.45 * len(names)))
+    ax.barh(names, shares, color="#2b6cb0")
+    for i, share in enumerate(shares):
+        ax.text(share, i, f" {share:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(shares) * 1.18)
+    ax.set_xlabel(f"importance ({imp.method}, {imp.n_trials} complete trials)", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def pair_png(data: StudyData, path: Path, x: str | None = None, y: str | None = None) -> Path:
+    """The complete trials over two hyperparameters (default: the two most important), coloured by the
+    metric, each axis on its parameter's scale."""
+    from caviar.web.figures import _pair_params, completed
+
+    pair = _pair_params(data, x, y)
+    if pair is None:
+        return _empty_png(path, f"{data.name}: pair plot", "the pair plot needs two hyperparameters")
+    px, py = pair
+    done = [t for t in completed(data) if t.params.get(px.name) is not None and t.params.get(py.name) is not None]
+    if not done:
+        return _empty_png(path, f"{data.name}: pair plot", "no complete trials yet")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    values = [data.value(t) for t in done]
+    points = ax.scatter(
+        _values(px, done),
+        _values(py, done),
+        c=values,
+        cmap="viridis" if data.maximize else "viridis_r",
+        s=30,
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=3,
+    )
+    fig.colorbar(points, ax=ax, label=data.metric, pad=0.02)
+    for param, axis in ((px, "x"), (py, "y")):
+        if param.scale == "choice":
+            _choice_ticks(ax, param, axis)
+        else:
+            set_scale(ax, param, axis)
+            _fit_limits(ax, param, axis)
+    ax.set_title(f"{data.name}: {data.metric} over {px.name} x {py.name}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def edf_png(data: StudyData, path: Path) -> Path:
+    """The empirical distribution function of the metric over the complete trials."""
+    from caviar.web.figures import completed
+
+    values = sorted(v for t in completed(data) if (v := data.value(t)) is not None)
+    title = f"{data.name}: empirical distribution of {data.metric}"
+    if not values:
+        return _empty_png(path, title, "no complete trials yet")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    n = len(values)
+    ax.step(values, [(k + 1) / n for k in range(n)], where="post", color=PALETTE[0], lw=1.6)
+    ax.set_ylim(0, 1.04)
+    ax.set_xlabel(data.metric)
+    ax.set_ylabel("fraction of complete trials")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 PNG_WRITERS = {
     "history": history_png,
     "slice": slice_png,
     "parallel": parallel_png,
     "boxes": boxes_png,
     "curves": curves_png,
+    "importance": importance_png,
+    "pair": pair_png,
+    "edf": edf_png,
 }
 
 

@@ -1,8 +1,10 @@
-// caviar dashboard: one page, plain JS. Data comes from /api; plots are plotly figures built server-side.
+// caviar dashboard, the index page: the studies (polled, so new ones appear live) and one study's view.
+// Data comes from /api; plots are plotly figures built server-side, their ticks fitted to each plot's width.
 "use strict";
 
-const FIGURES = ["history", "slice", "parallel", "boxes", "curves"];
-const PLOT_CONFIG = { responsive: true, displaylogo: false };
+const FIGURES = ["history", "importance", "edf", "pair", "slice", "parallel", "boxes", "curves"];
+const STATES = ["WAITING", "RUNNING", "COMPLETE", "PRUNED", "DIVERGED", "FAILED"];
+const STUDIES_POLL_MS = 2000;
 
 const state = {
   study: null,         // name of the study shown
@@ -12,71 +14,56 @@ const state = {
   metric: "value",
   sort: { key: "number", desc: false },
   selected: new Set(), // trial numbers whose curves are drawn
+  pair: { x: null, y: null },  // the pair plot's axes (null: the server's default, the two most important)
+  ticked: new Set(),   // studies ticked for comparison
+  studiesJSON: null,   // the last /api/studies answer, to redraw the list only when it changed
   source: null,        // the EventSource of the study shown
   pending: null,       // a scheduled refresh
 };
-
-const $ = (sel) => document.querySelector(sel);
-const enc = encodeURIComponent;
-
-async function getJSON(url) {
-  const res = await fetch(url, { headers: { Accept: "application/json" } });
-  if (!res.ok) {
-    let detail = res.statusText;
-    try { detail = (await res.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-  }
-  return res.json();
-}
-
-function showError(err) {
-  const box = $("#error");
-  box.textContent = err ? String(err.message || err) : "";
-  box.hidden = !err;
-}
-
-function fmt(v) {
-  if (v === null || v === undefined) return "";
-  if (typeof v === "number") {
-    if (Number.isInteger(v)) return String(v);
-    const a = Math.abs(v);
-    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(Number(v.toPrecision(4)));
-  }
-  if (Array.isArray(v)) return v.join("-");
-  return String(v);
-}
 
 // ----------------------------------------------------------------------------------------- studies
 
 async function loadStudies() {
   const data = await getJSON("/api/studies");
+  const text = JSON.stringify(data);
+  if (text === state.studiesJSON) return;
+  state.studiesJSON = text;
   $("#storage").textContent = data.storage || "";
+  $("#study-count").textContent = `(${data.studies.length})`;
   const list = $("#studies");
   list.replaceChildren();
   $("#no-studies").hidden = data.studies.length > 0;
   for (const s of data.studies) {
-    const li = document.createElement("li");
-    const btn = document.createElement("button");
-    btn.type = "button";
-    btn.className = "study-btn";
-    btn.dataset.study = s.name;
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = s.name;
-    const meta = document.createElement("span");
-    meta.className = "meta";
+    const li = el("li", { dataset: { study: s.name } });
+    const tick = el("input", { type: "checkbox", className: "tick", title: "tick to compare", checked: state.ticked.has(s.name) });
+    tick.setAttribute("aria-label", `compare ${s.name}`);
+    tick.addEventListener("change", () => {
+      if (tick.checked) state.ticked.add(s.name); else state.ticked.delete(s.name);
+      updateCompareLink();
+    });
+    const btn = el("button", { type: "button", className: "study-btn", dataset: { study: s.name } });
     const done = s.n_trials - (s.counts.WAITING || 0) - (s.counts.RUNNING || 0);
-    meta.textContent = `${s.status.toLowerCase()} · ${done}/${s.n_trials} trials · best ${fmt(s.best)}`;
-    btn.append(name, meta);
+    btn.append(el("span", { className: "name" }, s.name),
+      el("span", { className: "meta" }, `${s.status.toLowerCase()} · ${done}/${s.n_trials} trials · best ${fmt(s.best)}`));
     btn.addEventListener("click", () => selectStudy(s.name));
-    li.append(btn);
+    li.append(tick, btn);
     list.append(li);
   }
+  const names = data.studies.map((s) => s.name);
+  for (const name of [...state.ticked]) if (!names.includes(name)) state.ticked.delete(name);
+  updateCompareLink();
   markActive();
   const wanted = decodeURIComponent(location.hash.slice(1));
-  const names = data.studies.map((s) => s.name);
   if (!state.study && names.includes(wanted)) selectStudy(wanted);
   else if (!state.study && names.length === 1) selectStudy(names[0]);
+}
+
+function updateCompareLink() {
+  const link = $("#compare-link");
+  const names = [...state.ticked];
+  link.href = `/compare?studies=${names.map(enc).join(",")}`;
+  link.setAttribute("aria-disabled", names.length < 2 ? "true" : "false");
+  link.textContent = names.length < 2 ? "tick two studies to compare" : `compare ${names.length} studies`;
 }
 
 function markActive() {
@@ -91,6 +78,9 @@ function selectStudy(name) {
   state.generation += 1;
   state.selected.clear();
   state.sort = { key: "number", desc: false };
+  state.pair = { x: null, y: null };
+  $("#text-filter").value = "";
+  $("#state-filter").value = "";
   history.replaceState(null, "", "#" + enc(name));
   markActive();
   $("#welcome").hidden = true;
@@ -139,6 +129,7 @@ async function refresh() {
     state.rows = trials.trials;
     state.params = trials.params;
     state.metric = trials.metric;
+    renderPairControls();
     renderTable();
     await Promise.all(FIGURES.map((kind) => drawFigure(kind, gen)));
     showError(null);
@@ -155,30 +146,62 @@ function renderFacts(d) {
     ["strategy", d.spec.search.strategy],
     [`best ${d.metric}`, fmt(d.best)],
   ];
-  if (d.best_trial) facts.push(["best trial", `#${d.best_trial.number}`]);
-  for (const p of d.space) facts.push([p.name, p.scale]);
   const box = $("#study-facts");
   box.replaceChildren();
-  for (const [k, v] of facts) {
-    const span = document.createElement("span");
-    span.className = "fact";
-    span.textContent = `${k}: ${v}`;
-    box.append(span);
+  for (const [k, v] of facts) box.append(el("span", { className: "fact" }, `${k}: ${v}`));
+  if (d.best_trial) {
+    const best = el("a", { className: "fact", href: trialURL(d.name, d.best_trial.number) }, `best trial: #${d.best_trial.number}`);
+    box.append(best);
   }
+  for (const p of d.space) box.append(el("span", { className: "fact" }, `${p.name}: ${p.scale}`));
   $("#live").hidden = d.status !== "RUNNING";
 }
 
 function figureURL(kind) {
   const base = `/api/studies/${enc(state.study)}/figures/${kind}`;
-  if (kind === "curves" && state.selected.size) return `${base}?trials=${[...state.selected].join(",")}`;
-  return base;
+  const q = new URLSearchParams();
+  if (kind === "curves" && state.selected.size) q.set("trials", [...state.selected].join(","));
+  if (kind === "pair") {
+    if (state.pair.x) q.set("x", state.pair.x);
+    if (state.pair.y) q.set("y", state.pair.y);
+  }
+  const text = q.toString();
+  return text ? `${base}?${text}` : base;
 }
 
 async function drawFigure(kind, gen) {
-  const fig = await getJSON(figureURL(kind));
-  if (gen !== state.generation) return;
   const div = document.getElementById(`plot-${kind}`);
-  await Plotly.react(div, fig.data, fig.layout, PLOT_CONFIG);
+  let fig;
+  try {
+    fig = await getJSON(withWidth(figureURL(kind), div));
+  } catch (err) {
+    if (kind !== "pair" || gen !== state.generation) throw err;
+    showError(err, "#pair-error");     // a bad pair of axes: say so by the selects, keep the last plot
+    return;
+  }
+  if (gen !== state.generation) return;
+  if (kind === "pair") {
+    showError(null, "#pair-error");
+    const meta = fig.layout.meta || {};
+    state.pair = { x: meta.x || null, y: meta.y || null };
+    $("#pair-x").value = state.pair.x || "";
+    $("#pair-y").value = state.pair.y || "";
+  }
+  await drawFigureInto(div, fig);
+}
+
+function renderPairControls() {
+  for (const [sel, axis] of [["#pair-x", "x"], ["#pair-y", "y"]]) {
+    const select = $(sel);
+    select.replaceChildren(...state.params.map((p) => el("option", { value: p.name }, `${p.name} (${p.scale})`)));
+    select.value = state.pair[axis] || "";
+  }
+  $("#pair-controls").hidden = state.params.length < 2;
+}
+
+function choosePair() {
+  state.pair = { x: $("#pair-x").value || null, y: $("#pair-y").value || null };
+  drawFigure("pair", state.generation).catch(showError);
 }
 
 // ------------------------------------------------------------------------------------------ table
@@ -211,10 +234,10 @@ function compare(a, b) {
   return String(a).localeCompare(String(b));
 }
 
-function sortedRows() {
+function sortedRows(rows) {
   const { key, desc } = state.sort;
-  const rows = [...state.rows];
-  rows.sort((r, s) => {
+  const out = [...rows];
+  out.sort((r, s) => {
     const a = cell(r, key);
     const b = cell(s, key);
     const missing = (a === null || a === undefined) - (b === null || b === undefined);
@@ -222,7 +245,56 @@ function sortedRows() {
     const c = compare(a, b);
     return (desc ? -c : c) || r.number - s.number;
   });
-  return rows;
+  return out;
+}
+
+// The filter box: space-separated terms, all of which a row must pass. "column op value" compares a
+// column (its header or key: learning_rate, params.learning_rate, value, the metric's name, #) with a
+// number (< <= > >= = !=) or, for = and !=, a text; any other term is text that some cell must contain.
+const TERM = /^([^\s<>=!]+)\s*(<=|>=|!=|=|<|>)\s*(\S+)$/;
+
+function parseFilter(text, cols) {
+  const preds = [];
+  const errors = [];
+  for (const term of text.trim().split(/\s+/).filter(Boolean)) {
+    const m = TERM.exec(term);
+    if (!m) {
+      const needle = term.toLowerCase();
+      preds.push((row) => cols.some((c) => fmt(cell(row, c.key)).toLowerCase().includes(needle)));
+      continue;
+    }
+    const [, name, op, raw] = m;
+    const wanted = name.toLowerCase();
+    const col = cols.find((c) => c.key.toLowerCase() === wanted || c.label.toLowerCase() === wanted)
+      || (wanted === "number" || wanted === "trial" ? cols[0] : undefined);
+    if (!col) {
+      errors.push(`no column '${name}' (columns: ${cols.map((c) => c.label).join(", ")})`);
+      continue;
+    }
+    const num = Number(raw);
+    const numeric = raw.trim() !== "" && Number.isFinite(num);
+    if (!numeric && !["=", "!="].includes(op)) {
+      errors.push(`'${term}': ${op} needs a number`);
+      continue;
+    }
+    preds.push((row) => {
+      const v = cell(row, col.key);
+      if (v === null || v === undefined) return op === "!=";
+      if (numeric && typeof v === "number") {
+        return { "<": v < num, "<=": v <= num, ">": v > num, ">=": v >= num, "=": v === num, "!=": v !== num }[op];
+      }
+      const same = fmt(v).toLowerCase() === raw.toLowerCase();
+      return op === "=" ? same : !same;
+    });
+  }
+  return { preds, errors };
+}
+
+function filteredRows(cols) {
+  const wantedState = $("#state-filter").value;
+  const { preds, errors } = parseFilter($("#text-filter").value, cols);
+  showError(errors.length ? errors.join("; ") : null, "#filter-error");
+  return state.rows.filter((row) => (!wantedState || row.state === wantedState) && preds.every((p) => p(row)));
 }
 
 function renderTable() {
@@ -230,27 +302,30 @@ function renderTable() {
   const head = $("#trials thead tr");
   head.replaceChildren();
   for (const col of cols) {
-    const th = document.createElement("th");
-    th.textContent = col.label;
-    th.dataset.key = col.key;
-    th.scope = "col";
+    const th = el("th", { scope: "col", dataset: { key: col.key } }, col.label);
     if (state.sort.key === col.key) th.setAttribute("aria-sort", state.sort.desc ? "descending" : "ascending");
     th.addEventListener("click", () => sortBy(col.key));
     head.append(th);
   }
   const bestRow = state.rows.filter((r) => r.state === "COMPLETE" && r.value !== null)
     .sort((r, s) => compare(s.value, r.value))[0];
+  const rows = sortedRows(filteredRows(cols));
   const body = $("#trials tbody");
   body.replaceChildren();
-  for (const row of sortedRows()) {
-    const tr = document.createElement("tr");
-    tr.dataset.number = row.number;
+  for (const row of rows) {
+    const tr = el("tr", { dataset: { number: row.number, state: row.state } });
     tr.classList.toggle("selected", state.selected.has(row.number));
     tr.classList.toggle("best", bestRow !== undefined && bestRow.number === row.number);
     for (const col of cols) {
-      const td = document.createElement("td");
+      const td = el("td");
       const v = cell(row, col.key);
-      td.textContent = fmt(v);
+      if (col.key === "number") {
+        const link = el("a", { href: trialURL(state.study, row.number), title: `trial #${row.number}: details` }, fmt(v));
+        link.addEventListener("click", (ev) => ev.stopPropagation());
+        td.append(link);
+      } else {
+        td.textContent = fmt(v);
+      }
       if (col.key === "state") td.className = `state-${v}`;
       if (col.key === "state" && row.error) td.title = row.error;
       tr.append(td);
@@ -258,7 +333,8 @@ function renderTable() {
     tr.addEventListener("click", () => toggleTrial(row.number));
     body.append(tr);
   }
-  $("#trial-count").textContent = `(${state.rows.length})`;
+  const shown = rows.length === state.rows.length ? `${rows.length}` : `${rows.length} of ${state.rows.length}`;
+  $("#trial-count").textContent = `(${shown})`;
 }
 
 function sortBy(key) {
@@ -277,11 +353,24 @@ function toggleTrial(number) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const stateFilter = $("#state-filter");
+  for (const s of STATES) stateFilter.append(el("option", { value: s }, s.toLowerCase()));
+  stateFilter.addEventListener("change", renderTable);
+  $("#text-filter").addEventListener("input", renderTable);
+  $("#pair-x").addEventListener("change", choosePair);
+  $("#pair-y").addEventListener("change", choosePair);
   $("#clear-selection").addEventListener("click", () => {
     state.selected.clear();
     $("#clear-selection").hidden = true;
     renderTable();
     drawFigure("curves", state.generation).catch(showError);
   });
+  $("#compare-link").addEventListener("click", (ev) => {
+    if (state.ticked.size < 2) ev.preventDefault();
+  });
+  onWidthChange(() => {
+    if (state.study) Promise.all(FIGURES.map((kind) => drawFigure(kind, state.generation))).catch(showError);
+  });
   loadStudies().catch(showError);
+  setInterval(() => loadStudies().catch(showError), STUDIES_POLL_MS);   // new studies appear without a reload
 });
