@@ -7,13 +7,20 @@ not their curves, not their fate (diverged, stopped early, done) nor the weights
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from caviar.backend import Backend
 from caviar.config import TrainConfig
-from caviar.nn.network import Architecture
+from caviar.nn.losses import softmax_cross_entropy
+from caviar.nn.network import Architecture, forward
+from caviar.panda.session import PandaSession
 from caviar.train.trainer import Trainer, hyperparameters_from
+from caviar.tune import runner
+from caviar.tune.runner import TrialOutcome, population_outcomes
+from caviar.tune.study import Study, run_study
 
 #: Every test here runs on both engine paths (numba kernels, numpy passes): see conftest.py.
 pytestmark = pytest.mark.usefixtures("engine_path")
@@ -204,3 +211,80 @@ def test_stacked_kept_needs_finish(engine_path: Backend) -> None:
     params, _ = pop.stacked_kept()
     assert params["out.W"].shape == (2, 4, C)
     assert [h.status for h in pop.histories] == ["done", "done"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A population's outcomes: one function for the study's runner and panda's fork
+# ---------------------------------------------------------------------------------------------
+
+
+def test_population_outcomes_reads_the_fate_of_each_member(engine_path: Backend) -> None:
+    arch = Architecture(n_in=N_IN, n_out=C, hidden=(16,), activation="relu", batchnorm=False)
+    cfg = TrainConfig(optimizer="sgd", batch_size=25, epochs=4)
+    values = [{"learning_rate": 0.05}, {"learning_rate": 1e6}, {"learning_rate": 0.1}]
+    pop = population(arch, cfg, values, [0, 1, 2], engine_path)
+    with np.errstate(all="ignore"):
+        pop.fit(X, Y, X_VAL, Y_VAL)
+    X_test, y_test = blobs(40, 2)
+    data = SimpleNamespace(X_test=X_test, y_test=y_test)
+    outcomes = population_outcomes(pop, [7, 8, 9], data, "val_loss", extra_metrics={"note": 1})  # type: ignore[arg-type]
+    params, state = pop.stacked_kept()
+    assert [o.number for o in outcomes] == [7, 8, 9]
+    assert [o.state for o in outcomes] == ["COMPLETE", "DIVERGED", "COMPLETE"]
+    for k, o in enumerate(outcomes):
+        h = pop.histories[k]
+        assert o.curve == h.rows and o.metrics["status"] == h.status and o.metrics["note"] == 1
+        assert o.metrics["epochs_run"] == len(h.rows) and o.metrics["best_epoch"] == h.best_epoch
+        for n in params:
+            np.testing.assert_array_equal(o.params[n], params[n][k])
+        if o.state == "COMPLETE":
+            assert o.metrics["val_loss"] == h.best_row()["val_loss"] and o.objective == -o.metrics["val_loss"]
+            member = {n: a[k : k + 1] for n, a in params.items()}
+            logits, _, _ = forward(arch, member, {}, X_test, train=False, backend=engine_path)
+            assert o.metrics["test_loss"] == pytest.approx(float(softmax_cross_entropy(logits, y_test)[0][0]))
+            assert o.metrics["test_accuracy"] == float((logits[0].argmax(-1) == y_test).mean())
+    assert outcomes[1].objective is None
+
+
+def test_runner_and_fork_both_end_their_populations_in_population_outcomes(tmp_path, monkeypatch) -> None:
+    """A study's worker (train_population) and panda's warm fork store exactly what population_outcomes says."""
+    calls: list[tuple[list[int], dict | None, list[TrialOutcome]]] = []
+    real = runner.population_outcomes
+
+    def spy(trainer, numbers, data, metric, extra_metrics=None):
+        out = real(trainer, numbers, data, metric, extra_metrics)
+        calls.append((list(numbers), extra_metrics, out))
+        return out
+
+    monkeypatch.setattr(runner, "population_outcomes", spy)
+    spec = {
+        "study": {"name": "outcomes", "seed": 3},
+        "data": {"dataset": "digits"},
+        "model": {"hidden": [16]},
+        "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 128, "epochs": 2},
+        "space": {"learning_rate": {"low": 1e-3, "high": 1e-1, "scale": "log"}},
+        "search": {"trials": 3, "storage": f"sqlite:///{tmp_path / 'outcomes.db'}"},
+    }
+    study = run_study(spec)
+    assert len(calls) == 1 and calls[0][1] is None
+    stored = {t.number: t for t in study.trials}
+    for o in calls[0][2]:
+        assert (stored[o.number].state, stored[o.number].metrics) == (o.state, o.metrics)
+
+    spec["study"]["name"] = "outcomes-panda"
+    session = PandaSession({k: v for k, v in spec.items() if k != "space"}, epochs=2)
+    try:
+        session.run_epochs(1)
+        session.fork(k=2, epochs=1, params=["learning_rate"]).wait()
+        fork = session.forks[0]
+        fork.join(120)
+        assert fork.status == "done", fork.error
+    finally:
+        session.close(10)
+    assert len(calls) == 2
+    numbers, extra, outcomes = calls[1]
+    assert numbers == [0, 1] and extra == {"warm_start_step": session.checkpoints[max(session.checkpoints)].step}
+    forked = {t.number: t for t in Study(session.storage.url, fork.name).trials}
+    for o in outcomes:
+        assert (forked[o.number].state, forked[o.number].metrics) == (o.state, o.metrics)
+        assert o.metrics["warm_start_step"] == extra["warm_start_step"]

@@ -316,3 +316,200 @@ def test_evaluate_on_threaded_slices_with_labels_per_member(engine_path, monkeyp
         shared_loss, shared_acc = t.evaluate(X, labels[k])
         assert (loss[k], acc[k]) == (shared_loss[k], shared_acc[k])
     assert len(set(loss.round(12))) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The stepping API and starting points: warm start, replicate, replace members
+# ---------------------------------------------------------------------------------------------
+
+ADAM_BN = TrainConfig(optimizer="adam", learning_rate=1e-2, batch_size=32, epochs=10)
+
+
+def assert_rows_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray], ra: int, rb: int) -> None:
+    for n in a:
+        np.testing.assert_array_equal(a[n][ra], b[n][rb], err_msg=n)
+
+
+def test_stepping_api_is_train_epoch_in_parts(engine_path) -> None:
+    """begin_epoch + train_next_batch until epoch_done + end_epoch: the same bits as train_epoch + end_epoch."""
+    whole = trainer(ADAM_BN, [{}, {"learning_rate": 3e-3}], dropout=0.2, backend=engine_path)
+    parts = trainer(ADAM_BN, [{}, {"learning_rate": 3e-3}], dropout=0.2, backend=engine_path)
+    for _ in range(2):
+        whole.train_epoch(X, Y)
+        whole.end_epoch(X[:40], Y[:40])
+        assert not parts.in_epoch and parts.epoch_done
+        n = parts.begin_epoch(len(Y))
+        assert n == 4 and parts.in_epoch and not parts.epoch_done
+        for _ in range(n):
+            parts.train_next_batch(X, Y)
+        assert parts.epoch_done
+        parts.end_epoch(X[:40], Y[:40])
+    assert [h.rows for h in whole.histories] == [h.rows for h in parts.histories]
+    assert_rows_equal(whole.params, parts.params, slice(None), slice(None))
+    with pytest.raises(RuntimeError, match="begin_epoch"):
+        parts.train_next_batch(X, Y)
+    parts.begin_epoch(len(Y))
+    for _ in range(4):
+        parts.train_next_batch(X, Y)
+    with pytest.raises(RuntimeError, match="end_epoch"):
+        parts.train_next_batch(X, Y)
+
+
+def test_restore_mid_epoch_goes_on_at_the_same_batch() -> None:
+    t = trainer(ADAM_BN, [{}], dropout=0.3)
+    t.begin_epoch(len(Y))
+    t.train_next_batch(X, Y)
+    ckpt = t.checkpoint()
+    first = [t.train_next_batch(X, Y)[0] for _ in range(3)]
+    rows = t.end_epoch()
+    t.restore(ckpt)
+    assert t.in_epoch and t.step == 1
+    assert [t.train_next_batch(X, Y)[0] for _ in range(3)] == first
+    assert t.end_epoch() == rows
+
+
+def test_restore_brings_back_curves_of_another_branch() -> None:
+    """The checkpoint holds the curves themselves: going back to a later point after an earlier one works."""
+    t = trainer(ADAM_BN, [{}])
+    continuation(t, 1)
+    early = t.checkpoint()
+    _, late_rows = continuation(t, 2)
+    late = t.checkpoint()
+    t.restore(early)
+    continuation(t, 1)  # another branch, shorter
+    t.restore(late)
+    assert [[dict(r) for r in h.rows] for h in t.histories] == late_rows
+
+
+def test_warm_start_equals_continuing(engine_path) -> None:
+    """A fresh trainer (another seed even) warm-started from an epoch-end checkpoint goes on exactly as
+    the source does: weights, Adam moments and step, running statistics, dropout streams, data order."""
+    values = [{}, {"learning_rate": 3e-3, "l2": 1e-3}]
+    source = trainer(ADAM_BN, values, dropout=0.3, backend=engine_path)
+    continuation(source, 2)
+    ckpt = source.checkpoint()
+    params, rows = continuation(source, 2)
+    fresh = Trainer(
+        source.arch,
+        ADAM_BN,
+        hyperparameters_from(values, ADAM_BN, dropout=0.3),
+        member_ids=[0, 1],
+        seed=99,
+        dtype=np.float64,
+        backend=engine_path,
+    )
+    fresh.warm_start(ckpt)
+    assert (fresh.epoch, fresh.step, fresh.opt_state.step) == (2, ckpt.step, ckpt.opt_state.step)
+    assert all(not h.rows for h in fresh.histories)  # its own curves start here
+    got_params, got_rows = continuation(fresh, 2)
+    assert got_rows == [r[2:] for r in rows]
+    for n in params:
+        np.testing.assert_array_equal(got_params[n], params[n], err_msg=n)
+    for slot in source.opt_state.slots:
+        assert_rows_equal(source.opt_state.slots[slot], fresh.opt_state.slots[slot], slice(None), slice(None))
+    with pytest.raises(ValueError, match="3 members, this trainer 2"):
+        trainer(ADAM_BN, [{}, {}]).warm_start(trainer(ADAM_BN, [{}, {}, {}]).checkpoint())
+
+
+def test_warm_start_from_mid_epoch_restarts_that_epoch() -> None:
+    source = trainer(ADAM_BN, [{}])
+    continuation(source, 1)
+    source.begin_epoch(len(Y))
+    batches = list(source._batches or [])
+    source.train_next_batch(X, Y)
+    fresh = trainer(ADAM_BN, [{}])
+    fresh.warm_start(source.checkpoint())
+    assert not fresh.in_epoch and fresh.epoch == 1
+    fresh.begin_epoch(len(Y))
+    assert [b.tolist() for b in fresh._batches or []] == [b.tolist() for b in batches]
+
+
+def test_replicate_starts_every_member_from_one_model(engine_path) -> None:
+    """K members from one member of a checkpoint: its weights, moments, step, statistics, counters and
+    data order; their own hyperparameters and dropout streams. A copy with the source's
+    hyperparameters then trains on exactly as the source does."""
+    source = trainer(ADAM_BN, [{}, {"learning_rate": 5e-3}], backend=engine_path)
+    continuation(source, 2)
+    ckpt = source.checkpoint()
+    values = [{"learning_rate": 1e-3}, {"learning_rate": 5e-3}, {"learning_rate": 5e-2}]
+    pop = trainer(ADAM_BN, values, ids=[10, 11, 12], backend=engine_path)
+    pop.replicate(ckpt, member=1)
+    for k in range(3):
+        assert_rows_equal(pop.params, ckpt.params, k, 1)
+        assert_rows_equal(pop.state, ckpt.state, k, 1)
+        for slot in ckpt.opt_state.slots:
+            assert_rows_equal(pop.opt_state.slots[slot], ckpt.opt_state.slots[slot], k, 1)
+    assert (pop.epoch, pop.step, pop.opt_state.step) == (2, ckpt.step, ckpt.opt_state.step)
+    np.testing.assert_array_equal(pop.hp["learning_rate"], [1e-3, 5e-3, 5e-2])
+    states = [r.bit_generator.state["state"]["state"] for r in pop.rngs]
+    assert len(set(states)) == 3  # each member keeps its own stream
+    source_params, _ = continuation(source, 1)
+    pop_params, _ = continuation(pop, 1)
+    assert_rows_equal(pop_params, source_params, 1, 1)  # the copy with the source's values goes on as it
+    assert not np.array_equal(pop_params["out.W"][0], pop_params["out.W"][2])
+    with pytest.raises(ValueError, match="member 5 was not training"):
+        pop.replicate(ckpt, member=5)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "rmsprop"])
+def test_replace_members_makes_an_exact_copy(optimizer: str, engine_path) -> None:
+    """Member 2 becomes member 0: weights, optimizer moments (and the shared step), batch-norm running
+    statistics, dropout stream, hyperparameters; a step of both then gives identical bits."""
+    cfg = TrainConfig(optimizer=optimizer, learning_rate=1e-2, batch_size=32, epochs=10)
+    values = [{"learning_rate": 1e-2, "bn_momentum": 0.2}, {}, {"learning_rate": 3e-2, "l2": 1e-2}]
+    t = trainer(cfg, values, dropout=0.3, backend=engine_path)
+    continuation(t, 2)
+    assert not np.array_equal(t.params["out.W"][0], t.params["out.W"][2])
+    row_before = [dict(r) for r in t.histories[2].rows]
+    member1 = {n: a[1].copy() for n, a in t.params.items()}
+    t.replace_members([0], [2])
+    assert_rows_equal(t.params, t.params, 0, 2)
+    assert_rows_equal(t.state, t.state, 0, 2)
+    for slot in t.opt_state.slots.values():
+        assert_rows_equal(slot, slot, 0, 2)
+    assert t.hyperparameters(2) == t.hyperparameters(0) and t.lr[2] == t.lr[0]
+    assert t.rngs[2].bit_generator.state == t.rngs[0].bit_generator.state
+    assert t.histories[2].rows == row_before and t.histories[2].best_epoch == -1  # its curve, no stale best
+    loss, acc = t.train_step(X[:32], Y[:32])
+    assert loss[0] == loss[2] and acc[0] == acc[2]
+    assert_rows_equal(t.params, t.params, 0, 2)
+    assert_rows_equal(t.state, t.state, 0, 2)
+    for slot in t.opt_state.slots.values():
+        assert_rows_equal(slot, slot, 0, 2)
+    for n, a in member1.items():  # the bystander only took its step
+        assert not np.array_equal(t.params[n][1], a) or n.startswith("bn")
+
+
+def test_replace_members_reads_every_source_first_and_checks_its_input() -> None:
+    t = trainer(ADAM_BN, [{"learning_rate": 1e-2}, {"learning_rate": 2e-2}, {"learning_rate": 3e-2}])
+    continuation(t, 1)
+    before = {n: a.copy() for n, a in t.params.items()}
+    t.replace_members([0, 2], [2, 0])  # a swap
+    assert_rows_equal(t.params, before, 0, 2)
+    assert_rows_equal(t.params, before, 2, 0)
+    np.testing.assert_array_equal(t.hp["learning_rate"], [3e-2, 2e-2, 1e-2])
+    t.replace_members([1], [0], hyperparameters=False)
+    assert t.hp["learning_rate"][0] == 3e-2
+    with pytest.raises(ValueError, match="2 sources for 1 targets"):
+        t.replace_members([0, 1], [2])
+    with pytest.raises(ValueError, match="name a member twice"):
+        t.replace_members([0, 1], [2, 2])
+    with pytest.raises(ValueError, match="member 9 is not training"):
+        t.replace_members([9], [0])
+
+
+def test_load_weights_starts_from_given_arrays() -> None:
+    source = trainer(ADAM_BN, [{}])
+    continuation(source, 1)
+    params, state = source.member_weights(0)
+    t = trainer(ADAM_BN, [{}, {}])
+    t.load_weights({n: a[None] for n, a in params.items()}, {n: a[None] for n, a in state.items()})
+    for k in range(2):
+        for n, a in params.items():
+            np.testing.assert_array_equal(t.params[n][k], a)
+    assert t.opt_state.step == 0 and t.epoch == 0  # a fresh optimizer
+    stacked = {n: a[None] for n, a in params.items()}
+    with pytest.raises(ValueError, match=r"parameters: out.W has shape \(1, 3, 3\), the architecture's is \(2, 8, 3\)"):
+        t.load_weights({**stacked, "out.W": np.zeros((1, 3, 3))})
+    with pytest.raises(ValueError, match="do not match the architecture"):
+        t.load_weights({"out.W": stacked["out.W"]})

@@ -184,8 +184,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
             raise DataError(f"labels {unknown[:5].tolist()} were not among the classes {self.classes_.tolist()}")
         return idx.astype(np.int64)
 
-    def _new_trainer(self, n_features: int) -> Trainer:
+    def _new_trainer(self, n_features: int, one_pass: bool = False) -> Trainer:
+        """A population of one for these parameters; ``one_pass`` (partial_fit): early stopping off,
+        so that a pass never retires the model."""
         model, train = self.model_config(), self.train_config()
+        if one_pass:
+            train = replace(train, early_stopping=False)
         arch = Architecture(
             n_in=n_features,
             n_out=len(self.classes_),
@@ -240,16 +244,15 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._check_batch(len(yi))
         trainer = getattr(self, "_trainer", None)
         if trainer is None or trainer.K == 0:
-            trainer = self._new_trainer(X.shape[1])
-            trainer.config = replace(trainer.config, early_stopping=False)  # one pass: never retire
-            if hasattr(self, "params_"):
-                trainer.params = {n: a[None].copy() for n, a in self.params_.items()}
-                trainer.state = {n: a[None].copy() for n, a in self.state_.items()}
+            trainer = self._new_trainer(X.shape[1], one_pass=True)
+            if hasattr(self, "params_"):  # fitted (or loaded): go on from its weights, a fresh optimizer
+                trainer.load_weights(
+                    {n: a[None] for n, a in self.params_.items()}, {n: a[None] for n, a in self.state_.items()}
+                )
         trainer.train_epoch(self._standardized(X), yi)
         trainer.end_epoch()
         self._trainer = trainer
-        self.params_ = {n: a[0].copy() for n, a in trainer.params.items()}
-        self.state_ = {n: a[0].copy() for n, a in trainer.state.items()}
+        self.params_, self.state_ = trainer.member_weights(0)
         self.history_ = trainer.histories[0].rows
         self.n_iter_ = trainer.epoch
         return self

@@ -28,7 +28,7 @@ import numpy as np
 
 from caviar import hparams
 from caviar.errors import CaviarError, ControlError
-from caviar.storage import StudyStatus, TrialState
+from caviar.storage import StudyStatus
 
 if TYPE_CHECKING:
     from caviar.panda.session import PandaCheckpoint, PandaSession
@@ -174,10 +174,9 @@ class Fork:
 
     def _run_warm(self) -> None:
         """Train the fork's trials as one population starting from the checkpoint's state."""
-        from caviar.optim.optimizers import OptimizerState
         from caviar.train.trainer import Trainer, hyperparameters_from
         from caviar.tune.planning import plans_for
-        from caviar.tune.runner import STATE_OF_STATUS, TrialOutcome, model_file_bytes
+        from caviar.tune.runner import model_file_bytes, population_outcomes
         from caviar.tune.spec import load_spec
         from caviar.tune.worker import MODEL_ARTIFACT, new_worker_id
 
@@ -214,19 +213,7 @@ class Fork:
             first = plans[0]
             hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
             t = Trainer(s.arch, first.train, hp, numbers, seed=s.seed, dtype=np.dtype(s.dtype))
-            src = ck.trainer
-            t.params = {n: np.repeat(a, self.k, axis=0) for n, a in src.params.items()}
-            t.state = {n: np.repeat(a, self.k, axis=0) for n, a in src.state.items()}
-            t.opt_state = OptimizerState(
-                src.opt_state.step,
-                {
-                    slot: {n: np.repeat(a, self.k, axis=0) for n, a in arrays.items()}
-                    for slot, arrays in src.opt_state.slots.items()
-                },
-            )
-            t.data_rng.bit_generator.state = ck.epoch_rng_state or src.rng_state
-            t.epoch, t.step = src.epoch, src.step
-            t.set_hyperparameter("learning_rate", t.hp["learning_rate"].copy())  # decay at this epoch
+            t.replicate(ck.trainer, member=0)  # every member from the session's model, its own hyperparameters
 
             class _Stream:
                 def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> None:
@@ -242,56 +229,19 @@ class Fork:
                 data.y_val if has_val else None,
                 callbacks=[_Stream()],
             )
-            params, state = t.stacked_kept()
-            test = _evaluate(s, params, state, t.backend)
+            outcomes = population_outcomes(
+                t, numbers, data, spec.search.metric, extra_metrics={"warm_start_step": ck.trainer.step}
+            )
         except BaseException:
             store.requeue_worker(study_id, worker)
             raise
         best_objective = -np.inf
-        for k, plan in enumerate(plans):
-            hist = t.histories[k]
-            row = hist.best_row()
-            metrics = {
-                key: row[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in row
-            }
-            metrics.update(
-                status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch, warm_start_step=src.step
-            )
-            if test is not None:
-                metrics.update(test_loss=float(test[0][k]), test_accuracy=float(test[1][k]))
-            state_name = STATE_OF_STATUS[hist.status]
-            value = metrics.get(spec.search.metric)
-            objective = (
-                spec.search.objective(value) if state_name == TrialState.COMPLETE and value is not None else None
-            )
-            if objective is not None and not math.isfinite(objective):
-                objective = None
-            store.finish_trial(claimed[k].id, worker, state_name, metrics, objective, list(hist.rows))
-            if objective is not None and objective > best_objective:
-                best_objective = objective
-                outcome = TrialOutcome(
-                    plan.number,
-                    state_name,
-                    metrics,
-                    objective,
-                    list(hist.rows),
-                    {n: a[k] for n, a in params.items()},
-                    {n: a[k] for n, a in state.items()},
-                )
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            trial_id = claimed[plan.number].id
+            store.finish_trial(trial_id, worker, outcome.state, outcome.metrics, outcome.objective, outcome.curve)
+            if outcome.objective is not None and outcome.objective > best_objective:
+                best_objective = outcome.objective
                 store.save_artifact(
-                    claimed[k].id, MODEL_ARTIFACT, model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype)
+                    trial_id, MODEL_ARTIFACT, model_file_bytes(plan, outcome, data, seed=s.seed, dtype=s.dtype)
                 )
         store.set_study_status(study_id, StudyStatus.COMPLETE)
-
-
-def _evaluate(session: PandaSession, params: dict, state: dict, backend) -> tuple[np.ndarray, np.ndarray] | None:
-    from caviar.nn.losses import accuracy, softmax_cross_entropy
-    from caviar.nn.network import forward
-
-    X, y = session.data.X_test, session.data.y_test
-    if not len(y):
-        return None
-    with np.errstate(all="ignore"):
-        logits, _, _ = forward(session.arch, params, state, X, train=False, backend=backend)
-        loss, _ = softmax_cross_entropy(logits, y)
-    return loss, accuracy(logits, y)

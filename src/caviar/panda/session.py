@@ -29,7 +29,6 @@ import numpy as np
 
 from caviar import hparams
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, with_values
-from caviar.data.batches import minibatch_indices
 from caviar.errors import CaviarError, ControlError
 from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
@@ -127,15 +126,12 @@ class Control:
 
 @dataclass
 class PandaCheckpoint:
-    """A point to come back to: the trainer's checkpoint plus what makes the continuation exact."""
+    """A point to come back to: the trainer's checkpoint (weights, optimizer, counters, generators,
+    curve, best-epoch record, the running epoch's batches and sums) plus the page's own state."""
 
     id: int
     label: str
-    trainer: Checkpoint  # weights, optimizer, counters, the members' dropout streams, best-epoch records
-    epoch_rng_state: dict | None  # data RNG at the start of the running epoch (None: at an epoch boundary)
-    batch_pos: int
-    epoch_sums: np.ndarray
-    history_rows: list[dict[str, float]]
+    trainer: Checkpoint
     ewa: tuple[float, int]
     n_steps: int
     n_epochs: int
@@ -240,10 +236,6 @@ class PandaSession:
         self.checkpoints: dict[int, PandaCheckpoint] = {}
         self.forks: list[Any] = []
         self._next_ckpt = 0
-        self._batches: list[np.ndarray] | None = None
-        self._batch_pos = 0
-        self._epoch_rng_state: dict | None = None
-        self._epoch_sums = np.zeros(3)  # loss * n, correct * n, n of the running epoch
         self.error: str | None = None
 
         self.storage_url = (
@@ -584,10 +576,6 @@ class PandaSession:
             id=self._next_ckpt,
             label=label,
             trainer=t.checkpoint(),
-            epoch_rng_state=self._epoch_rng_state if self._batches is not None else None,
-            batch_pos=self._batch_pos,
-            epoch_sums=self._epoch_sums.copy(),
-            history_rows=[dict(r) for r in t.histories[0].rows],
             ewa=(self.ewa.v, self.ewa.t),
             n_steps=len(self.steps),
             n_epochs=len(self.epochs),
@@ -608,29 +596,15 @@ class PandaSession:
         return ckpt
 
     def _restore(self, ckpt: PandaCheckpoint) -> None:
-        """Put weights, optimizer, hyperparameters, counters, RNG streams and curves back as they were."""
+        """Put weights, optimizer, hyperparameters, counters, RNG streams, the running epoch and curves
+        back as they were."""
         if self.trainer.K != 1:  # diverged: the trainer let its member go; start from a fresh one
             self.trainer = self._new_trainer()
-        t = self.trainer
-        t.restore(ckpt.trainer)  # member RNG streams included
-        t.histories[0].rows[:] = [dict(r) for r in ckpt.history_rows]
-        self._epoch_sums = ckpt.epoch_sums.copy()
-        _set_trainer_epoch_sums(t, self._epoch_sums)
-        if ckpt.epoch_rng_state is not None:  # mid-epoch: redraw the same batches, carry on where it was
-            t.data_rng.bit_generator.state = ckpt.epoch_rng_state
-            self._epoch_rng_state = ckpt.epoch_rng_state
-            self._batches = self._draw_batches()
-            self._batch_pos = ckpt.batch_pos
-        else:
-            self._batches, self._batch_pos, self._epoch_rng_state = None, 0, None
+        self.trainer.restore(ckpt.trainer)
         self.ewa.v, self.ewa.t = ckpt.ewa
         del self.steps[ckpt.n_steps :]
         del self.epochs[ckpt.n_epochs :]
         self._hp = self._read_hp()
-
-    def _draw_batches(self) -> list[np.ndarray]:
-        t = self.trainer
-        return minibatch_indices(len(self.data.y_train), self.train_config.batch_size, t.data_rng, t.shuffle)
 
     # ------------------------------------------------------------------------------- stepping
     def run_steps(self, n: int) -> int:
@@ -666,24 +640,16 @@ class PandaSession:
         return done
 
     def _advance(self) -> None:
-        """One step: batch, update, its point on the curve; at an epoch's end, the epoch row."""
+        """One step on the trainer's next batch and its point on the curve; at an epoch's end, the epoch row."""
         t, data = self.trainer, self.data
         with self._cond:
-            if self._batches is None:
-                self._epoch_rng_state = t.data_rng.bit_generator.state
-                self._batches = self._draw_batches()
-                self._batch_pos = 0
-                self._epoch_sums[:] = 0.0
-                _set_trainer_epoch_sums(t, self._epoch_sums)
-            idx = self._batches[self._batch_pos]
+            if not t.in_epoch:
+                t.begin_epoch(len(data.y_train))
             lr = float(t.lr[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is reported, not warned
-            loss, acc = t.train_step(data.X_train[idx], data.y_train[idx])  # outside the lock: readers go on
-        loss0, acc0 = float(loss[0]) if len(loss) else float("nan"), float(acc[0]) if len(acc) else float("nan")
+            loss, _ = t.train_next_batch(data.X_train, data.y_train)  # outside the lock: readers go on
+        loss0 = float(loss[0]) if len(loss) else float("nan")
         with self._cond:
-            n = len(idx)
-            self._epoch_sums += (loss0 * n, acc0 * n, n)
-            self._batch_pos += 1
             self.steps.append(
                 {"step": t.step, "epoch": t.epoch, "loss": loss0, "smooth": self.ewa.update(loss0), "lr": lr}
             )
@@ -693,7 +659,7 @@ class PandaSession:
                 self._log("diverged", {"loss": loss0, "lr": lr}, step=t.step)
                 self._cond.notify_all()
                 return
-            end_of_epoch = self._batch_pos >= len(self._batches)
+            end_of_epoch = t.epoch_done
             self._cond.notify_all()
         if end_of_epoch:
             self._end_epoch()
@@ -702,11 +668,8 @@ class PandaSession:
         t, data = self.trainer, self.data
         has_val = len(data.y_val) > 0
         rows = t.end_epoch(data.X_val if has_val else None, data.y_val if has_val else None)
-        s = self._epoch_sums
-        row = dict(rows.get(0, {}))
-        row.update(epoch=t.epoch - 1, step=t.step, train_loss=s[0] / max(s[2], 1), train_accuracy=s[1] / max(s[2], 1))
+        row = {**rows.get(0, {}), "step": t.step}
         with self._cond:
-            self._batches, self._batch_pos, self._epoch_rng_state = None, 0, None
             self.epochs.append(row)
             self.storage.add_curve_rows(self.trial_id, [clean(row)], PANDA_WORKER)
             self.storage.heartbeat([self.trial_id], PANDA_WORKER)
@@ -792,14 +755,3 @@ class PandaSession:
 
     def snapshot_path(self) -> Path | None:
         return self.spec.source
-
-
-def _set_trainer_epoch_sums(trainer: Trainer, sums: np.ndarray) -> None:
-    """Keep the trainer's own per-epoch sums (private; used by its history rows) in line with ours.
-
-    The session computes its train metrics itself, so its curves do not depend on this; the trainer's
-    history only stays right for code that reads it. A public ``Trainer.begin_epoch()`` would replace it.
-    """
-    own = getattr(trainer, "_epoch_sums", None)
-    if isinstance(own, np.ndarray) and own.shape == (1, 3):
-        own[0] = sums

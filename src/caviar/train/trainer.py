@@ -1,9 +1,23 @@
-"""Mini-batch training of a population of K networks that share one architecture.
+"""Mini-batch training of a population of K networks that share one architecture: the one training loop.
 
 The members see the same mini-batches (their order comes from the population's seed) and differ
 in their per-member hyperparameters and their own random streams (weights, dropout). A member that
 diverges (non-finite loss), stops early or is pruned leaves the population: the arrays are
 compacted so that the others go on at full speed, and its kept weights are set aside.
+
+Everything that trains a network drives a ``Trainer`` through its public API, never its attributes:
+
+- whole runs: ``fit`` (epochs until done, with callbacks), ``finish``, ``stacked_kept``;
+- stepping: ``begin_epoch`` (draws the epoch's mini-batches), ``train_next_batch`` (one step on the
+  next of them; ``epoch_done`` says when they are spent), ``end_epoch`` (the epoch's rows, best
+  weights, early stopping); ``train_epoch`` is the three for one epoch; ``train_step`` one step on a
+  batch the caller chose;
+- starting points: ``checkpoint`` / ``restore`` (back to a point of this run, mid-epoch included),
+  ``warm_start`` (a fresh trainer goes on from a checkpoint, member to member),
+  ``replicate`` (every member starts from one member of a checkpoint: a population around one
+  model), ``load_weights`` (given parameters and running statistics, a fresh optimizer);
+- between steps: ``replace_members`` (member j becomes an exact copy of member i: weights, optimizer
+  moments, running statistics, generator, hyperparameters) and ``set_hyperparameter``.
 
 Speed: gradients go into preallocated arrays and the optimizer updates in cache-sized blocks (see
 ``Optimizer.apply``). When K is at least the number of threads, the population is split into that
@@ -19,7 +33,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
@@ -93,7 +107,10 @@ class Callback(Protocol):
 
 @dataclass
 class Checkpoint:
-    """Everything needed to continue training exactly from a point (used by panda mode)."""
+    """Everything needed to continue training exactly from a point, mid-epoch included.
+
+    Arrays hold one row per member active when it was taken (``members``, their original indices).
+    """
 
     params: Arrays
     state: Arrays
@@ -101,12 +118,22 @@ class Checkpoint:
     hp: dict[str, np.ndarray]
     epoch: int
     step: int
-    rng_state: dict
-    histories_len: list[int]
-    member_rng_states: list[dict] = field(default_factory=list)
-    bests: list[tuple[int, float]] = field(default_factory=list)  # (best_epoch, best_score) per member
-    best_arrays: dict[int, tuple[Arrays, Arrays]] = field(default_factory=dict)
-    epoch_sums: np.ndarray | None = None
+    rng_state: dict  # the data generator now (after drawing the running epoch's batches, if any)
+    members: list[int]
+    history_rows: list[list[dict[str, float]]]  # every member's curve, retired ones included
+    member_rng_states: list[dict]
+    bests: list[tuple[int, float]]  # (best_epoch, best_score) per member
+    best_arrays: dict[int, tuple[Arrays, Arrays]]
+    epoch_sums: np.ndarray
+    batches: list[np.ndarray] | None = None  # the running epoch's mini-batches (None: between epochs)
+    batch_pos: int = 0  # how many of them are done
+    epoch_rng_state: dict | None = None  # the data generator before they were drawn
+
+    def row(self, member: int) -> int:
+        """The row of original member ``member`` in the checkpoint's arrays."""
+        if member not in self.members:
+            raise ValueError(f"member {member} was not training when the checkpoint was taken")
+        return self.members.index(member)
 
 
 @dataclass
@@ -175,6 +202,9 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self._epoch_sums = np.zeros((K, 3))  # loss * n, correct, n of the running epoch
+        self._batches: list[np.ndarray] | None = None  # the running epoch's mini-batches
+        self._batch_pos = 0
+        self._epoch_rng_state: dict | None = None  # data generator before they were drawn
         self._refresh_lr()
 
     # ----- hyperparameters -------------------------------------------------------------------
@@ -189,13 +219,20 @@ class Trainer:
             self.hp["learning_rate"], c.decay, self.hp["lr_decay"], self.epoch, c.epochs, c.decay_every
         )
 
-    def set_hyperparameter(self, name: str, value: float, members: Sequence[int] | None = None) -> None:
-        """Change a per-member hyperparameter from the next step on (all members, or those given)."""
+    def set_hyperparameter(self, name: str, value: float | np.ndarray, members: Sequence[int] | None = None) -> None:
+        """Change a per-member hyperparameter from the next step on: every active member, or the
+        original members given; ``value`` is one number or one per member changed. The learning
+        rate is recomputed (decay at the current epoch)."""
         if name not in PER_MEMBER:
             raise ValueError(f"{name!r} cannot change during training; one of {', '.join(PER_MEMBER)} can")
         rows = slice(None) if members is None else [self._row(m) for m in members]
         self.hp[name][rows] = value
         self._refresh_lr()
+
+    def hyperparameters(self, member: int) -> dict[str, float]:
+        """The per-member hyperparameters of original member ``member`` (active)."""
+        j = self._row(member)
+        return {name: float(v[j]) for name, v in self.hp.items()}
 
     def _row(self, member: int) -> int:
         where = np.flatnonzero(self.active == member)
@@ -323,16 +360,46 @@ class Trainer:
             self._grads = {n: np.empty_like(a) for n, a in self.params.items()}
 
     # ----- epochs ----------------------------------------------------------------------------
-    def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
-        """One pass over (X, y) in fresh mini-batches; returns True if a callback asked to stop."""
+    def begin_epoch(self, n_samples: int) -> int:
+        """Start an epoch over ``n_samples`` rows: zero its sums, draw its mini-batches from the data
+        generator (in order with ``shuffle=False``); returns how many there are."""
         self._epoch_sums[:] = 0.0
+        self._epoch_rng_state = self.data_rng.bit_generator.state
+        self._batches = minibatch_indices(n_samples, self.config.batch_size, self.data_rng, self.shuffle)
+        self._batch_pos = 0
+        return len(self._batches)
+
+    @property
+    def in_epoch(self) -> bool:
+        """True between ``begin_epoch`` and ``end_epoch``."""
+        return self._batches is not None
+
+    @property
+    def epoch_done(self) -> bool:
+        """True when every mini-batch of the running epoch has been trained on (or none is running)."""
+        return self._batches is None or self._batch_pos >= len(self._batches)
+
+    def train_next_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step on the running epoch's next mini-batch of (X, y); returns (loss, accuracy) (K,)."""
+        if self._batches is None:
+            raise RuntimeError("no epoch is running: call begin_epoch first")
+        if self._batch_pos >= len(self._batches):
+            raise RuntimeError("the epoch's mini-batches are spent: call end_epoch")
+        idx = self._batches[self._batch_pos]
+        self._batch_pos += 1
+        return self.train_step(X[idx], y[idx])
+
+    def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
+        """One pass over (X, y) in fresh mini-batches (``begin_epoch`` and ``train_next_batch``; the
+        caller then calls ``end_epoch``); returns True if a callback asked to stop or none is left."""
+        self.begin_epoch(len(y))
         with self._blas_context(self.config.batch_size, self._spans(self.config.batch_size)):
             self._blas_held = True
             try:
-                for idx in minibatch_indices(len(y), self.config.batch_size, self.data_rng, self.shuffle):
+                while not self.epoch_done:
                     if self.K == 0:
                         return True
-                    loss, _ = self.train_step(X[idx], y[idx])
+                    loss, _ = self.train_next_batch(X, y)
                     if any([cb.on_step_end(self, loss) for cb in callbacks if hasattr(cb, "on_step_end")]):
                         return True
             finally:
@@ -342,7 +409,9 @@ class Trainer:
     def end_epoch(
         self, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None
     ) -> dict[int, dict[str, float]]:
-        """Record the epoch's metrics for every active member, keep bests, stop the patient ones."""
+        """Close the epoch: record its row for every active member (train metrics from its steps,
+        validation metrics on (X_val, y_val)), keep bests, retire the members out of patience, move
+        the learning rate to the next epoch. Returns the rows by original member."""
         sums = self._epoch_sums
         n = np.maximum(sums[:, 2], 1)
         train_loss, train_acc = sums[:, 0] / n, sums[:, 1] / n
@@ -373,6 +442,7 @@ class Trainer:
             elif c.early_stopping and len(hist.rows) - 1 - hist.best_epoch >= c.patience:
                 stopped.append(k)
         self.epoch += 1
+        self._batches, self._batch_pos, self._epoch_rng_state = None, 0, None
         self._refresh_lr()
         if stopped:
             self.retire(np.array(stopped), "stopped")
@@ -404,6 +474,10 @@ class Trainer:
             self.retire(self.active.copy(), "done")
 
     # ----- members leaving ------------------------------------------------------------------
+    def member_weights(self, member: int) -> tuple[Arrays, Arrays]:
+        """Copies of active member ``member``'s parameters and running statistics (no population axis)."""
+        return self._member_arrays(self._row(member))
+
     def _member_arrays(self, row: int) -> tuple[Arrays, Arrays]:
         return ({n: a[row].copy() for n, a in self.params.items()}, {n: a[row].copy() for n, a in self.state.items()})
 
@@ -486,9 +560,9 @@ class Trainer:
         state = {n: np.stack([self.kept[k][1][n] for k in range(K)]) for n in self.kept[0][1]}
         return params, state
 
-    # ----- checkpoints (panda mode) ---------------------------------------------------------
+    # ----- checkpoints and starting points --------------------------------------------------
     def checkpoint(self) -> Checkpoint:
-        """A deep copy of the training state of the active members."""
+        """A deep copy of the training state of the active members (mid-epoch included)."""
         return Checkpoint(
             params={n: a.copy() for n, a in self.params.items()},
             state={n: a.copy() for n, a in self.state.items()},
@@ -497,16 +571,22 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
             rng_state=self.data_rng.bit_generator.state,
-            histories_len=[len(h.rows) for h in self.histories],
+            members=[int(k) for k in self.active],
+            history_rows=[[dict(r) for r in h.rows] for h in self.histories],
             member_rng_states=[r.bit_generator.state for r in self.rngs],
             bests=[(h.best_epoch, h.best_score) for h in self.histories],
             best_arrays=dict(self._best),  # kept arrays are never written in place: sharing is safe
             epoch_sums=self._epoch_sums.copy(),
+            batches=None if self._batches is None else list(self._batches),  # index arrays: never written
+            batch_pos=self._batch_pos,
+            epoch_rng_state=self._epoch_rng_state,
         )
 
     def restore(self, ckpt: Checkpoint) -> None:
-        """Go back to ``ckpt`` (same active members): weights, optimizer, epoch, curves."""
-        if len(ckpt.hp["learning_rate"]) != self.K:
+        """Go back to ``ckpt`` of this run (the same active members): weights, optimizer, counters,
+        generators, curves, best-epoch records and the running epoch's position; the continuation
+        is then bit for bit the first one's."""
+        if [int(k) for k in self.active] != ckpt.members:
             raise ValueError("checkpoint was taken with a different set of active members")
         self.params = {n: a.copy() for n, a in ckpt.params.items()}
         self.state = {n: a.copy() for n, a in ckpt.state.items()}
@@ -514,12 +594,103 @@ class Trainer:
         self.hp = {n: v.copy() for n, v in ckpt.hp.items()}
         self.epoch, self.step = ckpt.epoch, ckpt.step
         self.data_rng.bit_generator.state = ckpt.rng_state
-        for rng, state in zip(self.rngs, ckpt.member_rng_states, strict=False):
+        for rng, state in zip(self.rngs, ckpt.member_rng_states, strict=True):
             rng.bit_generator.state = state
-        for h, n, (best_epoch, best_score) in zip(self.histories, ckpt.histories_len, ckpt.bests, strict=False):
-            del h.rows[n:]
+        for h, rows, (best_epoch, best_score) in zip(self.histories, ckpt.history_rows, ckpt.bests, strict=True):
+            h.rows[:] = [dict(r) for r in rows]
             h.best_epoch, h.best_score = best_epoch, best_score
         self._best = dict(ckpt.best_arrays)
-        if ckpt.epoch_sums is not None:
-            self._epoch_sums = ckpt.epoch_sums.copy()
+        self._epoch_sums = ckpt.epoch_sums.copy()
+        self._batches = None if ckpt.batches is None else list(ckpt.batches)
+        self._batch_pos, self._epoch_rng_state = ckpt.batch_pos, ckpt.epoch_rng_state
+        self._refresh_lr()
+
+    def warm_start(self, source: Checkpoint) -> None:
+        """Go on from ``source`` (another trainer's, same architecture and as many active members):
+        member by member, its weights, running statistics, optimizer slots and step, dropout
+        generators, epoch/step counters and data order. A fresh trainer warm-started from a
+        checkpoint taken at an epoch's end trains on exactly as the source would have; its own
+        curves start empty, its hyperparameters are its own. A checkpoint taken mid-epoch restarts
+        that epoch from its first batch."""
+        if len(source.members) != self.K:
+            raise ValueError(f"checkpoint has {len(source.members)} members, this trainer {self.K}")
+        self._start_from(source, list(range(self.K)))
+        for rng, state in zip(self.rngs, source.member_rng_states, strict=True):
+            rng.bit_generator.state = state
+
+    def replicate(self, source: Checkpoint, member: int = 0) -> None:
+        """Every member starts from ``member`` of ``source`` (a population around one model, e.g.
+        panda's fork): its weights, running statistics, optimizer slots and step, epoch/step
+        counters and data order, as ``warm_start``. Each member keeps its own hyperparameters and its
+        own dropout generator (from its id): copies drawing the same masks would explore nothing."""
+        self._start_from(source, [source.row(member)] * self.K)
+
+    def _start_from(self, source: Checkpoint, rows: list[int]) -> None:
+        """Rows ``rows`` of ``source`` become the active members' training state (see warm_start)."""
+        pick = np.asarray(rows)
+        self._check_like(source.params, self.params, "parameters")
+        self._check_like(source.state, self.state, "running statistics")
+        self.params = {n: a[pick].copy() for n, a in source.params.items()}
+        self.state = {n: a[pick].copy() for n, a in source.state.items()}
+        slots = source.opt_state.slots
+        if slots.keys() != self.opt_state.slots.keys():
+            raise ValueError(f"checkpoint holds optimizer slots {sorted(slots)}; {self.optimizer.kind} needs theirs")
+        self.opt_state = OptimizerState(
+            source.opt_state.step, {s: {n: a[pick].copy() for n, a in d.items()} for s, d in slots.items()}
+        )
+        self.epoch, self.step = source.epoch, source.step
+        self.data_rng.bit_generator.state = source.epoch_rng_state or source.rng_state
+        self._epoch_sums[:] = 0.0
+        self._batches, self._batch_pos, self._epoch_rng_state = None, 0, None
+        self._refresh_lr()  # the decay at the source's epoch
+
+    def load_weights(self, params: Arrays, state: Arrays | None = None) -> None:
+        """Start from given parameters and running statistics (one row per active member, or one row
+        for all of them; e.g. a fitted model's); the optimizer, counters and data order stay as
+        they are (fresh for a new trainer)."""
+        state = {} if state is None else state
+        self._check_like(params, self.params, "parameters", rows=(1, self.K))
+        self._check_like(state, self.state, "running statistics", rows=(1, self.K))
+        self.params = {n: np.broadcast_to(a, self.params[n].shape).astype(self.dtype) for n, a in params.items()}
+        self.state = {n: np.broadcast_to(a, self.state[n].shape).astype(self.dtype) for n, a in state.items()}
+
+    def _check_like(self, got: Arrays, want: Arrays, what: str, rows: tuple[int, ...] | None = None) -> None:
+        """One-line error unless ``got`` has ``want``'s names and per-member shapes."""
+        if got.keys() != want.keys():
+            raise ValueError(f"{what}: names {sorted(got)} do not match the architecture's {sorted(want)}")
+        for n, a in got.items():
+            if a.shape[1:] != want[n].shape[1:] or (rows is not None and a.shape[0] not in rows):
+                raise ValueError(f"{what}: {n} has shape {a.shape}, the architecture's is {want[n].shape}")
+
+    def replace_members(self, sources: Sequence[int], targets: Sequence[int], *, hyperparameters: bool = True) -> None:
+        """Member ``targets[i]`` becomes an exact copy of member ``sources[i]`` (original indices, both
+        active): weights, running statistics, optimizer moments, dropout generator, the running
+        epoch's sums and (with ``hyperparameters``) every per-member hyperparameter, so that a step
+        of both gives identical results. The optimizer's step counter is the population's, shared
+        already. A target keeps its id and its curve; its best-epoch record is dropped (it no longer
+        describes its weights). All sources are read before any target is written."""
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources for {len(targets)} targets")
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"targets {list(targets)} name a member twice")
+        src = np.array([self._row(m) for m in sources], dtype=int)
+        dst = np.array([self._row(m) for m in targets], dtype=int)
+        if src.size == 0:
+            return
+        arrays = [
+            *self.params.values(),
+            *self.state.values(),
+            *(a for d in self.opt_state.slots.values() for a in d.values()),
+        ]
+        if hyperparameters:
+            arrays += list(self.hp.values())
+        for a in arrays + [self._epoch_sums]:
+            a[dst] = a[src]  # fancy indexing reads every source row first: swaps and chains are safe
+        states = [self.rngs[j].bit_generator.state for j in src]
+        for j, state in zip(dst, states, strict=True):
+            self.rngs[j].bit_generator.state = state
+        for m in targets:
+            hist = self.histories[m]
+            hist.best_epoch, hist.best_score = -1, np.inf
+            self._best.pop(int(m), None)
         self._refresh_lr()

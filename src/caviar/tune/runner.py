@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from caviar.backend import Backend
 from caviar.nn.losses import accuracy, softmax_cross_entropy
-from caviar.nn.network import Architecture, forward
+from caviar.nn.network import Architecture, Arrays, forward
 from caviar.prepared import PreparedData
 from caviar.storage import TrialState
 from caviar.train.trainer import Trainer, blas_threads, hyperparameters_from
@@ -85,23 +86,38 @@ def train_population(
             data.y_val if has_val else None,
             callbacks=callbacks,
         )
-        params, state = trainer.stacked_kept()
-        test_loss, test_acc = _evaluate(arch, params, state, data.X_test, data.y_test, trainer.backend)
+        return population_outcomes(trainer, [p.number for p in plans], data, metric)
+
+
+def population_outcomes(
+    trainer: Trainer,
+    numbers: Sequence[int],
+    data: PreparedData,
+    metric: str,
+    extra_metrics: dict[str, Any] | None = None,
+) -> list[TrialOutcome]:
+    """The outcome of each member of a finished population (``Trainer.finish`` done), in member
+    order: its state, its best epoch's metrics (plus ``extra_metrics``), the test set's loss and
+    accuracy under its kept weights, the objective of ``metric``, its curve and kept weights.
+    The study's workers and panda's fork both end their populations here."""
+    params, state = trainer.stacked_kept()
+    test_loss, test_acc = _evaluate(trainer.arch, params, state, data.X_test, data.y_test, trainer.backend)
     outcomes = []
-    for k, plan in enumerate(plans):
+    for k, number in enumerate(numbers):
         hist = trainer.histories[k]
         best = hist.best_row()
         metrics = {
             key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in best
         }
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
+        metrics.update(extra_metrics or {})
         if len(data.y_test):
             metrics.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
         state_name = STATE_OF_STATUS[hist.status]
         objective = _objective(metrics, metric) if state_name == TrialState.COMPLETE else None
         outcomes.append(
             TrialOutcome(
-                plan.number,
+                number,
                 state_name,
                 metrics,
                 objective,
@@ -113,7 +129,10 @@ def train_population(
     return outcomes
 
 
-def _evaluate(arch, params, state, X, y, backend) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate(
+    arch: Architecture, params: Arrays, state: Arrays, X: np.ndarray, y: np.ndarray, backend: Backend
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, accuracy) (K,) of stacked kept weights on (X, y) (NaN without samples), numpy's loss."""
     K = params["out.W"].shape[0]
     if len(y) == 0:
         return np.full(K, np.nan), np.full(K, np.nan)
