@@ -1,9 +1,13 @@
-"""Shared helpers for the benchmarks: thread settings, BLAS information, interleaved timing, tables."""
+"""Shared helpers for the benchmarks: machine state, thread settings, BLAS information, interleaved
+timing with its spread, the real flop count of an MLP, the machine's float32 matmul rate, tables."""
 
 from __future__ import annotations
 
+import os
+import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,7 @@ def blas_info() -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_info
 
     keys = ("user_api", "internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads")
+    # architecture is OpenBLAS's kernel (its coretype: Haswell, SkylakeX, Zen...), set by OPENBLAS_CORETYPE
     return [{k: info.get(k) for k in keys} for info in threadpool_info()]
 
 
@@ -51,11 +56,139 @@ def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
     Interleaving spreads any slowdown of the machine over every contestant, so ratios stay fair.
     Each function returns the seconds of the part that counts (it may exclude its own set-up).
     """
+    return {name: float(np.median(ts)) for name, ts in interleaved_runs(fns, repeats).items()}
+
+
+def interleaved_runs(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Every run's seconds of each function, run in turn (a, b, c, a, b, c, ...)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(fn())
-    return {name: float(np.median(ts)) for name, ts in times.items()}
+    return times
+
+
+def spread(values: Iterable[float], fmt: str = "{:.2f}") -> str:
+    """'median (min-max)' of a few runs: how far one run is from the next."""
+    v = [float(x) for x in values]
+    med = float(np.median(v))
+    if len(v) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(v))}-{fmt.format(max(v))})"
+
+
+# ------------------------------------------------------------------------------ the machine's state
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_state() -> str:
+    """Cores, load average, CPU model, Python and numpy, and OPENBLAS_CORETYPE if set: a busy machine
+    (load average above its cores) makes every figure of the run noisy."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    return (
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {load} (1, 5, 15 min); "
+        f"Python {platform.python_version()}, numpy {np.__version__}; "
+        f"OPENBLAS_CORETYPE={coretype if coretype is not None else '(unset)'}"
+    )
+
+
+def torch_threads() -> str:
+    """torch's intra-op and inter-op threads and the OpenMP/MKL environment (torch imported here)."""
+    import torch
+
+    env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    return (
+        f"torch {torch.__version__}: {torch.get_num_threads()} intra-op threads, "
+        f"{torch.get_num_interop_threads()} inter-op threads; {env}"
+    )
+
+
+def jax_threads() -> str:
+    """JAX's backend and devices and the XLA flags that set its CPU threads (jax imported here)."""
+    import jax
+
+    flags = os.environ.get("XLA_FLAGS", "(unset: XLA's CPU thread pool uses every core)")
+    return f"jax {jax.__version__}: backend {jax.default_backend()}, devices {jax.devices()}; XLA_FLAGS={flags}"
+
+
+# --------------------------------------------------------------------------------------- flops
+def mlp_flops(widths: Sequence[int]) -> tuple[int, int]:
+    """(forward, training) matmul flops per sample of an MLP with layer widths ``widths`` (inputs first).
+
+    Forward: 2 n_in n_out per layer. Training: the forward, each layer's weight gradient (as many flops),
+    and each layer's input gradient except the first's (nobody needs the gradient of the data): what
+    caviar, torch and XLA compute. Elementwise work (batch norm, activations, the optimizer) is not counted.
+    """
+    prods = [a * b for a, b in zip(widths[:-1], widths[1:], strict=False)]
+    forward = 2 * sum(prods)
+    return forward, forward + 2 * sum(prods) + 2 * sum(prods[1:])
+
+
+def gemm_gflops(shapes: Sequence[tuple[int, int, int]], batch: int = 1, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of numpy float32 matmuls (m, k) @ (k, n) on the current threads, stacked ``batch`` deep
+    as np.matmul of (batch, m, k) @ (batch, k, n) (how a K-population hands BLAS its products), keyed
+    'm x k x n'. Each of ``repeats`` timings loops for at least 50 ms; the best one counts: a ceiling,
+    and a loaded machine only ever lowers a timing."""
+    rng = np.random.default_rng(0)
+    rates = {}
+    for m, k, n in shapes:
+        a = rng.standard_normal((batch, m, k)).astype(np.float32)
+        b = rng.standard_normal((batch, k, n)).astype(np.float32)
+        out = np.empty((batch, m, n), np.float32)
+        flops = 2.0 * batch * m * k * n
+        loops = max(1, int(5e9 * 0.05 // flops))  # ~50 ms at 5 GFLOP/s, less on a faster machine
+        np.matmul(a, b, out=out)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(loops):
+                np.matmul(a, b, out=out)
+            best = min(best, (time.perf_counter() - start) / loops)
+        rates[f"{m}x{k}x{n}" + (f" (x{batch})" if batch > 1 else "")] = flops / best / 1e9
+    return rates
+
+
+def mlp_gemm_shapes(widths: Sequence[int], batch: int) -> list[tuple[int, int, int]]:
+    """The matmul shapes of one training step of an MLP: forward (batch, in) @ (in, out) and the weight
+    gradient (in, batch) @ (batch, out) of every layer."""
+    shapes = []
+    for a, b in zip(widths[:-1], widths[1:], strict=False):
+        shapes += [(batch, a, b), (a, batch, b)]
+    return shapes
+
+
+def matmul_rate(shapes: Sequence[tuple[int, int, int]], batch: int = 1, repeats: int = 5) -> tuple[float, str]:
+    """The machine's float32 matmul rate for these sizes, and a line saying what each GEMM reached.
+
+    Each shape (and a 2048^3 matmul) is timed on all the current BLAS threads, and on one thread, the
+    latter counted once per core (every core running its own matmul, perfect scaling assumed: how a
+    population split in one slice per core uses them). The highest figure is the rate: a conservative
+    ceiling, so a fraction of it is never flattered by a slow shape or by OpenBLAS's threading.
+    """
+    from threadpoolctl import threadpool_limits
+
+    cores = os.cpu_count() or 1
+    big = [(2048, 2048, 2048)]
+    all_threads = {**gemm_gflops(big, 1, repeats), **gemm_gflops(shapes, batch, repeats)}
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = {k: v * cores for k, v in {**gemm_gflops(big, 1, repeats), **gemm_gflops(shapes, batch, repeats)}.items()}
+    best = max(*all_threads.values(), *one.values())
+    line = ", ".join(f"{k} {all_threads[k]:.1f} / {one[k]:.1f}" for k in all_threads)
+    return best, (
+        f"numpy float32 GEMM GFLOP/s (all BLAS threads / one thread x {cores} cores): {line}; rate used: {best:.1f}"
+    )
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:

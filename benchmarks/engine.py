@@ -1,22 +1,28 @@
-"""Engine benchmark: a caviar population of K networks against PyTorch, on equal threads.
+"""Engine benchmark: a caviar population of K networks against JAX, PyTorch and torch.func, on equal threads.
 
-    python benchmarks/engine.py                 # digits and MNIST-sized, K = 32
-    python benchmarks/engine.py --quick         # a short smoke run
-    python benchmarks/engine.py --data-dir /work/shared/data/mnist --threads 2 --K 32 --steps 20
+    python benchmarks/engine.py                      # digits and MNIST-sized, K = 32 and 128, 3 repeats
+    python benchmarks/engine.py --K 32 --cases mnist --data-dir ../shared/data/mnist
+    python benchmarks/engine.py --smoke              # the test suite's tiny run (K = 2, 2 steps)
 
 For each data set (digits: 64-128-64-10, batch 64; MNIST-sized: 784-128-64-10, batch 256), float32,
-batch norm + ReLU + Adam, it times training steps on fixed pre-drawn batches, interleaving the
-contestants and reporting medians:
+batch norm (training mode, batch statistics) + ReLU + softmax cross-entropy + Adam, it times training
+steps on fixed pre-drawn batches, interleaving the contestants (a, b, c, a, b, c...) and reporting the
+median and the min-max over the repeats, at each population size K:
 
-- caviar K-population vs K sequential PyTorch trainings (nn.Sequential, torch.optim.Adam);
-- caviar K-population vs a torch.func ensemble (stack_module_state + functional_call + vmap(grad),
-  Adam on the stacked parameters, batch norm in train mode through the buffers);
-- caviar K = 1 vs one PyTorch nn.Sequential;
-- the population's achieved GFLOP/s (forward + backward = 3 x the forward matmul flops) as a
-  fraction of a large float32 numpy matmul on the same threads;
-- and whole ``Trainer.fit`` epochs of the K-population.
+- JAX: ``jax.vmap`` of ``jax.grad`` over the stacked parameters of K members, optax Adam on the stack,
+  (i) one ``jax.jit`` call per step and (ii) ``jax.lax.scan`` over the steps inside one jitted call;
+  buffers donated; lowering + compilation excluded from the timed part and reported;
+- a torch.func ensemble (stack_module_state + functional_call + vmap(grad), Adam on the stack);
+- K sequential PyTorch trainings (nn.Sequential, torch.optim.Adam; min(K, 32) of them timed, the rate
+  per model is the same);
+- caviar K = 1 vs one PyTorch nn.Sequential (at the first K);
+- each contestant's GFLOP/s with the real matmul flop count (forward, weight gradients, input
+  gradients but the first layer's) as a fraction of the machine's float32 matmul rate, measured at the
+  start by numpy GEMMs of the case's layer shapes (benchmarks/_common.py: matmul_rate);
+- and whole ``Trainer.fit`` epochs of the first K.
 
-Throughput is model-samples per second: members x batch x steps / seconds.
+Throughput is model-samples per second: members x batch x steps / seconds. The strongest anchor (the
+fastest) comes first in every table and in the summary.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # OpenMP threads (torch's) that spin while idle steal the core BLAS or another process needs: on a
 # shared or small machine that slows torch many-fold. Sleeping idle threads keeps the anchor fair.
@@ -37,7 +44,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe_blas, interleaved, matmul_gflops, set_threads, table, timed  # noqa: E402
+from _common import (  # noqa: E402
+    describe_blas,
+    interleaved_runs,
+    jax_threads,
+    machine_state,
+    matmul_rate,
+    mlp_flops,
+    mlp_gemm_shapes,
+    set_threads,
+    spread,
+    table,
+    timed,
+    torch_threads,
+)
 
 from caviar.config import TrainConfig  # noqa: E402
 from caviar.nn.network import Architecture  # noqa: E402
@@ -45,45 +65,48 @@ from caviar.train.trainer import Trainer, hyperparameters_from  # noqa: E402
 
 HIDDEN = (128, 64)
 LR = 1e-3
+#: Real MNIST: the repository's sibling folder shared/data/mnist (see its README), resolved from here.
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
-#: The issue's targets: (what, minimum ratio caviar / anchor) per data set.
+#: The issues' targets: minimum ratio caviar / anchor per data set (issue 9: against JAX's lax.scan).
 TARGETS = {
-    "digits": {"seq": 10.0, "func": 2.0, "single": 2.0},
-    "mnist": {"seq": 3.0, "func": 2.0, "single": 1.3, "peak": 0.5},
+    "digits": {"jax scan": 1.5, "torch seq": 10.0, "torch.func": 2.0, "single": 2.0},
+    "mnist": {"jax scan": 1.1, "torch seq": 3.0, "torch.func": 2.0, "single": 1.3},
 }
 
 
 @dataclass
 class Case:
-    """A data set to train on: features (float32, standardized), labels, batch size."""
+    """A data set to train on: features (float32, standardized), labels, batch size, where they came from."""
 
     name: str
     X: np.ndarray
     y: np.ndarray
     batch: int
+    source: str = ""
 
     @property
     def n_in(self) -> int:
         return self.X.shape[1]
 
 
-def load_cases(data_dir: str | None, n_random: int) -> list[Case]:
-    """digits (sklearn's load_digits) and MNIST-sized data (real MNIST from ``data_dir``, else random)."""
+def load_cases(data_dir: Path | None, n_random: int) -> list[Case]:
+    """digits (sklearn's load_digits) and MNIST-sized data (real MNIST from ``data_dir`` if it is there,
+    else random: the steps' speed does not depend on the pixels)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    cases = [Case("digits", _standardized(d.data), d.target.astype(np.int64), 64)]
-    if data_dir:
+    cases = [Case("digits", _standardized(d.data), d.target.astype(np.int64), 64, "sklearn digits")]
+    if data_dir is not None and Path(data_dir).is_dir():
         from caviar.data.datasets import load_dataset
 
-        train = load_dataset("mnist", data_dir).train
-        X, y = train.X.reshape(len(train.X), -1), train.y
-        cases.append(Case("mnist", _standardized(X), y, 256))
+        train = load_dataset("mnist", str(data_dir)).train
+        X, y = train.X.reshape(len(train.X), -1)[:n_random], train.y[:n_random]
+        cases.append(Case("mnist", _standardized(X), y.astype(np.int64), 256, f"real MNIST, {len(y)} images"))
     else:
         rng = np.random.default_rng(0)
-        cases.append(
-            Case("mnist", rng.standard_normal((n_random, 784)).astype(np.float32), rng.integers(0, 10, n_random), 256)
-        )
+        X, y = rng.standard_normal((n_random, 784)).astype(np.float32), rng.integers(0, 10, n_random)
+        cases.append(Case("mnist", X, y, 256, f"random data ({data_dir} not found)"))
     return cases
 
 
@@ -194,110 +217,232 @@ def torch_func_ensemble(n_in: int, K: int, tdata: list) -> Callable[[], None]:
     return run
 
 
+# ----- JAX ---------------------------------------------------------------------------------------
+def jax_ensemble(n_in: int, K: int, data: list, form: str) -> tuple[Callable[[], None], float]:
+    """K models as one vmapped JAX function over stacked parameters, optax Adam on the stack.
+
+    Each member: (Linear without bias, batch norm in training mode with the batch's statistics and
+    running statistics updated as caviar and torch do, ReLU) x 2, then Linear, softmax cross-entropy.
+    ``form`` "step": one ``jax.jit`` call per step (buffers donated); "scan": ``jax.lax.scan`` over the
+    steps inside one jitted call (the whole epoch's batches stacked on the device). Returns the timed
+    run and the seconds that lowering and compiling took (excluded from the run).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    widths = (n_in, *HIDDEN, 10)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(widths))
+    params, state = {}, {}
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False), start=1):
+        params[f"W{i}"] = jax.random.normal(keys[i], (K, a, b), jnp.float32) * np.sqrt(2.0 / a)
+        if i < len(widths) - 1:
+            params[f"g{i}"], params[f"b{i}"] = jnp.ones((K, b)), jnp.zeros((K, b))
+            state[f"m{i}"], state[f"v{i}"] = jnp.zeros((K, b)), jnp.ones((K, b))
+        else:
+            params[f"b{i}"] = jnp.zeros((K, b))
+    n_layers = len(widths) - 1
+
+    def member_loss(p: dict, s: dict, x: Any, y: Any) -> tuple[Any, dict]:
+        h, new = x, {}
+        for i in range(1, n_layers):
+            z = h @ p[f"W{i}"]
+            mu, var = z.mean(0), z.var(0)
+            h = jax.nn.relu((z - mu) * jax.lax.rsqrt(var + 1e-5) * p[f"g{i}"] + p[f"b{i}"])
+            n = z.shape[0]
+            new[f"m{i}"] = 0.9 * s[f"m{i}"] + 0.1 * mu
+            new[f"v{i}"] = 0.9 * s[f"v{i}"] + 0.1 * var * (n / (n - 1))
+        logits = h @ p[f"W{n_layers}"] + p[f"b{n_layers}"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+
+    grads = jax.vmap(jax.grad(member_loss, has_aux=True), in_axes=(0, 0, None, None))
+    opt = optax.adam(LR)
+
+    def step(carry: tuple, xy: tuple) -> tuple[tuple, None]:
+        p, s, o = carry
+        g, s = grads(p, s, *xy)
+        updates, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, updates), s, o), None
+
+    carry = [(params, state, opt.init(params))]
+    xs = [jnp.asarray(x) for x, _ in data]
+    ys = [jnp.asarray(y.astype(np.int32)) for _, y in data]
+    start = time.perf_counter()
+    if form == "step":
+        fn = jax.jit(lambda c, x, y: step(c, (x, y))[0], donate_argnums=0)
+        compiled = fn.lower(carry[0], xs[0], ys[0]).compile()
+    else:
+        X, Y = jnp.stack(xs), jnp.stack(ys)
+        fn = jax.jit(lambda c, X, Y: jax.lax.scan(step, c, (X, Y))[0], donate_argnums=0)
+        compiled = fn.lower(carry[0], X, Y).compile()
+    compile_s = time.perf_counter() - start
+
+    def run() -> None:
+        c = carry[0]
+        if form == "step":
+            for x, y in zip(xs, ys, strict=True):
+                c = compiled(c, x, y)
+        else:
+            c = compiled(c, X, Y)
+        jax.block_until_ready(c)
+        carry[0] = c
+
+    return run, compile_s
+
+
 # ----- the run -----------------------------------------------------------------------------------
-def bench_case(case: Case, K: int, steps: int, repeats: int, fit_epochs: int, seq_models: int) -> dict:
+ANCHORS = {
+    "jax scan": "JAX jit(vmap) + lax.scan over the steps",
+    "jax step": "JAX jit(vmap), one call per step",
+    "torch.func": "torch.func ensemble (vmap(grad))",
+    "torch seq": "sequential torch trainings",
+}
+
+
+def bench_case(case: Case, K: int, steps: int, repeats: int, seq_models: int, with_single: bool) -> dict:
+    """Model-samples per second of each contestant at population size K (interleaved medians and
+    ranges), and the JAX forms' compile seconds."""
     data = batches(case, steps)
     tdata = torch_data(data)
-    pop, single = caviar_trainer(case, K), caviar_trainer(case, 1)
+    jax_step, compile_step = jax_ensemble(case.n_in, K, data, "step")
+    jax_scan, compile_scan = jax_ensemble(case.n_in, K, data, "scan")
+    members = {"caviar K": K, "jax scan": K, "jax step": K, "torch.func": K, "torch seq": seq_models}
     contestants = {
-        "caviar K": timed(caviar_steps(pop, data)),
-        "torch seq": timed(torch_sequential(case.n_in, seq_models, tdata)),
+        "caviar K": timed(caviar_steps(caviar_trainer(case, K), data)),
+        "jax scan": timed(jax_scan),
+        "jax step": timed(jax_step),
         "torch.func": timed(torch_func_ensemble(case.n_in, K, tdata)),
-        "caviar 1": timed(caviar_steps(single, data)),
-        "torch 1": timed(torch_sequential(case.n_in, 1, tdata)),
+        "torch seq": timed(torch_sequential(case.n_in, seq_models, tdata)),
     }
+    if with_single:
+        members.update({"caviar 1": 1, "torch 1": 1})
+        contestants["caviar 1"] = timed(caviar_steps(caviar_trainer(case, 1), data))
+        contestants["torch 1"] = timed(torch_sequential(case.n_in, 1, tdata))
     for fn in contestants.values():  # warm up (allocations, thread pools, torch's first calls)
         fn()
-    t = interleaved(contestants, repeats)
+    runs = interleaved_runs(contestants, repeats)
     samples = case.batch * steps
-    rate = {
-        "caviar K": K * samples / t["caviar K"],
-        "torch seq": seq_models * samples / t["torch seq"],
-        "torch.func": K * samples / t["torch.func"],
-        "caviar 1": samples / t["caviar 1"],
-        "torch 1": samples / t["torch 1"],
-    }
-    arch = Architecture(case.n_in, 10, HIDDEN)
-    gflops = 3 * arch.flops_per_sample() * rate["caviar K"] / 1e9
-    fit_rate = None
-    if fit_epochs:
-        fit_s = float(np.median([caviar_fit(case, K, fit_epochs)() for _ in range(max(1, repeats // 2))]))
-        fit_rate = K * len(case.y) * fit_epochs / fit_s
-    return {"rate": rate, "gflops": gflops, "fit_rate": fit_rate}
+    rates = {k: [members[k] * samples / t for t in ts] for k, ts in runs.items()}
+    return {"rates": rates, "compile": {"jax step": compile_step, "jax scan": compile_scan}}
 
 
-def _ratio_row(name: str, what: str, r: dict, mine: str, anchor: str, goal: float | None) -> list[object]:
-    ratio = r[mine] / r[anchor]
-    verdict = "" if goal is None else (f">= {goal:g}x " + ("met" if ratio >= goal else "MISSED"))
-    return [name, what, f"{r[mine]:,.0f}", f"{r[anchor]:,.0f}", f"{ratio:.2f}x", verdict]
+def _med(values: list[float]) -> float:
+    return float(np.median(values))
 
 
-def report(cases: list[Case], results: dict[str, dict], K: int, peak: float) -> str:
-    """The table of figures and ratios against the targets."""
-    rows = []
+def report(cases: list[Case], results: dict, Ks: list[int], peaks: dict[str, float]) -> tuple[str, list[str]]:
+    """The ratio table (strongest anchor first), the matmul-rate table, and the summary lines."""
+    ratio_rows, rate_rows, summary = [], [], []
     for case in cases:
-        res, target, name = results[case.name], TARGETS[case.name], case.name
-        r = res["rate"]
-        rows.append(
-            _ratio_row(name, f"K={K} population vs {K} sequential torch", r, "caviar K", "torch seq", target.get("seq"))
-        )
-        rows.append(
-            _ratio_row(
-                name, f"K={K} population vs torch.func ensemble", r, "caviar K", "torch.func", target.get("func")
-            )
-        )
-        rows.append(_ratio_row(name, "K=1 vs torch nn.Sequential", r, "caviar 1", "torch 1", target.get("single")))
-        frac, goal = res["gflops"] / peak, target.get("peak")
-        verdict = "" if goal is None else (f">= {goal:g} " + ("met" if frac >= goal else "MISSED"))
-        rows.append(
-            [name, f"K={K} GFLOP/s vs numpy matmul", f"{res['gflops']:.1f}", f"{peak:.1f}", f"{frac:.2f}", verdict]
-        )
-        if res["fit_rate"] is not None:
-            rows.append([name, f"K={K} Trainer.fit epochs", f"{res['fit_rate']:,.0f}", "", "", ""])
-    head = ["data", "measure", "caviar (model-samples/s)", "anchor", "ratio", "target"]
-    return table(head, rows)
+        forward, train = mlp_flops((case.n_in, *HIDDEN, 10))
+        for K in Ks:
+            res = results[(case.name, K)]
+            r = res["rates"]
+            anchors = sorted(ANCHORS, key=lambda a: -_med(r[a]))
+            for i, a in enumerate(anchors):
+                ratio = _med(r["caviar K"]) / _med(r[a])
+                goal = TARGETS[case.name].get(a)
+                verdict = "" if goal is None else f">= {goal:g}x " + ("met" if ratio >= goal else "MISSED")
+                per = spread([c / x for c, x in zip(r["caviar K"], r[a], strict=True)])
+                strongest = " [strongest]" if i == 0 else ""
+                ratio_rows.append(
+                    [case.name, f"K={K} population vs {ANCHORS[a]}{strongest}", f"{_med(r['caviar K']):,.0f}",
+                     f"{_med(r[a]):,.0f}", f"{ratio:.2f}x", per, verdict]
+                )  # fmt: skip
+                if i == 0 or a == "jax scan":
+                    role = "the strongest anchor" if i == 0 else "the issue's named anchor"
+                    summary.append(
+                        f"{case.name} K={K}: caviar / {ANCHORS[a]} ({role}) = {ratio:.2f}x {verdict}".strip()
+                    )
+            if "caviar 1" in r:
+                ratio = _med(r["caviar 1"]) / _med(r["torch 1"])
+                per = spread([c / x for c, x in zip(r["caviar 1"], r["torch 1"], strict=True)])
+                goal = TARGETS[case.name].get("single")
+                verdict = "" if goal is None else f">= {goal:g}x " + ("met" if ratio >= goal else "MISSED")
+                ratio_rows.append(
+                    [case.name, "K=1 vs torch nn.Sequential", f"{_med(r['caviar 1']):,.0f}",
+                     f"{_med(r['torch 1']):,.0f}", f"{ratio:.2f}x", per, verdict]
+                )  # fmt: skip
+            for name in ("caviar K", *anchors):
+                gflops = [x * train / 1e9 for x in r[name]]
+                label = "caviar" if name == "caviar K" else ANCHORS[name]
+                compile_s = res["compile"].get(name)
+                rate_rows.append(
+                    [case.name, f"K={K} {label}", f"{_med(r[name]):,.0f}", spread(gflops, "{:.1f}"),
+                     spread([g / peaks[case.name] for g in gflops]),
+                     "" if compile_s is None else f"{compile_s:.2f} s"]
+                )  # fmt: skip
+    head = ["data", "measure", "caviar (model-samples/s)", "anchor", "ratio", "per repeat", "target"]
+    head2 = ["data", "contestant", "model-samples/s", "GFLOP/s (real count)", "of the matmul rate", "compile"]
+    return table(head, ratio_rows) + "\n\n" + table(head2, rate_rows), summary
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a short smoke run (few steps and repeats)")
-    ap.add_argument("--K", type=int, default=32, help="population size (default 32)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps per timed run (default 20; quick 3)")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5; quick 2)")
-    ap.add_argument("--epochs", type=int, default=None, help="Trainer.fit epochs timed (default 1; 0 skips)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run for the tests (K = 2, 2 steps, 1 repeat)")
+    ap.add_argument("--K", default=None, help="population sizes, comma-separated (default 32,128; smoke 2)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per timed run (default 20)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
+    ap.add_argument("--epochs", type=int, default=None, help="Trainer.fit epochs timed at the first K (default 1)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for BLAS, OpenMP and torch")
-    ap.add_argument("--data-dir", default=None, help="a folder with the MNIST idx files (else random data)")
+    ap.add_argument("--data-dir", type=Path, default=MNIST_DIR, help="MNIST's idx files (default: %(default)s)")
     ap.add_argument("--cases", default="digits,mnist", help="comma-separated: digits, mnist")
     ap.add_argument(
         "--seq-models",
         type=int,
         default=None,
-        help="sequential torch trainings actually timed (rate per model is the same; default K)",
+        help="sequential torch trainings actually timed (the rate per model is the same; default min(K, 32))",
     )
     args = ap.parse_args(argv)
-    steps = args.steps or (3 if args.quick else 20)
-    repeats = args.repeats or (2 if args.quick else 5)
-    epochs = args.epochs if args.epochs is not None else (0 if args.quick else 1)
-    seq_models = args.seq_models or (min(4, args.K) if args.quick else args.K)
+    Ks = [int(k) for k in (args.K or ("2" if args.smoke else "32,128")).split(",")]
+    steps = args.steps or (2 if args.smoke else 20)
+    repeats = args.repeats or (1 if args.smoke else 3)
+    epochs = args.epochs if args.epochs is not None else (0 if args.smoke else 1)
 
+    if args.threads == 1:  # XLA's CPU threads are set before jax is imported (one thread, or every core)
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+    import jax  # noqa: F401
     import torch  # noqa: F401  (loaded before the limits so that its OpenMP pool is limited too)
 
     limiter = set_threads(args.threads)
-    peak = matmul_gflops()
-    cases = [c for c in load_cases(args.data_dir, 6_000 if args.quick else 12_000) if c.name in args.cases.split(",")]
+    cases = [c for c in load_cases(args.data_dir, 3_000 if args.smoke else 12_000) if c.name in args.cases.split(",")]
     print(
-        f"caviar engine benchmark: K={args.K}, {steps} steps x {repeats} interleaved repeats, "
+        f"caviar engine benchmark: K={Ks}, {steps} steps x {repeats} interleaved repeats, "
         f"{args.threads} threads, float32, BN + ReLU + Adam"
     )
-    print(f"machine: {os.cpu_count()} cores; numpy float32 2048^3 matmul: {peak:.1f} GFLOP/s")
+    print(machine_state())
     print(describe_blas())
-    results = {}
+    print(torch_threads())
+    print(jax_threads())
+    peaks, results, fit_rows = {}, {}, []
     for case in cases:
-        results[case.name] = bench_case(case, args.K, steps, repeats, epochs, seq_models)
-        r = results[case.name]["rate"]
-        print(f"  {case.name}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in r.items()), flush=True)
+        widths = (case.n_in, *HIDDEN, 10)
+        peaks[case.name], line = matmul_rate(
+            mlp_gemm_shapes(widths, case.batch), batch=32, repeats=1 if args.smoke else 5
+        )
+        print(f"{case.name} ({'-'.join(map(str, widths))}, batch {case.batch}, {case.source}): {line}", flush=True)
+        for i, K in enumerate(Ks):
+            seq_models = args.seq_models or min(K, 32)
+            res = bench_case(case, K, steps, repeats, seq_models, with_single=i == 0)
+            results[(case.name, K)] = res
+            print(
+                f"  {case.name} K={K}: " + ", ".join(f"{k} {_med(v):,.0f}/s" for k, v in res["rates"].items()),
+                flush=True,
+            )
+            if epochs and i == 0:
+                fit_s = float(np.median([caviar_fit(case, K, epochs)() for _ in range(max(1, repeats // 2))]))
+                fit_rows.append(
+                    [case.name, f"K={K} Trainer.fit, {epochs} epoch(s)", f"{K * len(case.y) * epochs / fit_s:,.0f}"]
+                )
+    text, summary = report(cases, results, Ks, peaks)
     print()
-    print(report(cases, results, args.K, peak))
+    print(text)
+    if fit_rows:
+        print()
+        print(table(["data", "measure", "caviar (model-samples/s)"], fit_rows))
+    print("\n## Summary (the strongest anchor first)")
+    for line in summary:
+        print(line)
     del limiter
 
 
