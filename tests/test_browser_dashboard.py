@@ -180,6 +180,11 @@ def test_importance_and_pair_plot_with_chosen_axes(browser, synth) -> None:
     bars = plot_data(page, "plot-importance")[0]
     assert bars["y"][-1] == "learning_rate"  # the top bar: the parameter that decides the metric
     assert bars["x"][-1] > 0.5
+    page.select_option("#importance-method", "fanova")  # Optuna's evaluator (installed here)
+    wait_drawn(page, "plot-importance", 2)
+    bars = plot_data(page, "plot-importance")[0]
+    assert bars["y"][-1] == "learning_rate"
+    assert "fANOVA" in page.evaluate("() => document.getElementById('plot-importance').layout.meta.method")
     complete = [k for k, s in info["states"].items() if s == "COMPLETE"]
     expect(page.locator("#pair-x")).to_have_value("learning_rate")  # default: the two most important
     page.select_option("#pair-x", "beta2")

@@ -354,6 +354,24 @@ def test_importance_ranks_the_parameter_that_decides(synth) -> None:
     assert again == body  # deterministic
 
 
+@pytest.mark.parametrize("method", ["fanova", "ped_anova"])
+def test_optuna_importance_evaluators_agree(synth, method: str) -> None:
+    c, _, _ = synth
+    body = c.get("/api/studies/synthetic/importance", params={"method": method}).json()
+    assert set(body["methods"]) == {"forest", "fanova", "ped_anova"}  # optuna is installed here
+    assert body["importances"][0]["name"] == "learning_rate" and body["importances"][0]["importance"] > 0.5
+    assert "optuna" in body["method"]
+    fig = c.get("/api/studies/synthetic/figures/importance", params={"method": method}).json()
+    assert fig["data"][0]["y"][-1] == "learning_rate"
+
+
+def test_unknown_importance_method_is_422(synth) -> None:
+    c, _, _ = synth
+    for path in ("/api/studies/synthetic/importance", "/api/studies/synthetic/figures/importance"):
+        r = c.get(path, params={"method": "shap"})
+        assert r.status_code == 422 and "no importance method 'shap'" in r.json()["detail"]
+
+
 def test_importance_says_when_too_few_trials(synth) -> None:
     c, _, _ = synth
     body = c.get("/api/studies/few/importance").json()

@@ -228,6 +228,7 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         x: ParamName = None,
         y: ParamName = None,
         width: Width = None,
+        method: Annotated[str, Query(max_length=40, description="importance: forest, fanova, ped_anova")] = "forest",
     ) -> Response:
         """A plotly figure as JSON (``Plotly.react(div, fig.data, fig.layout)`` draws it); ``width`` is the
         plot's width in pixels, which the ticks are fitted to."""
@@ -239,6 +240,8 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
                 _chosen(data, options["trials"], top)  # unknown numbers -> 404
         elif kind.value in ("boxes", "pair"):
             options |= {"x": x, "y": y}
+        elif kind.value == "importance":
+            options["method"] = method
         try:
             fig = figure(data, kind.value, **options)
         except KeyError as exc:
@@ -248,9 +251,14 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         return Response(fig.to_json(), media_type="application/json")
 
     @app.get("/api/studies/{name}/importance")
-    def importance(name: str) -> dict[str, Any]:
-        """Each hyperparameter's importance for the metric (random forest over the complete trials)."""
-        return param_importance(_study(storage, name)).as_dict()
+    def importance(name: str, method: Annotated[str, Query(max_length=40)] = "forest") -> dict[str, Any]:
+        """Each hyperparameter's importance for the metric (random forest over the complete trials, or
+        Optuna's fanova / ped_anova when installed)."""
+        data = _study(storage, name)
+        try:
+            return param_importance(data, method=method).as_dict()
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.get("/api/studies/{name}/trials/{number}")
     def trial(name: str, number: int) -> dict[str, Any]:

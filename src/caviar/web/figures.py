@@ -69,7 +69,7 @@ def _finished(builder: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
     return build
 
 
-TITLE_CHAR_PX = 9.5  # the title's 17 px font
+TITLE_CHAR_PX = 8.8  # the title's 17 px font
 SUB_CHAR_PX = 6.5  # <sup> text
 LEGEND_ENTRY_PX = 46.0  # a legend entry's symbol and padding, besides its text
 
@@ -462,7 +462,8 @@ def parallel_figure(study: Any, width: int | None = None) -> go.Figure:
 
 
 def _box_params(data: StudyData, x: str | None, y: str | None) -> tuple[ParamInfo, ParamInfo] | None:
-    """The two numeric params to draw boxes over: asked for by name, else the first two of the space."""
+    """The two numeric params to draw boxes over: asked for by name, else the two most important (the
+    first two of the space while there are too few trials to rank them)."""
     numeric = data.numeric_params
     if x is not None or y is not None:
         px = data.param(x) if x is not None else next((p for p in numeric if p.name != y), None)
@@ -471,7 +472,11 @@ def _box_params(data: StudyData, x: str | None, y: str | None) -> tuple[ParamInf
             if p is not None and not p.numeric:
                 raise KeyError(f"'{p.name}' is a choice; boxes are drawn over numeric hyperparameters")
         return (px, py) if px is not None and py is not None and px.name != py.name else None
-    return (numeric[0], numeric[1]) if len(numeric) >= 2 else None
+    if len(numeric) < 2:
+        return None
+    ranked = [data.param(n) for n in param_importance(data).ranking if data.param(n).numeric]
+    first, second = (ranked + [p for p in numeric if p not in ranked])[:2]
+    return first, second
 
 
 def _rectangle(px: ParamInfo, py: ParamInfo, box: dict[str, Any]) -> tuple[list[Any], list[Any]] | None:
@@ -488,7 +493,7 @@ def _rectangle(px: ParamInfo, py: ParamInfo, box: dict[str, Any]) -> tuple[list[
 @_finished
 def boxes_figure(study: Any, x: str | None = None, y: str | None = None, width: int | None = None) -> go.Figure:
     """The coarse-to-fine boxes of each round drawn as rectangles over the trials of two numeric
-    hyperparameters (the first two of the space unless ``x``/``y`` name others), both on their scales."""
+    hyperparameters (the two most important unless ``x``/``y`` name others), both on their scales."""
     data = load_study(study)
     pair = _box_params(data, x, y)
     fig = go.Figure()
@@ -614,11 +619,14 @@ def curves_figure(
 
 
 @_finished
-def importance_figure(study: Any, width: int | None = None, importance: Importance | None = None) -> go.Figure:
+def importance_figure(
+    study: Any, width: int | None = None, importance: Importance | None = None, method: str = "forest"
+) -> go.Figure:
     """A bar per hyperparameter, the most important on top: its share of the metric's variance a random
-    forest explains (see :mod:`caviar.web.importance`). Too few complete trials: a message instead."""
+    forest explains, or Optuna's fANOVA / PED-ANOVA (``method``; see :mod:`caviar.web.importance`). Too few
+    complete trials: a message instead."""
     data = load_study(study)
-    imp = importance if importance is not None else param_importance(data)
+    imp = importance if importance is not None else param_importance(data, method=method)
     fig = _base_layout(
         go.Figure(),
         f"{data.name}: hyperparameter importance for {data.metric}",

@@ -14,6 +14,7 @@ const state = {
   metric: "value",
   sort: { key: "number", desc: false },
   selected: new Set(), // trial numbers whose curves are drawn
+  methods: null,       // the importance methods the server offers (forest; fanova, ped_anova with optuna)
   pair: { x: null, y: null },  // the pair plot's axes (null: the server's default, the two most important)
   ticked: new Set(),   // studies ticked for comparison
   studiesJSON: null,   // the last /api/studies answer, to redraw the list only when it changed
@@ -131,6 +132,7 @@ async function refresh() {
     state.metric = trials.metric;
     renderPairControls();
     renderTable();
+    loadMethods(name).catch(() => {});
     await Promise.all(FIGURES.map((kind) => drawFigure(kind, gen)));
     showError(null);
   } catch (err) {
@@ -161,6 +163,7 @@ function figureURL(kind) {
   const base = `/api/studies/${enc(state.study)}/figures/${kind}`;
   const q = new URLSearchParams();
   if (kind === "curves" && state.selected.size) q.set("trials", [...state.selected].join(","));
+  if (kind === "importance" && $("#importance-method").value !== "forest") q.set("method", $("#importance-method").value);
   if (kind === "pair") {
     if (state.pair.x) q.set("x", state.pair.x);
     if (state.pair.y) q.set("y", state.pair.y);
@@ -188,6 +191,18 @@ async function drawFigure(kind, gen) {
     $("#pair-y").value = state.pair.y || "";
   }
   await drawFigureInto(div, fig);
+}
+
+const METHOD_LABELS = { forest: "random forest", fanova: "fANOVA (optuna)", ped_anova: "PED-ANOVA (optuna)" };
+
+async function loadMethods(name) {
+  if (state.methods) return;
+  const body = await getJSON(`/api/studies/${enc(name)}/importance`);
+  state.methods = body.methods;
+  const select = $("#importance-method");
+  const current = select.value;
+  select.replaceChildren(...body.methods.map((m) => el("option", { value: m }, METHOD_LABELS[m] || m)));
+  select.value = current;
 }
 
 function renderPairControls() {
@@ -358,6 +373,7 @@ document.addEventListener("DOMContentLoaded", () => {
   stateFilter.addEventListener("change", renderTable);
   $("#text-filter").addEventListener("input", renderTable);
   $("#pair-x").addEventListener("change", choosePair);
+  $("#importance-method").addEventListener("change", () => drawFigure("importance", state.generation).catch(showError));
   $("#pair-y").addEventListener("change", choosePair);
   $("#clear-selection").addEventListener("click", () => {
     state.selected.clear();
