@@ -87,8 +87,8 @@ class Storage(abc.ABC):
         """All studies, oldest first, with counts per state and best objective."""
 
     @abc.abstractmethod
-    def set_study_status(self, study_id: int, status: StudyStatus) -> None:
-        """Record the study's status."""
+    def set_study_status(self, study_id: int, status: StudyStatus | str) -> None:
+        """Record the study's status (a member or its stored value; anything else is a StorageError)."""
 
     @abc.abstractmethod
     def delete_study(self, name_or_id: str | int) -> None:

@@ -51,7 +51,7 @@ def utc_or_none(dt: datetime | None) -> datetime | None:
     return None if dt is None else utc(dt)
 
 
-def now(at: datetime | None = None) -> datetime:
+def utc_now(at: datetime | None = None) -> datetime:
     """``at`` in UTC, or the current time (methods take ``now=`` so tests can move the clock)."""
     return datetime.now(timezone.utc) if at is None else utc(at)
 
@@ -69,7 +69,7 @@ def nan_if_none(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def seed(x: Any) -> int | None:
+def int64_seed(x: Any) -> int | None:
     """A seed as stored (BIGINT): None, or an int that fits in 64 bits."""
     if x is None:
         return None

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from caviar.errors import StorageError
-from caviar.storage.codec import dumps, finite, seed, utc_or_none
+from caviar.storage.codec import dumps, finite, int64_seed, utc_or_none
 from caviar.storage.engine import insert_ignore
 from caviar.storage.records import TrialEnd, TrialRecord, curve_row
 from caviar.storage.schema import curves, events, trials
@@ -43,7 +43,7 @@ def trial_rows(study_id: int, items: Iterable[Mapping[str, Any]], now: datetime)
                 "params": dumps(dict(item["params"])),
                 "unit": None if unit is None else dumps([float(u) for u in unit]),
                 "round": int(item.get("round", 0)),
-                "seed": seed(item.get("seed")),
+                "seed": int64_seed(item.get("seed")),
                 "group_key": None if group is None else str(group),
                 "state": WAITING,
                 "attempts": 0,

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, make_url
 from caviar.errors import StorageError
 from caviar.storage import queue, reads
 from caviar.storage.base import SpecDiff, Storage
-from caviar.storage.codec import canonical, dumps, first_line, loads, now, seed
+from caviar.storage.codec import canonical, dumps, first_line, int64_seed, loads, utc_now
 from caviar.storage.engine import READ, insert_ignore, make_engine, open_reason, safe_url, to_url
 from caviar.storage.migrate import ensure_schema
 from caviar.storage.records import EventRecord, StudyRecord, TrialEnd, TrialRecord
@@ -142,7 +142,7 @@ class SqlStorage(Storage):
             rows = conn.execute(sa.select(studies).order_by(studies.c.id)).all()
             return [reads.study_record(conn, row) for row in rows]
 
-    def set_study_status(self, study_id: int, status: StudyStatus) -> None:
+    def set_study_status(self, study_id: int, status: StudyStatus | str) -> None:
         try:
             value = StudyStatus(status).value
         except ValueError:
@@ -164,7 +164,7 @@ class SqlStorage(Storage):
     # ---- the work queue (rules in caviar.storage.queue)
 
     def enqueue_trials(self, study_id: int, items: Iterable[Mapping[str, Any]], now: datetime | None = None) -> int:
-        rows = queue.trial_rows(study_id, items, _now(now))
+        rows = queue.trial_rows(study_id, items, utc_now(now))
         if not rows:
             return 0
         with self._write() as conn:
@@ -182,29 +182,29 @@ class SqlStorage(Storage):
         if limit < 1:
             return []
         with self._write() as conn:
-            return queue.claim(conn, study_id, worker_id, limit, group_key, same_group, _now(now))
+            return queue.claim(conn, study_id, worker_id, limit, group_key, same_group, utc_now(now))
 
     def heartbeat(self, trial_ids: Sequence[int], worker_id: str, now: datetime | None = None) -> list[int]:
         if not trial_ids:
             return []
         with self._write() as conn:
-            return queue.heartbeat(conn, trial_ids, worker_id, _now(now))
+            return queue.heartbeat(conn, trial_ids, worker_id, utc_now(now))
 
     def requeue_stale(self, study_id: int, timeout_s: float, now: datetime | None = None) -> int:
-        t = _now(now)
+        t = utc_now(now)
         with self._write() as conn:
             return queue.requeue(conn, study_id, queue.stale(timeout_s, t), "stale heartbeat", t)
 
     def requeue_worker(self, study_id: int, worker_id: str, now: datetime | None = None) -> int:
         with self._write() as conn:
-            return queue.requeue(conn, study_id, queue.of_worker(worker_id), "worker released", _now(now))
+            return queue.requeue(conn, study_id, queue.of_worker(worker_id), "worker released", utc_now(now))
 
     def finish_trials(self, worker_id: str, ends: Sequence[TrialEnd], now: datetime | None = None) -> list[bool]:
         queue.check_ends(ends)
         if not ends:
             return []
         with self._write() as conn:
-            return queue.finish(conn, worker_id, ends, _now(now))
+            return queue.finish(conn, worker_id, ends, utc_now(now))
 
     def add_curves(
         self, rows_by_trial: Mapping[int, Sequence[Mapping[str, Any]]], worker_id: str | None = None
@@ -224,7 +224,9 @@ class SqlStorage(Storage):
         with self._write() as conn:
             conn.execute(boxes.delete().where(boxes.c.study_id == study_id, boxes.c.round == int(round)))
             conn.execute(
-                boxes.insert().values(study_id=study_id, round=int(round), box=dumps(dict(box)), created_at=_now(now))
+                boxes.insert().values(
+                    study_id=study_id, round=int(round), box=dumps(dict(box)), created_at=utc_now(now)
+                )
             )
 
     def boxes(self, study_id: int) -> dict[int, dict[str, Any]]:
@@ -249,7 +251,7 @@ class SqlStorage(Storage):
             "step": None if step is None else int(step),
             "kind": kind,
             "payload": dumps(payload),
-            "created_at": _now(now),
+            "created_at": utc_now(now),
         }
         with self._write() as conn:
             return _new_id(conn.execute(events.insert().values(**values)))
@@ -271,7 +273,7 @@ class SqlStorage(Storage):
         with self._write() as conn:
             conn.execute(artifacts.delete().where(artifacts.c.trial_id == trial_id, artifacts.c.name == name))
             conn.execute(
-                artifacts.insert().values(trial_id=trial_id, name=name, data=bytes(data), created_at=_now(now))
+                artifacts.insert().values(trial_id=trial_id, name=name, data=bytes(data), created_at=utc_now(now))
             )
 
     def load_artifact(self, trial_id: int, name: str) -> bytes:
@@ -318,9 +320,6 @@ class SqlStorage(Storage):
             return reads.curve_rows(conn, study_id, trial_ids)
 
 
-_now = now  # the methods' ``now=`` argument shadows the helper's name inside them
-
-
 def _new_id(result: sa.CursorResult[Any]) -> int:
     """The id an INSERT of one row gave it."""
     key = result.inserted_primary_key
@@ -330,7 +329,7 @@ def _new_id(result: sa.CursorResult[Any]) -> int:
 
 
 def _study_row(
-    name: str, spec: Mapping[str, Any], seed_: Any, metric: str, direction: str, at: datetime | None
+    name: str, spec: Mapping[str, Any], seed: Any, metric: str, direction: str, at: datetime | None
 ) -> dict[str, Any]:
     """A new study's row (status 'created'); a direction other than maximize/minimize is an error."""
     if direction not in ("maximize", "minimize"):
@@ -338,11 +337,11 @@ def _study_row(
     return {
         "name": name,
         "spec": dumps(dict(spec)),
-        "seed": seed(seed_),
+        "seed": int64_seed(seed),
         "metric": metric,
         "direction": direction,
         "status": StudyStatus.CREATED.value,
-        "created_at": _now(at),
+        "created_at": utc_now(at),
     }
 
 
