@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from caviar.errors import StorageError
+from caviar.storage.codec import first_line
 from caviar.storage.engine import READ
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def ensure_schema(engine: Engine, url: str) -> None:
 def _migrate(conn: Connection, url: str) -> None:
     """Inside the locked transaction: read the state again (another process may have migrated) and act."""
     from alembic import command
+    from alembic.util import CommandError
 
     revision = revision_of(conn)
     if revision == HEAD:
@@ -104,15 +106,16 @@ def _migrate(conn: Connection, url: str) -> None:
     if revision is not None and revision not in _known_revisions():
         raise _refuse_newer(url, revision)
     config = alembic_config(conn)
-    if revision is None:
-        legacy = _legacy_version(conn)
-        if legacy is not None and legacy > SCHEMA_VERSION:
-            raise StorageError(
-                f"storage {url} has schema version {legacy}, newer than this caviar's ({SCHEMA_VERSION}); "
-                "upgrade caviar"
-            )
-        if legacy is not None and legacy != 1:
-            raise StorageError(f"storage {url} has schema version {legacy} but no {VERSION_TABLE} table")
+    legacy = None if revision is not None else _legacy_version(conn)  # 0.1's marker, without a revision
+    if legacy is not None and legacy > SCHEMA_VERSION:
+        raise StorageError(
+            f"storage {url} has schema version {legacy}, newer than this caviar's ({SCHEMA_VERSION}); upgrade caviar"
+        )
+    if legacy is not None and legacy != 1:
+        raise StorageError(f"storage {url} has schema version {legacy} but no {VERSION_TABLE} table")
+    try:
         if legacy == 1:
             command.stamp(config, _LEGACY_REVISION)  # made by caviar 0.1: its schema is revision 0001
-    command.upgrade(config, "head")
+        command.upgrade(config, "head")
+    except CommandError as err:  # e.g. an install without the scripts
+        raise StorageError(f"storage {url}: cannot migrate its schema: {first_line(err)}") from err
