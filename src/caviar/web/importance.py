@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from caviar.storage import TrialState
 from caviar.web.data import ParamInfo, StudyData, load_study
 from caviar.web.scales import LOG_SCALES, to_axis
 
@@ -95,7 +96,7 @@ def unit_coordinates(param: ParamInfo, values: Sequence[Any]) -> np.ndarray:
 
 def design_matrix(data: StudyData) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(X, y, trial numbers): the COMPLETE trials with a finite metric, one column per parameter."""
-    done = [t for t in data.trials if t.state == "COMPLETE" and data.value(t) is not None]
+    done = [t for t in data.trials if t.state == TrialState.COMPLETE and data.value(t) is not None]
     columns = [unit_coordinates(p, [t.params.get(p.name) for t in done]) for p in data.params]
     x = np.column_stack(columns) if columns else np.zeros((len(done), 0))
     y = np.array([data.value(t) for t in done], dtype=float)
