@@ -197,12 +197,21 @@ def tune(
         list[str] | None,
         typer.Option("--set", help="Override a spec key, e.g. --set data.data_dir=data/mnist (repeatable)"),
     ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option("--objective", help="Your own training code, module:function (imported from the spec's folder)"),
+    ] = None,
 ) -> None:
     """Run (or resume) a tuning study: trials sharing a shape train together as one population."""
     from caviar.tune.planning import preview, resolve_spec
 
     if not spec.is_file():
         fail(f"spec file not found: {spec}")
+    if objective is not None or _is_objective_toml(spec):
+        _tune_objective(
+            spec, objective, trials, workers, storage, seed, _parse_settings(settings or []), dry_run, n, fmt
+        )
+        return
     resolved = resolve_spec(spec, trials, workers, storage, seed, _parse_settings(settings or []))
     if dry_run:
         rows = preview(resolved, n)
@@ -404,10 +413,14 @@ def show(
 def export(
     study: Annotated[str, typer.Argument(help="Study name or id")],
     storage: StorageOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv, json, or optuna (with --to)")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout)")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="--format optuna: the Optuna storage URL to write")] = None,
 ) -> None:
-    """Every trial with its parameters, state and metrics, as CSV or JSON."""
+    """Every trial with its parameters, state and metrics, as CSV or JSON (or into an Optuna storage)."""
+    if fmt == "optuna" or to is not None:
+        _export_optuna(study, storage, fmt, to)
+        return
     s = _open_study(study, storage)
     df = s.to_dataframe()
     if fmt not in ("csv", "json"):
@@ -450,3 +463,116 @@ app.command()(panda)
 app.command()(ctl)
 app.command()(dashboard)
 app.command()(report)
+
+
+# ------------------------------------------------------------------------- external objectives, Optuna
+# Tuning the user's own training code (caviar.tune.objective) and moving studies to and from Optuna
+# (caviar.interop.optuna_io); docs/objective.md.
+def _is_objective_toml(path: Path) -> bool:
+    """Whether a spec file is an external objective's: an [objective] table and no [data]."""
+    import tomllib
+
+    from caviar.tune.objective_spec import is_objective_spec
+
+    try:
+        return is_objective_spec(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # the spec loader reports it, with the file name
+
+
+def _tune_objective(spec_path, target, trials, workers, storage, seed, settings, dry_run, n, fmt) -> None:
+    import time as _time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from caviar.tune.asktell import ObjectiveStudy
+    from caviar.tune.objective import resolve_objective_spec, run_objective
+
+    spec = resolve_objective_spec(
+        spec_path, trials=trials, workers=workers, storage=storage, seed=seed, target=target, settings=settings
+    )
+    if dry_run:
+        sampler = spec.sampler()
+        numbers = sampler.round_numbers(spec.search.trials)[0][:n] if sampler.adaptive else list(range(n))
+        _print_rows(
+            [
+                {"number": k, "round": 0, **spec.space.decode(u)}
+                for k, u in zip(numbers, sampler.propose(numbers), strict=True)
+            ],
+            fmt,
+        )
+        return
+    target = target or spec.objective.target
+    if target is None:
+        fail(f"{spec_path}: name the objective: --objective module:function, or [objective] target = ...")
+    metric, total = spec.search.metric, spec.search.trials
+    console.print(
+        f"study [bold]{spec.study.name}[/]: {total} trials of {target}, {spec.search.strategy} search over "
+        f"{', '.join(spec.space.names)}; storage {spec.search.storage}",
+        highlight=False,
+    )
+    start = _time.perf_counter()
+    with Progress(
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
+        TimeRemainingColumn(), console=console,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("tune", total=total, best="")
+
+        def progress(counts, best) -> None:
+            done = sum(v for k, v in counts.items() if k.finished)
+            info = f"best {metric} {_fmt(best.metrics.get(metric))}" if best else ""
+            bar.update(task, completed=min(done, total), best=info)
+
+        store, study_id = run_objective(spec, target, on_progress=progress)
+    study = ObjectiveStudy(store, study_id)
+    counts = study.counts()
+    console.print(
+        f"done in {_time.perf_counter() - start:.1f}s: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
+    )
+    best = study.best_trial
+    if best is not None:
+        console.print(f"best trial #{best.number}: {metric} {_fmt(best.metrics.get(metric))}", highlight=False)
+        for k, v in best.params.items():
+            console.print(f"  {k} = {_fmt(v)}", highlight=False)
+    for t in study.trials:
+        if t.error:
+            console.print(f"  trial #{t.number} {t.state}: {t.error}", highlight=False, soft_wrap=True)
+    url = _display_storage(str(spec.search.storage))
+    console.print(f"stored in {url}\nnext: caviar show {spec.study.name} --storage {url}", highlight=False)
+
+
+@app.command("import-optuna")
+def import_optuna(
+    url: Annotated[str, typer.Argument(help="The Optuna storage URL, e.g. sqlite:///optuna.db")],
+    study: Annotated[str, typer.Argument(help="The Optuna study's name")],
+    storage: StorageOpt = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The caviar study's name (default: the Optuna one)")
+    ] = None,
+) -> None:
+    """Copy an Optuna study (trials, params, values, intermediate values, states) into caviar's storage."""
+    from caviar.interop.optuna_io import import_optuna_study
+
+    target = storage or "caviar.db"
+    result = import_optuna_study(url, study, target, name=name)
+    console.print(
+        f"imported {result.n_trials} trials of Optuna study '{study}' as caviar study '{result.name}' "
+        f"({', '.join(f'{k}: {v}' for k, v in result.scales.items())}); stored in {_display_storage(result.storage)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _export_optuna(study: str, storage: str | None, fmt: str, to: str | None) -> None:
+    from caviar.interop.optuna_io import export_optuna_study
+
+    if fmt != "optuna":
+        fail(f"--to is for --format optuna, not {fmt!r}")
+    if not to:
+        fail("--format optuna needs --to URL (an Optuna storage, e.g. sqlite:///optuna.db)")
+    result = export_optuna_study(_storage_url(storage), study, to)
+    console.print(
+        f"exported {result.n_trials} trials of caviar study '{study}' to Optuna study '{result.name}' at {to}",
+        highlight=False,
+        soft_wrap=True,
+    )

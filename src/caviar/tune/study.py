@@ -19,7 +19,7 @@ from caviar.storage import Storage, StudyStatus, TrialRecord, TrialState, open_s
 from caviar.tune.executors import executor_for
 from caviar.tune.planning import load_data, plan_from_record, plan_round, resolve_spec
 from caviar.tune.runner import model_file_bytes, train_population
-from caviar.tune.spec import StudySpec, load_spec, spec_diff
+from caviar.tune.spec import StudySpec, spec_diff
 from caviar.tune.worker import MODEL_ARTIFACT, Progress, WorkerContext, new_worker_id, recover_zombies
 
 
@@ -44,8 +44,10 @@ class Study:
 
     @property
     def spec(self) -> StudySpec:
-        """The spec the study was stored with."""
-        return load_spec(self.record.spec)
+        """The spec the study was stored with (an external objective's study has an ObjectiveSpec)."""
+        from caviar.tune.objective_spec import load_stored_spec
+
+        return load_stored_spec(self.record.spec)  # type: ignore[return-value]
 
     @property
     def trials(self) -> list[TrialRecord]:
