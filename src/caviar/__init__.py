@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
         return Classifier
     if name == "load":
-        from caviar.model_io import load
+        from caviar.sklearn import load
 
         return load
     raise AttributeError(f"module 'caviar' has no attribute {name!r}")

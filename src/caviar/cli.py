@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from caviar.console import console, err_console, fail
+from caviar.console import storage_url as _storage_url
 from caviar.errors import CaviarError
 from caviar.hparams import BY_NAME, FIELDS, HParam
+from caviar.panda.commands import ctl, panda  # light: the session, FastAPI and uvicorn load on use
+from caviar.web.commands import dashboard, report  # light: fastapi, plotly and matplotlib load on use
 
 app = typer.Typer(
     name="caviar",
@@ -20,19 +23,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
 @app.callback()
 def _root() -> None:
     """Train neural networks and tune their hyperparameters, many models at once."""
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one line to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -160,18 +155,6 @@ def main() -> None:
 StorageOpt = Annotated[
     str | None, typer.Option("--storage", help="SQLAlchemy URL or SQLite file (default: caviar.db here)")
 ]
-
-
-def _storage_url(storage: str | None) -> str:
-    if storage is not None:
-        return storage
-    found = sorted(Path.cwd().glob("*.db"))
-    if len(found) == 1:
-        return str(found[0])
-    if not found:
-        fail("no study storage here: pass --storage URL_OR_FILE (caviar tune writes <spec>.db beside the spec)")
-    fail(f"several .db files here ({', '.join(p.name for p in found)}): pass --storage")
-    return ""
 
 
 def _fmt(value) -> str:
@@ -455,10 +438,7 @@ def best(
 
 
 # ---------------------------------------------------------------------------- panda and the web page
-# Their commands live beside their code; these modules import nothing heavy at import time.
-from caviar.panda.commands import ctl, panda  # noqa: E402
-from caviar.web.commands import dashboard, report  # noqa: E402
-
+# Their commands live beside their code (caviar.panda.commands, caviar.web.commands, imported above).
 app.command()(panda)
 app.command()(ctl)
 app.command()(dashboard)

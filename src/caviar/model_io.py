@@ -4,6 +4,10 @@ Names (see docs/model-format.md): ``dense{i}.W`` (n_in, n_out), ``dense{i}.b`` (
 batch norm follows, ``bn{i}.gamma|beta|running_mean|running_var`` (n_out,), ``out.W``, ``out.b``,
 ``input.mean`` and ``input.std`` when inputs are standardized, and ``__caviar__``: the JSON header.
 Arrays are stored per model (no population axis), so other tools can read them directly.
+
+This module is the file format only: ``caviar.sklearn.load`` (``caviar.load``) builds the Classifier
+from what it reads, and ``save_classifier`` takes any fitted estimator with the Classifier's
+attributes; so the estimator imports the format and never the other way round.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
+from caviar.data.preprocess import Standardizer
 from caviar.errors import ModelFileError
+from caviar.nn.network import Architecture, init_params
 
 FORMAT = "caviar-model"
 VERSION = 1
@@ -27,17 +33,14 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1) if a.ndim == 2 and a.shape[0] == 1 else a
 
 
-def save_classifier(clf, path: str | Path | BinaryIO) -> Path | BinaryIO:
+def save_classifier(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     """Write a fitted Classifier to ``path`` (``.npz`` is appended if missing) or a binary file object."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(clf, "params_")
-    if not hasattr(path, "write"):
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz")
     # matrices keep (n_in, n_out) even when n_in == 1; only (1, F) vectors become (F,)
-    arrays = {n: a if n.endswith(".W") else _flat(a) for n, a in {**clf.params_, **clf.state_}.items()}
+    weights = {**clf.params_, **clf.state_}
+    arrays: dict[str, Any] = {n: a if n.endswith(".W") else _flat(a) for n, a in weights.items()}
     if clf.standardizer_ is not None:
         d = clf.standardizer_.to_dict()
         arrays["input.mean"], arrays["input.std"] = d["mean"], d["std"]
@@ -50,13 +53,16 @@ def save_classifier(clf, path: str | Path | BinaryIO) -> Path | BinaryIO:
         "history": clf.history_,
     }
     arrays[HEADER] = np.array(json.dumps(header))
-    if hasattr(path, "write"):
-        np.savez(path, **arrays)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
+    if hasattr(path, "write"):  # a binary file object
+        np.savez(cast(BinaryIO, path), **arrays)
+        return cast(BinaryIO, path)
+    target = Path(path)
+    if target.suffix != ".npz":
+        target = target.with_suffix(target.suffix + ".npz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as fh:
         np.savez(fh, **arrays)
-    return path
+    return target
 
 
 def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.ndarray]]:
@@ -89,43 +95,37 @@ def _name(path) -> str:
     return str(getattr(path, "name", path)) if not hasattr(path, "getvalue") else "<model bytes>"
 
 
-def load(path: str | Path | BinaryIO):
-    """Return the Classifier stored in ``path``; it predicts exactly as the saved one did."""
-    from caviar.data.preprocess import Standardizer
-    from caviar.nn.network import Architecture, init_params
-    from caviar.sklearn import Classifier
+def model_weights(
+    path: str | Path | BinaryIO, arrays: dict[str, np.ndarray], arch: Architecture, dtype: np.dtype
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Standardizer | None]:
+    """(params, running statistics, standardizer) of a model file's ``arrays`` for ``arch``, each array
+    checked against the shape the architecture gives it; ModelFileError naming the first one wrong."""
+    want_params, want_state = init_params(arch, [np.random.default_rng(0)], dtype)
+    params: dict[str, np.ndarray] = {}
+    state: dict[str, np.ndarray] = {}
+    for target, want in ((params, want_params), (state, want_state)):
+        for name, ref in want.items():
+            if name not in arrays:
+                raise ModelFileError(f"{path}: array {name!r} is missing")
+            a = arrays[name].astype(dtype)
+            expected = ref[0].shape if name.endswith(".W") else (ref[0].size,)
+            if a.shape != expected:
+                raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, expected {expected}")
+            target[name] = a.reshape(ref[0].shape)
+    standardizer = None
+    if "input.mean" in arrays:
+        if "input.std" not in arrays:
+            raise ModelFileError(f"{_name(path)}: array 'input.std' is missing (input.mean is there)")
+        standardizer = Standardizer.from_dict({"mean": arrays["input.mean"], "std": arrays["input.std"]})
+    return params, state, standardizer
 
-    header, arrays = read_model_file(path)
+
+def check_header(path: str | Path | BinaryIO, header: dict) -> dict:
+    """The estimator's constructor parameters from a header (``hidden`` as a tuple); ModelFileError
+    if the header lacks what a model needs."""
     missing = [key for key in ("params", "n_features_in", "classes") if key not in header]
     if missing:
         raise ModelFileError(f"{_name(path)}: header lacks {', '.join(missing)}")
     params = dict(header["params"])
     params["hidden"] = tuple(params.get("hidden", ()))
-    try:
-        clf = Classifier(**params)
-    except TypeError as exc:
-        raise ModelFileError(f"{path}: unknown parameter in header ({exc})") from None
-    clf.n_features_in_ = int(header["n_features_in"])
-    clf.classes_ = np.asarray(header["classes"])
-
-    m = clf.model_config()
-    arch = Architecture(clf.n_features_in_, len(clf.classes_), m.hidden, m.activation, m.batchnorm)
-    want_params, want_state = init_params(arch, [np.random.default_rng(0)], np.dtype(clf.dtype))
-    clf.params_, clf.state_ = {}, {}
-    for target, want in ((clf.params_, want_params), (clf.state_, want_state)):
-        for name, ref in want.items():
-            if name not in arrays:
-                raise ModelFileError(f"{path}: array {name!r} is missing")
-            a = arrays[name].astype(clf.dtype)
-            expected = ref[0].shape if name.endswith(".W") else (ref[0].size,)
-            if a.shape != expected:
-                raise ModelFileError(f"{path}: array {name!r} has shape {a.shape}, expected {expected}")
-            target[name] = a.reshape(ref[0].shape)
-    if "input.mean" in arrays:
-        if "input.std" not in arrays:
-            raise ModelFileError(f"{_name(path)}: array 'input.std' is missing (input.mean is there)")
-        clf.standardizer_ = Standardizer.from_dict({"mean": arrays["input.mean"], "std": arrays["input.std"]})
-    else:
-        clf.standardizer_ = None
-    clf.history_ = header.get("history", [])
-    return clf
+    return params

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from numbers import Integral, Real
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -21,8 +22,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from caviar.backend import default_backend
 from caviar.config import ModelConfig, TrainConfig
 from caviar.data.preprocess import Standardizer
-from caviar.errors import DataError
+from caviar.errors import DataError, ModelFileError
 from caviar.hparams import FIELDS, MODEL, TRAIN, HParam, canonical
+from caviar.model_io import check_header, model_weights, read_model_file, save_classifier
 from caviar.nn.losses import softmax
 from caviar.nn.network import Architecture, forward
 from caviar.train.trainer import Trainer, hyperparameters_from
@@ -309,8 +311,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def save(self, path) -> None:
         """Write the fitted model to one .npz file (see docs/model-format.md)."""
-        from caviar.model_io import save_classifier
-
         save_classifier(self, path)
 
     def __sklearn_tags__(self):
@@ -321,3 +321,21 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def get_config(self) -> dict:
         """The model and training configuration as plain dicts."""
         return {"model": asdict(self.model_config()), "training": asdict(self.train_config())}
+
+
+def load(path: str | Path | BinaryIO) -> Classifier:
+    """The Classifier stored in a model file (a path or a binary file object); it predicts exactly as
+    the saved one did. ModelFileError if the file is missing, corrupt, foreign or inconsistent."""
+    header, arrays = read_model_file(path)
+    params = check_header(path, header)
+    try:
+        clf = Classifier(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: unknown parameter in header ({exc})") from None
+    clf.n_features_in_ = int(header["n_features_in"])
+    clf.classes_ = np.asarray(header["classes"])
+    m = clf.model_config()
+    arch = Architecture(clf.n_features_in_, len(clf.classes_), m.hidden, m.activation, m.batchnorm)
+    clf.params_, clf.state_, clf.standardizer_ = model_weights(path, arrays, arch, np.dtype(clf.dtype))
+    clf.history_ = header.get("history", [])
+    return clf

@@ -14,12 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from caviar.console import fail
+
 STATE_FILE = ".caviar-panda.json"
 
 
 def _fail(message: str) -> None:
-    from caviar.cli import fail
-
     fail(message)
 
 

@@ -22,22 +22,83 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from caviar import hparams
+from caviar.config import TrainConfig
 from caviar.errors import CaviarError, ControlError
-from caviar.storage import StudyStatus
-
-if TYPE_CHECKING:
-    from caviar.panda.session import PandaCheckpoint, PandaSession
+from caviar.nn.network import Architecture
+from caviar.prepared import PreparedData
+from caviar.storage import Storage, StudyStatus
+from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
+from caviar.tune.planning import plans_for
+from caviar.tune.runner import model_file_bytes, population_outcomes
+from caviar.tune.spec import load_spec
+from caviar.tune.study import run_study
+from caviar.tune.worker import MODEL_ARTIFACT, new_worker_id
 
 LOG_NAMES = tuple(n for n in hparams.FORKABLE if hparams.BY_NAME[n].fork_scale == "log")
 BETA_NAMES = tuple(n for n in hparams.FORKABLE if hparams.BY_NAME[n].fork_scale == "one_minus_log")
 FORKABLE = LOG_NAMES + BETA_NAMES
 OPTIMIZER_BETAS = {optimizer: hparams.optimizer_betas(optimizer) for optimizer in hparams.OPTIMIZERS}
 MAX_K = 64
+
+
+class ForkPoint(Protocol):
+    """The point a fork starts from (``caviar.panda.session.PandaCheckpoint``)."""
+
+    @property
+    def hp(self) -> dict[str, float]: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def trainer(self) -> Checkpoint: ...
+
+
+class ForkSource(Protocol):
+    """What a fork reads from the model it forks (``caviar.panda.session.PandaSession``); the session
+    imports this module, never the other way round."""
+
+    @property
+    def study_name(self) -> str: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def storage_url(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def data(self) -> PreparedData: ...
+
+    @property
+    def arch(self) -> Architecture: ...
+
+    @property
+    def train_config(self) -> TrainConfig: ...
+
+    @property
+    def forks(self) -> list[Any]: ...
+
+    @property
+    def total_epochs(self) -> int: ...
+
+    def stored_spec(self) -> dict[str, Any]: ...
+
+    def notify_changed(self) -> None: ...
 
 
 def default_params(optimizer: str) -> list[str]:
@@ -63,7 +124,7 @@ def centered_space(hp: dict[str, float], names: Sequence[str], factor: float) ->
 
 
 def check_fork_request(
-    session: PandaSession, k: Any, factor: Any, params: Sequence[str] | None, epochs: Any
+    session: ForkSource, k: Any, factor: Any, params: Sequence[str] | None, epochs: Any
 ) -> dict[str, Any]:
     """Validate a fork request against the session; returns the normalized payload."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= int(k) <= MAX_K:
@@ -84,8 +145,8 @@ class Fork:
 
     def __init__(
         self,
-        session: PandaSession,
-        ckpt: PandaCheckpoint,
+        session: ForkSource,
+        ckpt: ForkPoint,
         k: int,
         factor: float,
         params: list[str],
@@ -154,8 +215,6 @@ class Fork:
             if self.warm:
                 self._run_warm()
             else:
-                from caviar.tune.study import run_study
-
                 run_study(self.spec_dict)
             best = self.session.storage.best_trial(self.session.storage.get_study(self.name).id)
             if best is not None:
@@ -168,18 +227,10 @@ class Fork:
             self.status = "done"
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
-        with self.session._cond:
-            self.session.version += 1
-            self.session._cond.notify_all()
+        self.session.notify_changed()
 
     def _run_warm(self) -> None:
         """Train the fork's trials as one population starting from the checkpoint's state."""
-        from caviar.train.trainer import Trainer, hyperparameters_from
-        from caviar.tune.planning import plans_for
-        from caviar.tune.runner import model_file_bytes, population_outcomes
-        from caviar.tune.spec import load_spec
-        from caviar.tune.worker import MODEL_ARTIFACT, new_worker_id
-
         s, ck = self.session, self.ckpt
         spec = load_spec(self.spec_dict)
         store = s.storage

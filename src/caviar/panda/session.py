@@ -31,9 +31,11 @@ from caviar import hparams
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, with_values
 from caviar.errors import CaviarError, ControlError
 from caviar.nn.network import Architecture
+from caviar.panda.fork import Fork, check_fork_request
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus, TrialState, open_storage
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
+from caviar.tune.planning import load_data
 from caviar.tune.space import did_you_mean
 from caviar.tune.spec import StudySpec, load_spec
 from caviar.validation import check_value
@@ -198,8 +200,6 @@ class PandaSession:
         data: PreparedData | None = None,
         dtype: str = "float32",
     ) -> None:
-        from caviar.tune.planning import load_data
-
         self.spec = spec if isinstance(spec, StudySpec) else load_spec(spec)
         if checkpoint_every < 0:
             raise ControlError(f"checkpoint_every: {checkpoint_every!r} must be >= 0 (0: no automatic checkpoints)")
@@ -234,7 +234,7 @@ class PandaSession:
         self.epochs: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.checkpoints: dict[int, PandaCheckpoint] = {}
-        self.forks: list[Any] = []
+        self.forks: list[Fork] = []
         self._next_ckpt = 0
         self.error: str | None = None
 
@@ -385,6 +385,12 @@ class PandaSession:
     def _lr_now(self) -> float | None:
         return float(self.trainer.lr[0]) if self.trainer.K else None
 
+    def notify_changed(self) -> None:
+        """Something the page shows changed (e.g. a fork ended): bump the version, wake the waiters."""
+        with self._cond:
+            self.version += 1
+            self._cond.notify_all()
+
     def wait_for(self, predicate: Callable[[PandaSession], bool], timeout: float = 30.0) -> bool:
         """Block until ``predicate(self)`` holds (checked after every step and control); False on timeout."""
         with self._cond:
@@ -440,8 +446,6 @@ class PandaSession:
         pause: bool = True,
     ) -> Control:
         """Start a population of ``k`` variants around the current values (see caviar.panda.fork)."""
-        from caviar.panda.fork import check_fork_request
-
         payload = check_fork_request(self, k, factor, params, epochs)
         payload.update(warm=bool(warm), pause=bool(pause))
         return self.submit("fork", payload)
@@ -535,8 +539,6 @@ class PandaSession:
         return result
 
     def _do_fork(self, **request: Any) -> dict[str, Any]:
-        from caviar.panda.fork import Fork
-
         if self.trainer.K == 0:
             raise ControlError("the model diverged; roll back to a checkpoint before forking")
         ckpt = self._take_checkpoint("fork", auto=False)

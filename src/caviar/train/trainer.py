@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -97,12 +97,20 @@ def _one_blas_thread() -> AbstractContextManager:
         return nullcontext()
 
 
-class Callback(Protocol):
-    """Hooks the loop calls; either may return True to stop the whole population."""
+class StepCallback(Protocol):
+    """Called after every step with its losses (K,); True stops the whole population."""
 
     def on_step_end(self, trainer: Trainer, loss: np.ndarray) -> bool | None: ...
 
+
+class EpochCallback(Protocol):
+    """Called after every epoch with its rows by member; True stops the whole population."""
+
     def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> bool | None: ...
+
+
+#: A callback of ``fit`` / ``train_epoch``: either hook, or both.
+Callback = StepCallback | EpochCallback
 
 
 @dataclass
@@ -118,16 +126,16 @@ class Checkpoint:
     hp: dict[str, np.ndarray]
     epoch: int
     step: int
-    rng_state: dict  # the data generator now (after drawing the running epoch's batches, if any)
+    rng_state: Mapping[str, Any]  # the data generator now (after drawing the running epoch's batches, if any)
     members: list[int]
     history_rows: list[list[dict[str, float]]]  # every member's curve, retired ones included
-    member_rng_states: list[dict]
+    member_rng_states: list[Mapping[str, Any]]
     bests: list[tuple[int, float]]  # (best_epoch, best_score) per member
     best_arrays: dict[int, tuple[Arrays, Arrays]]
     epoch_sums: np.ndarray
     batches: list[np.ndarray] | None = None  # the running epoch's mini-batches (None: between epochs)
     batch_pos: int = 0  # how many of them are done
-    epoch_rng_state: dict | None = None  # the data generator before they were drawn
+    epoch_rng_state: Mapping[str, Any] | None = None  # the data generator before they were drawn
 
     def row(self, member: int) -> int:
         """The row of original member ``member`` in the checkpoint's arrays."""
@@ -151,7 +159,7 @@ class _SliceViews:
 
 def hyperparameters_from(configs: Sequence[dict[str, float]], base: TrainConfig, dropout: float = 0.0) -> dict:
     """(K,) arrays of the per-member hyperparameters, from each member's values over ``base``."""
-    defaults = {name: getattr(base, name, None) for name in PER_MEMBER}
+    defaults: dict[str, Any] = {name: getattr(base, name, None) for name in PER_MEMBER}
     defaults["dropout"] = dropout
     return {name: np.array([float(c.get(name, defaults[name])) for c in configs]) for name in PER_MEMBER}
 
@@ -204,7 +212,7 @@ class Trainer:
         self._epoch_sums = np.zeros((K, 3))  # loss * n, correct, n of the running epoch
         self._batches: list[np.ndarray] | None = None  # the running epoch's mini-batches
         self._batch_pos = 0
-        self._epoch_rng_state: dict | None = None  # data generator before they were drawn
+        self._epoch_rng_state: Mapping[str, Any] | None = None  # data generator before they were drawn
         self._refresh_lr()
 
     # ----- hyperparameters -------------------------------------------------------------------
@@ -415,8 +423,9 @@ class Trainer:
         sums = self._epoch_sums
         n = np.maximum(sums[:, 2], 1)
         train_loss, train_acc = sums[:, 0] / n, sums[:, 1] / n
-        val_loss = val_acc = None
-        if X_val is not None and len(y_val):
+        val_loss: np.ndarray | None = None
+        val_acc: np.ndarray | None = None
+        if X_val is not None and y_val is not None and len(y_val):
             val_loss, val_acc = self.evaluate(X_val, y_val)
         rows: dict[int, dict[str, float]] = {}
         score = val_loss if val_loss is not None else train_loss
@@ -429,7 +438,7 @@ class Trainer:
                 "train_accuracy": float(train_acc[j]),
                 "lr": float(self.lr[j]),
             }
-            if val_loss is not None:
+            if val_loss is not None and val_acc is not None:
                 row["val_loss"] = float(val_loss[j])
                 row["val_accuracy"] = float(val_acc[j])
             hist = self.histories[k]

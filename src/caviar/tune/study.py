@@ -102,7 +102,7 @@ class Study:
 
     def best_model(self):
         """The best trial's model as a fitted caviar.Classifier."""
-        from caviar.model_io import load
+        from caviar.sklearn import load
 
         best = self.best_trial
         if best is None:
@@ -117,7 +117,7 @@ class Study:
         A member's randomness comes from (seed, trial number) and batches from the seed, so a trial
         trained alone repeats what it did in its population. Returns a fitted caviar.Classifier.
         """
-        from caviar.model_io import load
+        from caviar.sklearn import load
 
         spec = self.spec
         records = {t.number: t for t in self.trials}

@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import typer
 
+from caviar.console import console, fail, storage_url
+
 StorageOpt = Annotated[
     str | None, typer.Option("--storage", help="SQLAlchemy URL or SQLite file (default: the one .db file here)")
 ]
@@ -19,9 +21,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _storage(storage: str | None) -> str:
-    from caviar.cli import _storage_url
-
-    return _storage_url(storage)
+    return storage_url(storage)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -34,8 +34,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        from caviar.cli import fail
-
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try --port 0")
     sock.listen(128)
     sock.set_inheritable(True)
@@ -58,7 +56,6 @@ def dashboard(
     """Serve the dashboard of the studies in a storage (read-only; live while a study runs)."""
     import uvicorn
 
-    from caviar.cli import console, fail
     from caviar.errors import CaviarError
     from caviar.web.app import create_app
 
@@ -91,7 +88,6 @@ def report(
     ),
 ) -> None:
     """Write a static report of a study: report.html (opens offline) and PNG figures for a paper."""
-    from caviar.cli import console, fail
     from caviar.errors import CaviarError
     from caviar.web.app import open_existing
     from caviar.web.data import load_study
