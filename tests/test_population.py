@@ -16,6 +16,7 @@ from caviar.backend import Backend
 from caviar.config import TrainConfig
 from caviar.nn.losses import softmax_cross_entropy
 from caviar.nn.network import Architecture, forward
+from caviar.panda import fork as fork_module
 from caviar.panda.session import PandaSession
 from caviar.train.trainer import Trainer, hyperparameters_from
 from caviar.tune import runner
@@ -256,7 +257,9 @@ def test_runner_and_fork_both_end_their_populations_in_population_outcomes(tmp_p
         calls.append((list(numbers), extra_metrics, out))
         return out
 
+    assert fork_module.population_outcomes is real  # the fork's is the runner's function itself
     monkeypatch.setattr(runner, "population_outcomes", spy)
+    monkeypatch.setattr(fork_module, "population_outcomes", spy)
     spec = {
         "study": {"name": "outcomes", "seed": 3},
         "data": {"dataset": "digits"},
