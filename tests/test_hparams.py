@@ -494,3 +494,35 @@ def test_alias_works_in_train_and_in_panda(alias: str, name: str, panda, train_c
     assert r.status_code == 422 and "same hyperparameter" in r.json()["error"]
     served = {c["name"]: c for c in client.get("/api/hparams").json()["live"]}
     assert alias in served[name]["aliases"]
+
+
+def test_panda_keeps_the_rules_across_fields(tmp_path) -> None:
+    """lr_decay is live; under exponential decay it stays below 1 in panda as in the spec."""
+    from fastapi.testclient import TestClient
+
+    from caviar.errors import ControlError
+    from caviar.panda.server import create_app
+    from caviar.panda.session import PandaSession
+
+    spec = {
+        "data": {"dataset": "iris"},
+        "model": {"hidden": [4]},
+        "training": {"decay": "exponential", "lr_decay": 0.1, "epochs": 2},
+        "search": {"storage": f"sqlite:///{tmp_path / 'panda.db'}"},
+    }
+    session = PandaSession(spec)
+    client = TestClient(create_app(session, TOKEN))
+    try:
+        with pytest.raises(ControlError) as info:
+            session.set_hyperparameters(lr_decay=1.0)
+        assert (
+            one_line(info.value)
+            == "lr_decay: 1.0 must be < 1 for exponential decay (it multiplies the rate by 1 - lr_decay)"
+        )
+        r = client.post("/api/set", json={"lr_decay": 1.5}, headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"].startswith("lr_decay: 1.5 must be < 1")
+        session.set_hyperparameters(lr_decay=0.5).wait()
+        assert session.hp["lr_decay"] == 0.5
+    finally:
+        client.close()
+        session.close(10)

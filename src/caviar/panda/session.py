@@ -68,8 +68,12 @@ def canonical_name(name: str) -> str:
     return full
 
 
-def validate_changes(changes: Mapping[str, Any]) -> dict[str, float]:
-    """Check a ``{name: value}`` change with caviar's validation rules; returns canonical names -> floats."""
+def validate_changes(changes: Mapping[str, Any], current: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Check a ``{name: value}`` change with caviar's validation rules; returns canonical names -> floats.
+
+    ``current`` (the training's values now) lets the registry's rules across fields check the change
+    too (lr_decay stays below 1 under exponential or step decay).
+    """
     if not changes:
         raise ControlError("nothing to set: give at least one name=value")
     out: dict[str, float] = {}
@@ -82,6 +86,9 @@ def validate_changes(changes: Mapping[str, Any]) -> dict[str, float]:
         except CaviarError as exc:
             raise ControlError(str(exc)) from None
         out[full] = float(value)
+    broken = hparams.broken_rule({**current, **out}) if current is not None else None
+    if broken:
+        raise ControlError(broken)
     return out
 
 
@@ -401,7 +408,8 @@ class PandaSession:
         """Queue a control for the loop (or apply it now when no loop runs). Bad input raises ControlError."""
         payload = dict(payload or {})
         if kind == "set":
-            payload = {"changes": validate_changes(payload.get("changes", {}))}
+            current = {**vars(self.train_config), **self.hp}
+            payload = {"changes": validate_changes(payload.get("changes", {}), current)}
         elif kind == "rollback":
             self._find_checkpoint(payload.get("checkpoint"))
         elif kind not in ("pause", "resume", "checkpoint", "stop", "fork"):
