@@ -54,6 +54,15 @@ class Bounds:
         ok_high = self.high is None or (v < self.high if self.high_open else v <= self.high)
         return ok_low and ok_high
 
+    def limits(self) -> dict[str, Any]:
+        """The interval as ``gt``/``ge``/``lt``/``le`` keywords (pydantic's Field and annotated-types)."""
+        out: dict[str, Any] = {}
+        if self.low is not None:
+            out["gt" if self.low_open else "ge"] = self.low
+        if self.high is not None:
+            out["lt" if self.high_open else "le"] = self.high
+        return out
+
     def describe(self, name: str) -> str:
         """The interval as an inequality on ``name``: ``0 <= dropout < 1``, ``learning_rate > 0``."""
         if self.low is not None and self.high is None:

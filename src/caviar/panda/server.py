@@ -67,14 +67,10 @@ class _SetBase(_Body):
 
 def _live_field(p: hparams.HParam) -> tuple[Any, Any]:
     """A live hyperparameter as an optional, finite, bounded float under its name or any alias."""
-    b = p.bounds
-    limits: dict[str, Any] = {}
-    if b.low is not None:
-        limits["gt" if b.low_open else "ge"] = b.low
-    if b.high is not None:
-        limits["lt" if b.high_open else "le"] = b.high
     names = AliasChoices(p.name, *p.aliases)
-    return float | None, Field(None, allow_inf_nan=False, validation_alias=names, description=p.help, **limits)
+    return float | None, Field(
+        None, allow_inf_nan=False, validation_alias=names, description=p.help, **p.bounds.limits()
+    )
 
 
 #: ``POST /api/set``: the hyperparameters panda may change (caviar.hparams.LIVE), by name or alias.

@@ -143,14 +143,9 @@ def _annotation(p: HParam) -> Any:
         return Literal[p.choices]
     if p.kind == "widths":
         return Annotated[tuple[Annotated[int, BeforeValidator(_not_a_bool)], ...], AfterValidator(_positive_widths)]
-    b = p.bounds
-    limits: dict[str, Any] = {"allow_inf_nan": False} if p.kind == "float" else {}
-    if b.low is not None:
-        limits["gt" if b.low_open else "ge"] = b.low
-    if b.high is not None:
-        limits["lt" if b.high_open else "le"] = b.high
+    finite: dict[str, Any] = {"allow_inf_nan": False} if p.kind == "float" else {}
     number = int if p.kind == "int" else float
-    return Annotated[number, BeforeValidator(_not_a_bool), Field(**limits)]
+    return Annotated[number, BeforeValidator(_not_a_bool), Field(**p.bounds.limits(), **finite)]
 
 
 def _field(p: HParam) -> tuple[Any, Any]:
