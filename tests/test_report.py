@@ -113,3 +113,36 @@ def test_slice_png_uses_one_minus_log_scale(study: Study) -> None:
     x = ax.transData.transform([(0.9, 1e-3), (0.99, 1e-3), (0.999, 1e-3)])[:, 0]
     assert x[1] - x[0] == pytest.approx(x[2] - x[1], rel=1e-6)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("inches", [2.2, 3.5, 8.0])
+def test_png_axes_get_fitted_ticks_that_do_not_collide(inches: float) -> None:
+    """The report's matplotlib axes take the dashboard's fitted ticks: integer axes integer ticks only,
+    beta2 on [0.99, 0.9999] and a narrow linear range labelled, no two labels overlapping at any size."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from caviar.web.data import ParamInfo
+    from caviar.web.report import set_scale
+
+    params = [
+        ParamInfo("beta2", "one_minus_log", 0.99, 0.9999),
+        ParamInfo("learning_rate", "log", 1e-5, 1e-1),
+        ParamInfo("depth", "int", 1, 4),
+        ParamInfo("dropout", "linear", 0.1, 0.1002),
+    ]
+    for param in params:
+        fig, ax = plt.subplots(figsize=(inches, 2.0))
+        set_scale(ax, param)
+        ax.set_xlim(*param.bounds)
+        fig.canvas.draw()
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2, (param.name, inches)
+        if param.scale == "int":
+            assert all(t.get_text().isdigit() for t in labels)
+        boxes = [t.get_window_extent() for t in labels]
+        for a, b in zip(boxes, boxes[1:], strict=False):
+            assert a.x1 <= b.x0, (param.name, inches, [t.get_text() for t in labels])
+        plt.close(fig)
