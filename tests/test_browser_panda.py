@@ -111,3 +111,26 @@ def test_panda_page_steers_the_training(session: PandaSession):
         browser.close()
     assert not errors, errors
     assert not outside, outside
+
+
+def test_panda_page_reads_its_controls_from_the_server(session: PandaSession):
+    """The inputs are the registry's live hyperparameters (GET /api/hparams); a server without that
+    endpoint (a live trial of the user's own objective) gets inputs for the numbers of its state."""
+    from caviar.hparams import LIVE
+
+    with serve(create_app(session, TOKEN)) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        for without in (False, True):
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+            if without:
+                page.route("**/api/hparams", lambda route: route.fulfill(status=404, body='{"detail": "Not Found"}'))
+            page.goto(f"{url}/?token={TOKEN}")
+            page.wait_for_function(f"{N_POINTS} > 2")  # connected either way
+            names = page.eval_on_selector_all("#hp-inputs input", "els => els.map(e => e.name)")
+            expected = list(LIVE) if not without else list(session.state()["hp"])
+            assert names == expected
+            assert not errors, errors
+            page.close()
+        browser.close()

@@ -113,20 +113,29 @@ function draw() {
 
 // ------------------------------------------------------------------------------------------ panels
 async function loadControls() {
-  const res = await fetch("/api/hparams");
-  const live = (await res.json()).live;
+  let live = null;
+  try {
+    const res = await fetch("/api/hparams");
+    if (res.ok) live = (await res.json()).live;
+  } catch (e) { /* below */ }
+  // A server without the registry (a live trial of the user's own objective) gets inputs for the
+  // numbers of its state's hp instead, built when the first state arrives.
+  if (live) buildInputs(live);
+}
+
+function buildInputs(live) {
   HP = live.map((p) => p.name);
   SHORT = Object.fromEntries(live.filter((p) => p.aliases.length).map((p) => [p.name, p.aliases[0]]));
   const box = $("hp-inputs");
   live.forEach((p) => {
     const label = document.createElement("label");
     label.className = "hp";
-    label.title = `${p.help}; ${p.allowed}` + (p.aliases.length ? ` (also: ${p.aliases.join(", ")})` : "");
+    if (p.help) label.title = `${p.help}; ${p.allowed}` + (p.aliases.length ? ` (also: ${p.aliases.join(", ")})` : "");
     const span = document.createElement("span");
     span.textContent = p.name;
     const input = document.createElement("input");
     Object.assign(input, { id: "hp-" + p.name, name: p.name, inputMode: "decimal", autocomplete: "off" });
-    input.dataset.allowed = p.allowed;
+    if (p.allowed) input.dataset.allowed = p.allowed;
     label.append(span, input);
     box.appendChild(label);
   });
@@ -134,6 +143,10 @@ async function loadControls() {
 
 function showState(st) {
   data.state = st;
+  if (!HP.length) {
+    const numbers = Object.keys(st.hp || {}).filter((k) => typeof st.hp[k] === "number");
+    buildInputs(numbers.map((name) => ({ name, aliases: [], help: "", allowed: "" })));
+  }
   $("status").textContent = st.status;
   $("status").className = "badge " + st.status;
   $("step").textContent = st.step;
@@ -238,4 +251,4 @@ function wire() {
   };
 }
 
-loadControls().then(() => { wire(); connect(); }, (e) => say("cannot load the controls: " + e, "error"));
+loadControls().finally(() => { wire(); connect(); });
