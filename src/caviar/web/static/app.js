@@ -339,7 +339,7 @@ function renderTable() {
         link.addEventListener("click", (ev) => ev.stopPropagation());
         td.append(link);
       } else {
-        td.textContent = fmt(v);
+        td.textContent = fmt(v, col.key.startsWith("params.") ? 6 : 4);
       }
       if (col.key === "state") td.className = `state-${v}`;
       if (col.key === "state" && row.error) td.title = row.error;

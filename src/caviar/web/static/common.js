@@ -24,12 +24,14 @@ function showError(err, sel = "#error") {
   box.hidden = !err;
 }
 
-function fmt(v) {
+// A value as text: numbers with `digits` significant digits (hyperparameters get 6, so a narrow range
+// such as 0.10005 is not shown as 0.1001).
+function fmt(v, digits = 4) {
   if (v === null || v === undefined) return "";
   if (typeof v === "number") {
     if (Number.isInteger(v)) return String(v);
     const a = Math.abs(v);
-    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(Number(v.toPrecision(4)));
+    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(digits - 2) : String(Number(v.toPrecision(digits)));
   }
   if (Array.isArray(v)) return v.join("-");
   if (typeof v === "object") return JSON.stringify(v);

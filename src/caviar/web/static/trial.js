@@ -11,7 +11,7 @@ function kvRows(sel, entries) {
   body.replaceChildren();
   for (const [k, v] of entries) {
     const tr = el("tr");
-    tr.append(el("th", { scope: "row" }, k), el("td", {}, fmt(v)));
+    tr.append(el("th", { scope: "row" }, k), el("td", {}, fmt(v, 6)));
     body.append(tr);
   }
 }
