@@ -243,8 +243,6 @@ def best_so_far(values: Sequence[float], maximize: bool) -> list[float]:
     return out
 
 
-_best_so_far = best_so_far
-
 #: How trials that did not complete are drawn: symbol, colour, legend name. They never count as best.
 APART = {
     PRUNED: ("x", "#7f7f7f", "pruned"),

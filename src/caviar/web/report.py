@@ -24,7 +24,6 @@ from caviar.web.figures import KINDS, PALETTE, round_color
 from caviar.web.figures import figures as plotly_figures
 from caviar.web.scales import (
     LOG_SCALES,
-    axis_ticks,
     axis_title,
     choice_label,
     fit_ticks,
@@ -136,14 +135,15 @@ def _round_legend(ax: Any, rounds: Sequence[int]) -> None:
 
 
 def history_png(data: StudyData, path: Path) -> Path:
-    """Metric per complete trial (coloured by round), pruned and diverged trials marked apart, and the
-    best-so-far step line over COMPLETE trials only (as on the dashboard)."""
+    """Metric per complete trial (coloured by round), pruned and diverged trials marked apart (a diverged
+    one without a finite metric at the worst value seen), and the best-so-far step line over COMPLETE
+    trials only (as on the dashboard)."""
     from matplotlib.ticker import MaxNLocator
 
     from caviar.web.figures import APART, completed
 
     done = completed(data)
-    apart = {state: [t for t in data.scored() if t.state == state] for state in APART}
+    apart = {state: [t for t in data.trials if t.state == state] for state in APART}
     if not done and not any(apart.values()):
         return _empty_png(path, f"{data.name}: optimization history", "no finished trials yet")
     plt = _pyplot()
@@ -151,13 +151,15 @@ def history_png(data: StudyData, path: Path) -> Path:
     xs = [t.number for t in done]
     ys = [data.value(t) for t in done]
     ax.scatter(xs, ys, c=[round_color(t.round) for t in done], s=22, edgecolors="white", linewidths=0.5, zorder=3)
+    seen = [v for t in data.trials if (v := data.value(t)) is not None]
+    worst = (min(seen) if data.maximize else max(seen)) if seen else 0.0  # where a broken run is drawn
     for state, trials in apart.items():
         if trials:
             symbol, color, label = APART[state]
             marker = "x" if symbol == "x" else "v"
             ax.scatter(
                 [t.number for t in trials],
-                [data.value(t) for t in trials],
+                [v if (v := data.value(t)) is not None else worst for t in trials],
                 marker=marker,
                 color=color,
                 s=30,
@@ -223,11 +225,12 @@ def _normalized(param: ParamInfo, trials: Sequence[Any]) -> tuple[np.ndarray, li
     assert lo is not None and hi is not None, "a numeric range is finite on its own scale"
     span = (hi - lo) or 1.0
     coords = np.array([np.nan if c is None else (c - lo) / span for c in to_axis(raw, scale)])
-    ticks = axis_ticks(param.scale, low, high)
-    if ticks is None:
-        vals = np.linspace(low, high, 5)
-        return coords, [(v - lo) / span for v in vals], [f"{v:.3g}" for v in vals]
-    return coords, [(t - lo) / span for t in ticks[0]], ticks[1]
+    ticks = fit_ticks(param.scale, low, high, PARALLEL_AXIS_PX, horizontal=False)
+    return coords, [(t - lo) / span for t in ticks.coords], ticks.text
+
+
+#: The height of a parallel-coordinates axis in the PNG, in fit_ticks' pixels (4.2 in, less the margins).
+PARALLEL_AXIS_PX = 3.2 * 72 * PX_PER_POINT
 
 
 def parallel_png(data: StudyData, path: Path) -> Path:
@@ -240,8 +243,8 @@ def parallel_png(data: StudyData, path: Path) -> Path:
     vlo, vhi = float(values.min()), float(values.max())
     vspan = (vhi - vlo) or 1.0
     axes_data = [_normalized(p, scored) for p in data.params]
-    vt = np.linspace(vlo, vhi, 5)
-    axes_data.append(((values - vlo) / vspan, list((vt - vlo) / vspan), [f"{v:.3g}" for v in vt]))
+    vt = fit_ticks("linear", vlo, vhi, PARALLEL_AXIS_PX, horizontal=False)
+    axes_data.append(((values - vlo) / vspan, [(v - vlo) / vspan for v in vt.values], vt.text))
     labels = [axis_title(p.name, p.scale) for p in data.params] + [data.metric]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(labels)), 4.2))
     cmap = plt.get_cmap("viridis" if data.maximize else "viridis_r")
