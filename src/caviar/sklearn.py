@@ -75,6 +75,10 @@ class Classifier(ClassifierMixin, BaseEstimator):
         **ESTIMATOR_PARAMETERS,
     }
 
+    # learned in fit / partial_fit / load (class-level annotations only: no attribute before then)
+    params_: dict[str, np.ndarray]
+    state_: dict[str, np.ndarray]
+
     def __init__(
         self,
         hidden: tuple[int, ...] = (128, 64),

@@ -15,6 +15,7 @@ caller's backend says so (``backend=Backend.NUMBA``; the default is the numpy pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Architecture:
 
 
 def init_params(
-    arch: Architecture, rngs: list[np.random.Generator], dtype: np.dtype = np.float32
+    arch: Architecture, rngs: list[np.random.Generator], dtype: np.dtype | type = np.float32
 ) -> tuple[Arrays, Arrays]:
     """Initial (params, state) for one member per generator, stacked on axis 0."""
     K = len(rngs)
@@ -93,16 +94,20 @@ def forward(
     ``backend``: the fused kernels or the numpy passes (same caches; values agree to rounding).
     """
     K = params["out.W"].shape[0]
+    if train and arch.batchnorm and bn_momentum is None:
+        raise ValueError("forward: training with batch norm needs bn_momentum (K,)")
+    if train and dropout is not None and rngs is None:
+        raise ValueError("forward: dropout needs rngs, one generator per member")
     fused = backend.fused  # bias or batch norm, and the activation, in one kernel
     new_state = dict(state)
-    caches = []
+    caches: list[Any] = []
     a = x
     for i in range(len(arch.hidden)):
         W = params[f"dense{i}.W"]
         bias = None if arch.batchnorm else params[f"dense{i}.b"]
         z = layers.dense_forward(a, W, None if fused else bias)
         bn_cache = None
-        if fused and not arch.batchnorm:
+        if fused and bias is not None:
             z = kernels.bias_activation_forward_(z, bias, arch.activation)
         elif arch.batchnorm:
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
@@ -110,7 +115,7 @@ def forward(
             if train and fused:
                 # z is ours (fresh from the matmul): it becomes z - mu, kept for backward
                 z, bn_cache, new_state[rm], new_state[rv] = kernels.batchnorm_activation_forward_(
-                    z, gamma, beta, layers.BN_EPS, arch.activation, state[rm], state[rv], bn_momentum
+                    z, gamma, beta, layers.BN_EPS, arch.activation, state[rm], state[rv], cast(np.ndarray, bn_momentum)
                 )
             elif train:
                 z, bn_cache, mu, var_unbiased = layers.batchnorm_forward_(z, gamma, beta)
@@ -127,7 +132,7 @@ def forward(
         h = z if fused else layers.activation_forward_(z, arch.activation)
         mask = None
         if train and dropout is not None:
-            mask = layers.dropout_mask(h.shape[1:], dropout, rngs, h.dtype)
+            mask = layers.dropout_mask(h.shape[1:], dropout, cast(list, rngs), h.dtype)
         out = h * mask if mask is not None else h
         caches.append((a, h, h, bn_cache, mask))
         a = out
@@ -151,12 +156,13 @@ def backward(
     backend's caches will do).
     """
     fused = backend.fused
-    grads: Arrays = {} if out is None else out
+    grads: dict[str, Any] = {} if out is None else out
 
     def into(name: str) -> np.ndarray | None:
         return None if out is None else out[name]
 
     a_last = caches[-1]
+    da: Any
     da, grads["out.W"], grads["out.b"] = layers.dense_backward(
         dlogits, a_last, params["out.W"], dW_out=into("out.W"), db_out=into("out.b")
     )

@@ -119,7 +119,7 @@ class Optimizer:
         for name, p in params.items():
             g = grads[name]
             decay = l2 is not None and name in decayed
-            if decay and not overwrite_grads:
+            if decay and l2 is not None and not overwrite_grads:
                 g = g + _col(l2, p) * p
                 decay = False
             member_slots = {s: d[name] for s, d in slots.items()}

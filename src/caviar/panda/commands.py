@@ -156,7 +156,7 @@ def ctl(
         found = find_state()
         if found is None and url is None:
             _fail(f"no panda session found: no {STATE_FILE} here or above; pass --url and --token")
-        url = url or found["url"]
+        url = url or (found or {})["url"]
         token = token or (found or {}).get("token")
     body: dict[str, Any] | None = None
     if action == "set":

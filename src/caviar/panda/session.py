@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -250,7 +250,7 @@ class PandaSession:
             if isinstance(storage, (str, os.PathLike))
             else (storage.url if isinstance(storage, Storage) else str(self.spec.search.storage))
         )
-        self.storage = open_storage(storage if storage is not None else self.spec.search.storage)
+        self.storage = open_storage(storage if storage is not None else cast(str, self.spec.search.storage))
         self.study_name = study_name or self._default_name()
         self.study_id, self.trial_id = self._create_study()
         self._hp = self._read_hp()
@@ -325,7 +325,8 @@ class PandaSession:
     def _read_hp(self) -> dict[str, float]:
         if self.trainer.K == 0:
             return dict(getattr(self, "_hp", {}))
-        return {name: float(self.trainer.hp[name][0]) for name in HYPERPARAMETERS}
+        hp = self.trainer.hyperparameters(0)
+        return {name: hp[name] for name in HYPERPARAMETERS}
 
     # ------------------------------------------------------------------------------- reading
     @property
@@ -743,7 +744,9 @@ class PandaSession:
     def _finish_trial(self) -> None:
         """Close the session's trial in storage: COMPLETE with the last epoch's metrics, or DIVERGED/FAILED."""
         last = self.epochs[-1] if self.epochs else {}
-        metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last}
+        metrics: dict[str, Any] = {
+            k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last
+        }
         metrics.update(status="panda", epochs_run=len(self.epochs), steps=self.trainer.step)
         state = (
             TrialState.COMPLETE

@@ -106,7 +106,7 @@ def population_outcomes(
     for k, number in enumerate(numbers):
         hist = trainer.histories[k]
         best = hist.best_row()
-        metrics = {
+        metrics: dict[str, Any] = {
             key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in best
         }
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
