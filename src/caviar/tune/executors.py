@@ -115,7 +115,7 @@ def worker_process(spec_dict: dict, study_id: int, threads: int) -> None:
     _die_with_parent()
     spec = load_spec(spec_dict)
     with threadpool_limits(limits=threads):
-        storage = open_storage(spec.search.storage)
+        storage = open_storage(spec.storage_url)
         ctx = WorkerContext(spec, load_data(spec), storage, study_id, new_worker_id())
         work(ctx)
 

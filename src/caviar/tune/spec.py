@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import sys
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,10 +47,10 @@ from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
 from caviar.tune.space import TUNABLE, ChoiceParam, Space, did_you_mean
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
@@ -90,8 +91,8 @@ class DataSection(_Section):
     path: str | None = None
     label: str = "label"
     data_dir: str | None = None
-    validation_fraction: float = Field(0.2, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
+    validation_fraction: float = Field(default=0.2, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, ge=0, lt=1)
     standardize: bool = True
 
     @field_validator("path")
@@ -193,25 +194,25 @@ class TrainingSection(_TrainingFields):
 class HalvingSection(_Section):
     """``[search.halving]``: successive halving, keep 1/eta of the members at each rung."""
 
-    eta: int = Field(3, ge=2)
-    min_epochs: int = Field(1, ge=1)
+    eta: int = Field(default=3, ge=2)
+    min_epochs: int = Field(default=1, ge=1)
 
 
 class SearchSection(_Section):
     """``[search]``: the strategy, the budget, where results go and what is maximized."""
 
     strategy: Literal[STRATEGIES] = "random"  # type: ignore[valid-type]
-    trials: int = Field(20, ge=1)
-    rounds: int = Field(3, ge=1)
-    top_fraction: float = Field(0.25, gt=0, le=1)
-    margin: float = Field(0.1, ge=0)
-    min_width: float = Field(0.02, ge=0, le=1)
-    points_per_axis: int | None = Field(None, ge=1)
+    trials: int = Field(default=20, ge=1)
+    rounds: int = Field(default=3, ge=1)
+    top_fraction: float = Field(default=0.25, gt=0, le=1)
+    margin: float = Field(default=0.1, ge=0)
+    min_width: float = Field(default=0.02, ge=0, le=1)
+    points_per_axis: int | None = Field(default=None, ge=1)
     seed: int | None = None
-    workers: int = Field(1, ge=1)
+    workers: int = Field(default=1, ge=1)
     storage: str | None = None
     metric: Literal[METRICS] = "val_accuracy"  # type: ignore[valid-type]
-    max_population: int = Field(64, ge=1)
+    max_population: int = Field(default=64, ge=1)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     halving: HalvingSection | None = None
@@ -271,6 +272,18 @@ class StudySpec(_Section):
         self.search.seed = self.study.seed if self.search.seed is None else self.search.seed
         self.search.storage = resolve_storage(self.search.storage, base_dir, stem)
         return self
+
+    @property
+    def name(self) -> str:
+        """The study's name (validation fills in the file's stem when none is given)."""
+        assert self.study.name is not None, "set by validation"
+        return self.study.name
+
+    @property
+    def storage_url(self) -> str:
+        """The SQLAlchemy URL the study is stored at (validation resolves the default file)."""
+        assert self.search.storage is not None, "set by validation"
+        return self.search.storage
 
     @property
     def space(self) -> Space:

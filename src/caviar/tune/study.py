@@ -148,10 +148,10 @@ def run_study(
     ``trials``, ``workers``, ``storage`` and ``seed`` override the spec's ``[search]`` values.
     """
     spec = resolve_spec(spec, trials, workers, storage, seed)
-    store = open_storage(spec.search.storage)
+    store = open_storage(spec.storage_url)
     data = load_data(spec)  # before the study is stored: a data mistake leaves the storage as it was
     study_id = store.get_or_create_study(
-        spec.study.name,
+        spec.name,
         spec.to_dict(),
         seed=spec.search.seed,
         metric=spec.search.metric,
