@@ -9,8 +9,10 @@ choice for MLPs). caviar runs with and without batch norm. Then the caviar appro
     python benchmarks/sklearn_mlp.py                       # digits and mnist1d
     python benchmarks/sklearn_mlp.py --data-dir DIR        # and MNIST (60k) from idx files
     python benchmarks/sklearn_mlp.py --quick               # fewer epochs and repeats
+    python benchmarks/sklearn_mlp.py --smoke               # the test suite's run (1 epoch, 1 repeat)
 
-Prints fit seconds (median of interleaved repeats), test accuracy, and ratios sklearn / caviar.
+Prints the machine's state and BLAS, fit seconds (median and min-max of ``--repeats`` interleaved runs,
+default 3), test accuracy, and ratios sklearn / caviar.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe_blas, interleaved, set_threads, timed  # noqa: E402
+from _common import describe_blas, interleaved_runs, machine_state, set_threads, spread, timed  # noqa: E402
 
 HIDDEN = (128, 64)
 BATCH = 64
@@ -90,16 +92,17 @@ def single_fits(name: str, data, epochs: int, repeats: int) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLPClassifier's ConvergenceWarning at max_iter
-        seconds = interleaved({k: fit(k) for k in models}, repeats)
+        runs = interleaved_runs({k: fit(k) for k in models}, repeats)
+    seconds = {k: float(np.median(v)) for k, v in runs.items()}
     base = seconds["sklearn MLPClassifier"]
-    print(f"\n### {name}: one model, {epochs} epochs, {len(ytr)} training samples")
-    print("| model | fit s | test acc | speed-up vs sklearn |\n|---|---:|---:|---:|")
+    print(f"\n### {name}: one model, {epochs} epochs, {len(ytr)} training samples, {repeats} repeats")
+    print("| model | fit s, median (min-max) | test acc | speed-up vs sklearn |\n|---|---:|---:|---:|")
     for k in models:
-        print(f"| {k} | {seconds[k]:.2f} | {fitted[k].score(Xte, yte):.4f} | {base / seconds[k]:.1f}x |")
+        print(f"| {k} | {spread(runs[k])} | {fitted[k].score(Xte, yte):.4f} | {base / seconds[k]:.1f}x |")
 
 
-def sweep(name: str, data, epochs: int) -> None:
-    """16 learning rates: 16 sequential MLPClassifier fits vs one caviar population of 16."""
+def sweep(name: str, data, epochs: int, rates: np.ndarray = SWEEP) -> None:
+    """A learning-rate sweep (16 rates): sequential MLPClassifier fits vs one caviar population."""
     from caviar.config import TrainConfig
     from caviar.nn.losses import accuracy
     from caviar.nn.network import Architecture, forward
@@ -112,13 +115,13 @@ def sweep(name: str, data, epochs: int) -> None:
     def run_sklearn():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            results["sklearn"] = [sklearn_mlp(epochs, lr).fit(Xtr, ytr).score(Xte, yte) for lr in SWEEP]
+            results["sklearn"] = [sklearn_mlp(epochs, lr).fit(Xtr, ytr).score(Xte, yte) for lr in rates]
 
     def run_caviar():
         cfg = TrainConfig(optimizer="adam", batch_size=BATCH, epochs=epochs)
-        hp = hyperparameters_from([{"learning_rate": lr} for lr in SWEEP], cfg)
+        hp = hyperparameters_from([{"learning_rate": lr} for lr in rates], cfg)
         arch = Architecture(Xtr.shape[1], int(ytr.max()) + 1, HIDDEN, "relu", True)
-        t = Trainer(arch, cfg, hp, list(range(len(SWEEP))), seed=0)
+        t = Trainer(arch, cfg, hp, list(range(len(rates))), seed=0)
         t.fit(Xtr32, ytr)
         params, state = t.stacked_kept()
         logits, _, _ = forward(arch, params, state, Xte32, train=False)
@@ -126,10 +129,10 @@ def sweep(name: str, data, epochs: int) -> None:
 
     sk = timed(run_sklearn)()
     cv = timed(run_caviar)()
-    print(f"\n### {name}: learning-rate sweep of {len(SWEEP)} models, {epochs} epochs")
+    print(f"\n### {name}: learning-rate sweep of {len(rates)} models, {epochs} epochs")
     print("| | wall s | best test acc |\n|---|---:|---:|")
-    print(f"| 16 x sklearn MLPClassifier | {sk:.1f} | {max(results['sklearn']):.4f} |")
-    print(f"| caviar population K = 16 (BN) | {cv:.1f} | {max(results['caviar']):.4f} |")
+    print(f"| {len(rates)} x sklearn MLPClassifier | {sk:.1f} | {max(results['sklearn']):.4f} |")
+    print(f"| caviar population K = {len(rates)} (BN) | {cv:.1f} | {max(results['caviar']):.4f} |")
     print(f"speed-up: {sk / cv:.1f}x")
 
 
@@ -137,11 +140,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="folder of the MNIST idx .gz files (adds MNIST)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="5 epochs, 1 repeat")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch, 1 repeat: the test suite's run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the single fits")
     args = parser.parse_args()
     limiter = set_threads(args.threads)  # noqa: F841 (kept alive for the limit to hold)
-    print(f"caviar vs scikit-learn MLPClassifier, {args.threads} threads\n{describe_blas()}")
-    epochs, repeats = (5, 1) if args.quick else (20, 3)
+    print(f"caviar vs scikit-learn MLPClassifier, {args.threads} threads")
+    print(machine_state())
+    print(describe_blas())
+    epochs, repeats = (1, 1) if args.smoke else (5, 1) if args.quick else (20, args.repeats)
     cases = [("digits", None, epochs), ("mnist1d", None, epochs)]
     if args.data_dir:
         cases.append(("mnist", args.data_dir, max(2, epochs // 4)))
@@ -149,7 +156,7 @@ def main() -> None:
         data = load(name, data_dir)
         single_fits(name, data, ep, 1 if name == "mnist" else repeats)
         if name != "mnist":
-            sweep(name, data, ep)
+            sweep(name, data, ep, SWEEP[::4] if args.smoke else SWEEP)
 
 
 if __name__ == "__main__":

@@ -288,9 +288,17 @@ def report_race(
 
 
 def part1(
-    trials: int, epochs: int, seed: int, workers: int, repeats: int, folder: Path, warm: bool = True
+    trials: int,
+    epochs: int,
+    seed: int,
+    workers: int,
+    repeats: int,
+    folder: Path,
+    warm: bool = True,
+    plain: bool = True,
 ) -> list[str]:
     """caviar vs the Optuna anchors on the fixed and the mixed space, whole processes."""
+    workers = max(1, min(workers, trials))  # a worker without a trial would not start
     summary = []
     for space in ("fixed", "mixed"):
         spec = study_spec("digits", "random", trials, epochs, seed, folder / "unused.db", name="bench", space=space)
@@ -310,7 +318,7 @@ def part1(
                     torch_threads=0, **kw,
                 ),
                 caviar_contestant(sp, folder, f"{space}-{n}"),
-            ]  # fmt: skip
+            ][:: 1 if plain else 2]  # fmt: skip
 
         print(
             f"\n### {space} space: {trials} trials on digits, {epochs} epochs, {repeats} interleaved repeats",
@@ -346,6 +354,7 @@ def part_mnist(
     warm: bool = True,
 ) -> list[str]:
     """32 trials on real MNIST, caviar vs the careful Optuna anchor, and the fraction of the matmul rate."""
+    workers = max(1, min(workers, trials))  # a worker without a trial would not start
     hidden, batch = (256, 128), 128
     spec = study_spec("mnist", "random", trials, epochs, seed, folder / "unused.db", hidden=hidden, batch=batch,
                       data_dir=data_dir)  # fmt: skip
@@ -514,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="every part, tiny: 1 repeat, few trials and epochs")
     parser.add_argument("--quick", action="store_true", help="part 2: fewer seeds, budgets and epochs")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved whole-process runs of parts 1 and mnist")
+    parser.add_argument(
+        "--skip-plain",
+        action="store_true",
+        help="part 1: leave out Optuna in one process with torch's default threads (very slow on a busy machine)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Optuna worker processes")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="part 2: BLAS threads")
     parser.add_argument("--epochs", type=int, help="override the epochs of every part")
@@ -539,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 trials=args.trials or (4 if args.smoke else 64),
                 epochs=args.epochs or (1 if args.smoke else 20),
                 seed=0, workers=args.workers, repeats=repeats, folder=folder, warm=not args.smoke,
+                plain=not args.skip_plain,
             )  # fmt: skip
         if "mnist" in parts:
             summary += part_mnist(

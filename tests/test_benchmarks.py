@@ -73,7 +73,7 @@ def test_tuning_benchmark_part1_races_the_optuna_anchors_on_both_spaces() -> Non
     text = run_script("benchmarks/tune.py", "--smoke", "--part", "1")
     assert_machine_state(text)
     labels = (
-        f"Optuna, {os.cpu_count()} worker processes x 1 torch thread",
+        f"Optuna, {min(4, os.cpu_count() or 1)} worker processes x 1 torch thread",  # 4 trials: at most 4 workers
         "Optuna, 1 process, torch's default threads",
         "caviar (run_study, whole process)",
     )
@@ -114,3 +114,23 @@ def test_tuning_benchmark_part2_writes_its_table_and_figure(tmp_path: Path) -> N
             )
     assert len(re.findall(r"coarse_to_fine [\d.]+ (>=|<) random [\d.]+", text)) == 4
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(300)
+def test_sklearn_benchmark_prints_single_fits_and_sweeps() -> None:
+    out = subprocess.run(
+        [sys.executable, "benchmarks/sklearn_mlp.py", "--smoke", "--threads", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r"^machine: .+ cores, load average", text, re.M) and re.search(r"^blas: openblas", text, re.M)
+    for data in ("digits", "mnist1d"):
+        block = text[text.index(f"### {data}: one model") :]
+        for model in ("sklearn MLPClassifier", r"caviar Classifier \(no BN\)", r"caviar Classifier \(BN\)"):
+            assert re.search(rf"^\| {model} \| {SPREAD} \| [\d.]+ \| [\d.]+x \|$", block, re.M), (data, model)
+        assert re.search(rf"### {data}: learning-rate sweep of 4 models", text)
+    assert len(re.findall(r"^speed-up: [\d.]+x$", text, re.M)) == 2
