@@ -156,7 +156,7 @@ def main() -> None:
         data = load(name, data_dir)
         single_fits(name, data, ep, 1 if name == "mnist" else repeats)
         if name != "mnist":
-            sweep(name, data, ep, SWEEP[::4] if args.smoke else SWEEP)
+            sweep(name, data, ep, SWEEP[::8] if args.smoke else SWEEP)
 
 
 if __name__ == "__main__":
