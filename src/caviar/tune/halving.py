@@ -10,9 +10,11 @@ import math
 
 import numpy as np
 
+from caviar.metrics import is_maximized
+
 
 class SuccessiveHalving:
-    """A trainer callback that prunes members at rungs by ``metric`` (higher is better)."""
+    """A trainer callback that prunes members at rungs by ``metric`` (its direction from caviar.metrics)."""
 
     def __init__(self, eta: int = 3, min_epochs: int = 1, metric: str = "val_accuracy") -> None:
         if eta < 2:
@@ -38,7 +40,7 @@ class SuccessiveHalving:
         members = np.array([k for k in trainer.active if int(k) in rows])
         if len(members) <= 1:
             return None
-        sign = -1.0 if self.metric.endswith("loss") else 1.0
+        sign = 1.0 if is_maximized(self.metric) else -1.0
         scores = np.array([sign * rows[int(k)].get(self.metric, -np.inf) for k in members])
         scores = np.where(np.isfinite(scores), scores, -np.inf)
         n_keep = max(1, math.ceil(len(members) / self.eta))

@@ -11,6 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from caviar.backend import Backend
+from caviar.metrics import METRICS, EpochMetrics, extra_metrics, objective_of
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, Arrays, forward
 from caviar.prepared import PreparedData
@@ -72,12 +73,14 @@ def train_population(
     trainer = Trainer(
         arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype), threads=blas_threads()
     )
+    has_val = len(data.y_val) > 0
     callbacks: list[Any] = []
+    if has_val and extra_metrics([metric]):  # before halving, which ranks by it
+        callbacks.append(EpochMetrics([metric], data.X_val, data.y_val))
     if halving is not None:
         callbacks.append(halving)
     if on_epoch is not None:
         callbacks.append(_EpochReporter([p.number for p in plans], on_epoch))
-    has_val = len(data.y_val) > 0
     with threadpool_limits(limits=1, user_api="blas"):
         trainer.fit(
             data.X_train,
@@ -106,9 +109,7 @@ def population_outcomes(
     for k, number in enumerate(numbers):
         hist = trainer.histories[k]
         best = hist.best_row()
-        metrics: dict[str, Any] = {
-            key: best[key] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in best
-        }
+        metrics: dict[str, Any] = {key: best[key] for key in ("train_loss", "train_accuracy", *METRICS) if key in best}
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
         metrics.update(extra_metrics or {})
         if len(data.y_test):
@@ -143,11 +144,8 @@ def _evaluate(
 
 
 def _objective(metrics: dict[str, Any], metric: str) -> float | None:
-    """The number to maximize: the metric itself, or minus a loss."""
-    value = metrics.get(metric)
-    if value is None or not np.isfinite(value):
-        return None
-    return -float(value) if metric.endswith("loss") else float(value)
+    """The number to maximize: the metric itself, or minus one to minimize (caviar.metrics)."""
+    return objective_of(metric, metrics.get(metric))
 
 
 def model_file_bytes(

@@ -44,6 +44,8 @@ from pydantic import (
 from caviar.config import ModelConfig, TrainConfig, with_values
 from caviar.errors import SpecError
 from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
+from caviar.metrics import METRICS as METRIC_REGISTRY
+from caviar.metrics import get_metric
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
 from caviar.tune.space import TUNABLE, ChoiceParam, Space, did_you_mean
 
@@ -55,7 +57,7 @@ else:  # Python 3.10
 DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 DATA_SUFFIXES = (".csv", ".npz")
-METRICS = ("val_accuracy", "val_loss")
+METRICS = tuple(METRIC_REGISTRY)  # caviar.metrics is the one list (task, direction, function)
 
 
 class _Section(BaseModel):
@@ -219,12 +221,17 @@ class SearchSection(_Section):
 
     @property
     def maximize(self) -> bool:
-        """Whether a larger metric is better (accuracy) or smaller (loss)."""
-        return self.metric != "val_loss"
+        """Whether a larger metric is better (caviar.metrics says, for each metric)."""
+        return get_metric(self.metric).maximize
+
+    @property
+    def direction(self) -> str:
+        """The study's stored direction, ``maximize`` or ``minimize``."""
+        return get_metric(self.metric).direction
 
     def objective(self, metric_value: float) -> float:
         """The metric turned into the value samplers MAXIMIZE."""
-        return float(metric_value) if self.maximize else -float(metric_value)
+        return get_metric(self.metric).objective(metric_value)
 
 
 def _sqlite_url(path: Path) -> str:

@@ -155,7 +155,7 @@ def run_study(
         spec.to_dict(),
         seed=spec.search.seed,
         metric=spec.search.metric,
-        direction="maximize" if spec.search.maximize else "minimize",
+        direction=spec.search.direction,
         differs=spec_diff,
     )
     sampler = spec.sampler()
