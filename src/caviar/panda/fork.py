@@ -33,6 +33,7 @@ from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
+from caviar.tune.explore import scaled
 from caviar.tune.planning import plans_for
 from caviar.tune.runner import model_file_bytes, population_outcomes
 from caviar.tune.spec import load_spec
@@ -111,15 +112,17 @@ def centered_space(hp: dict[str, float], names: Sequence[str], factor: float) ->
     space: dict[str, dict[str, Any]] = {}
     for name in names:
         v = float(hp[name])
+        # the range is PBT's explore law (caviar.tune.explore.scaled) applied with factor and 1 / factor
         if name in LOG_NAMES:
             if v <= 0:
                 raise ControlError(f"fork: {name} is {v:g}; a log range needs a positive centre")
-            space[name] = {"low": v / factor, "high": v * factor, "scale": "log"}
+            space[name] = {"low": scaled(v, "log", 1 / factor), "high": scaled(v, "log", factor), "scale": "log"}
         else:
             gap = 1.0 - v
             if not 0 < gap <= 1:
                 raise ControlError(f"fork: {name} is {v:g}; a one-minus-log range needs 0 <= {name} < 1")
-            space[name] = {"low": max(0.0, 1.0 - gap * factor), "high": 1.0 - gap / factor, "scale": "one_minus_log"}
+            low, high = scaled(v, "one_minus_log", factor), scaled(v, "one_minus_log", 1 / factor)
+            space[name] = {"low": max(0.0, low), "high": high, "scale": "one_minus_log"}
     return space
 
 

@@ -129,7 +129,7 @@ def plan_round(
     if box is not None:
         storage.add_box(study_id, rnd, box.as_dict())
     plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
-    populations = pack(plans, data.n_features, data.n_classes, spec.search.max_population)
+    populations = pack(plans, data.n_features, data.n_classes, spec.search.population_cap)
     items = [
         {
             "number": p.number,

@@ -60,8 +60,11 @@ def train_population(
     halving: SuccessiveHalving | None = None,
     on_epoch: Callable[[dict[int, dict]], None] | None = None,
     dtype: str = "float32",
+    callbacks: Sequence[Any] = (),
 ) -> list[TrialOutcome]:
-    """Train ``plans`` (one static shape) together; one outcome per plan, in plan order."""
+    """Train ``plans`` (one static shape) together; one outcome per plan, in plan order.
+
+    ``callbacks`` (e.g. population-based training) run after halving and before ``on_epoch`` sees the rows."""
     first = plans[0]
     arch = Architecture(
         data.n_features, data.n_classes, first.model.hidden, first.model.activation, first.model.batchnorm
@@ -74,20 +77,21 @@ def train_population(
         arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype), threads=blas_threads()
     )
     has_val = len(data.y_val) > 0
-    callbacks: list[Any] = []
+    hooks: list[Any] = []
     if has_val and extra_metrics([metric]):  # before halving, which ranks by it
-        callbacks.append(EpochMetrics([metric], data.X_val, data.y_val))
+        hooks.append(EpochMetrics([metric], data.X_val, data.y_val))
     if halving is not None:
-        callbacks.append(halving)
+        hooks.append(halving)
+    hooks.extend(callbacks)
     if on_epoch is not None:
-        callbacks.append(_EpochReporter([p.number for p in plans], on_epoch))
+        hooks.append(_EpochReporter([p.number for p in plans], on_epoch))
     with threadpool_limits(limits=1, user_api="blas"):
         trainer.fit(
             data.X_train,
             data.y_train,
             data.X_val if has_val else None,
             data.y_val if has_val else None,
-            callbacks=callbacks,
+            callbacks=hooks,
         )
         return population_outcomes(trainer, [p.number for p in plans], data, metric)
 

@@ -200,10 +200,25 @@ class HalvingSection(_Section):
     min_epochs: int = Field(default=1, ge=1)
 
 
+class PBTSection(_Section):
+    """``[search.pbt]``: population-based training inside each population (Ray Tune's key names)."""
+
+    population_size: int = Field(default=16, ge=2)
+    perturbation_interval: int = Field(default=2, ge=1)
+    quantile_fraction: float = Field(default=0.25, gt=0, le=0.5)
+    hyperparam_mutations: list[str] | None = None
+    perturbation_factors: list[float] = Field(default_factory=lambda: [1.2, 0.8], min_length=1)
+    resample_probability: float = Field(default=0.25, ge=0, le=1)
+
+
+#: ``search.strategy``: a sampler's name, or ``pbt`` (random starting points, then PBT inside each population).
+SEARCH_STRATEGIES = (*STRATEGIES, "pbt")
+
+
 class SearchSection(_Section):
     """``[search]``: the strategy, the budget, where results go and what is maximized."""
 
-    strategy: Literal[STRATEGIES] = "random"  # type: ignore[valid-type]
+    strategy: Literal[SEARCH_STRATEGIES] = "random"  # type: ignore[valid-type]
     trials: int = Field(default=20, ge=1)
     rounds: int = Field(default=3, ge=1)
     top_fraction: float = Field(default=0.25, gt=0, le=1)
@@ -218,6 +233,20 @@ class SearchSection(_Section):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     halving: HalvingSection | None = None
+    pbt: PBTSection | None = None
+
+    @property
+    def pbt_settings(self) -> PBTSection | None:
+        """``[search.pbt]`` (its defaults when only ``strategy = "pbt"`` is given); None without PBT."""
+        if self.strategy != "pbt":
+            return None
+        return self.pbt or PBTSection()
+
+    @property
+    def population_cap(self) -> int:
+        """The most members one population holds: ``max_population``, and PBT's ``population_size``."""
+        pbt = self.pbt_settings
+        return self.max_population if pbt is None else min(self.max_population, pbt.population_size)
 
     @property
     def maximize(self) -> bool:
@@ -316,7 +345,7 @@ class StudySpec(_Section):
         """The sampler ``[search]`` asks for, over this space."""
         s = self.search
         return make_sampler(
-            s.strategy,
+            "random" if s.strategy == "pbt" else s.strategy,
             self.space,
             s.seed or 0,
             trials=s.trials,
@@ -352,10 +381,47 @@ def _check_space_conflicts(spec: StudySpec) -> None:
         raise SpecError(
             f"search.halving.min_epochs: {halving.min_epochs} is more than training.epochs ({spec.training.epochs})"
         )
+    _check_pbt(spec)
     if spec.search.strategy == "coarse_to_fine" and spec.search.rounds > spec.search.trials:
         raise SpecError(
             f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
             f"got trials = {spec.search.trials}"
+        )
+
+
+def _check_pbt(spec: StudySpec) -> None:
+    """``[search.pbt]``: only with strategy "pbt", per-member names to mutate, an interval inside the training."""
+    from caviar.tune.explore import check_factors
+    from caviar.tune.pbt import per_member_names
+
+    search = spec.search
+    if search.pbt is not None and search.strategy != "pbt":
+        raise SpecError(f'search.pbt: needs search.strategy = "pbt", got {search.strategy!r}')
+    pbt = search.pbt_settings
+    if pbt is None:
+        return
+    names = per_member_names(spec.space)
+    if not names:
+        have = ", ".join(spec.space.names) or "nothing"
+        raise SpecError(
+            f"search.strategy: 'pbt' needs a per-member hyperparameter in [space] (learning_rate, momentum, "
+            f"beta1, beta2, rho, epsilon, l2, lr_decay, bn_momentum, bn_beta, dropout); the space has {have}"
+        )
+    for name in pbt.hyperparam_mutations or ():
+        if canonical(name) not in names:
+            raise SpecError(
+                f"search.pbt.hyperparam_mutations: {name!r} is not a per-member hyperparameter of [space] "
+                f"(one of {', '.join(names)})"
+            )
+    try:
+        check_factors(pbt.perturbation_factors)
+    except ValueError as exc:
+        raise SpecError(f"search.pbt.perturbation_factors: {exc}") from None
+    epochs = spec.space["epochs"].high if "epochs" in spec.space else spec.training.epochs  # type: ignore[attr-defined]
+    if pbt.perturbation_interval >= epochs:
+        raise SpecError(
+            f"search.pbt.perturbation_interval: {pbt.perturbation_interval} epochs is not shorter than the "
+            f"training ({epochs} epochs): no member would ever be perturbed"
         )
 
 
@@ -532,6 +598,7 @@ __all__ = [
     "DataSection",
     "HalvingSection",
     "ModelSection",
+    "PBTSection",
     "SearchSection",
     "StudySection",
     "StudySpec",

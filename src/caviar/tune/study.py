@@ -127,11 +127,30 @@ class Study:
         data = load_data(spec)
         seed = spec.search.seed or 0
         # No halving: a trial alone is never pruned, it runs the epochs it was given.
-        (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric)
+        if "lineage" in records[number].metrics:
+            outcome = _replay_pbt(spec, records, number, data, seed)
+        else:
+            (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric)
         return load(io.BytesIO(model_file_bytes(plan, outcome, data, seed=seed)))
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, {self.counts()})"
+
+
+def _replay_pbt(spec: StudySpec, records: Mapping[int, TrialRecord], number: int, data: Any, seed: int) -> Any:
+    """Trial ``number`` of a PBT study trained again with its ancestors (the trials whose weights it
+    copied, recursively), their stored lineages and schedules replayed: the same weights."""
+    from caviar.tune.pbt import ReplaySchedule, ancestry
+
+    group = records[number].group_key
+    lineages = {n: r.metrics.get("lineage", []) for n, r in records.items() if r.group_key == group}
+    numbers = ancestry(number, lineages)
+    plans = [plan_from_record(spec, records[n]) for n in numbers]
+    replay = ReplaySchedule(
+        spec.configs_for, numbers, [p.values for p in plans], {n: records[n].metrics for n in numbers}
+    )
+    outcomes = train_population(plans, data, seed=seed, metric=spec.search.metric, callbacks=[replay])
+    return outcomes[numbers.index(number)]
 
 
 def run_study(

@@ -18,6 +18,7 @@ from caviar.errors import CaviarError
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
 from caviar.tune.halving import SuccessiveHalving
+from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
 from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.spec import StudySpec
@@ -112,9 +113,19 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
     with Heartbeat(storage, [r.id for r in claimed], ctx.worker_id):
         try:
             plans = [plan_from_record(spec, r) for r in claimed]
+            pbt = pbt_callback(spec, plans)
             outcomes = train_population(
-                plans, ctx.data, seed=spec.search.seed or 0, metric=spec.search.metric, halving=halving, on_epoch=stream
+                plans,
+                ctx.data,
+                seed=spec.search.seed or 0,
+                metric=spec.search.metric,
+                halving=halving,
+                on_epoch=stream,
+                callbacks=() if pbt is None else [pbt],
             )
+            if pbt is not None:
+                for k, outcome in enumerate(outcomes):
+                    outcome.metrics.update(pbt.record(k))
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, TrialState.FAILED, error=error) for r in claimed])
