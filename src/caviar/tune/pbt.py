@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig
+from caviar.metrics import is_maximized
 from caviar.tune.explore import explore
 from caviar.tune.space import Space
 
@@ -120,7 +121,7 @@ class PopulationBasedTraining:
         n = quantile_size(len(members), self.settings.quantile_fraction)
         if n == 0:
             return None
-        sign = -1.0 if self.metric.endswith("loss") else 1.0
+        sign = 1.0 if is_maximized(self.metric) else -1.0
         score = {k: sign * float(rows[k].get(self.metric, np.nan)) for k in members}
         ranked = sorted(members, key=lambda k: (-score[k] if math.isfinite(score[k]) else math.inf, k))
         top, bottom = ranked[:n], sorted(ranked[-n:])

@@ -121,7 +121,7 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
                 metric=spec.search.metric,
                 halving=halving,
                 on_epoch=stream,
-                callbacks=() if pbt is None else [pbt],
+                **({} if pbt is None else {"callbacks": [pbt]}),
             )
             if pbt is not None:
                 for k, outcome in enumerate(outcomes):
