@@ -22,8 +22,18 @@ from caviar.train.trainer import Trainer, hyperparameters_from
 #: Every test here runs on both engine paths (numba kernels, numpy passes): see conftest.py.
 pytestmark = pytest.mark.usefixtures("engine_path")
 
-torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)  # tiny tensors: threads only add contention
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_float64():
+    """float64 torch tensors for this module only: the default dtype is process-wide, and other
+    modules' torch code (a user's objective in test_objective.py) expects float32."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
 
 N_IN, C, B = 6, 4, 16
 ACTS = {

@@ -40,11 +40,6 @@ class Architecture:
     def widths(self) -> tuple[int, ...]:
         return (self.n_in, *self.hidden, self.n_out)
 
-    def flops_per_sample(self) -> int:
-        """Multiply-adds x 2 of one forward pass (backward costs about twice that)."""
-        w = self.widths
-        return 2 * sum(a * b for a, b in zip(w[:-1], w[1:], strict=False))
-
 
 def init_params(
     arch: Architecture, rngs: list[np.random.Generator], dtype: np.dtype | type = np.float32
