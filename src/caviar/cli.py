@@ -421,6 +421,13 @@ def best(
     study: Annotated[str, typer.Argument(help="Study name or id")],
     storage: StorageOpt = None,
     save: Annotated[Path | None, typer.Option(help="Write the best trial's model (.npz)")] = None,
+    ensemble: Annotated[
+        int | None, typer.Option(help="Average the top k trials in probability; --save writes the ensemble")
+    ] = None,
+    packed: Annotated[
+        bool,
+        typer.Option(help="With --ensemble k: train k members with the best hyperparameters on train + validation"),
+    ] = False,
 ) -> None:
     """The best trial: its hyperparameters and metrics; --save writes its model file."""
     s = _open_study(study, storage)
@@ -430,11 +437,34 @@ def best(
     console.print(f"best trial #{t.number} (round {t.round})", highlight=False)
     for k, v in {**t.params, **t.metrics}.items():
         console.print(f"  {k} = {_fmt(v)}", highlight=False)
-    if save is not None:
+    if packed and ensemble is None:
+        fail("--packed needs --ensemble k (how many members to train)")
+    if ensemble is not None:
+        _best_ensemble(s, ensemble, packed, save)
+    elif save is not None:
         from caviar.model_io import save_classifier
 
         written = save_classifier(s.best_model(), save)
         console.print(f"model saved to {written} (load it with caviar.load)")
+
+
+def _best_ensemble(s: Any, k: int, packed: bool, save: Path | None) -> None:
+    """``best --ensemble k``: the ensemble's accuracies beside the best trial's, and its file."""
+    from caviar.ensemble import save_ensemble
+    from caviar.tune.ensemble import ensemble_report
+
+    try:
+        ens = s.ensemble(k, packed=packed)
+    except CaviarError as exc:
+        fail(str(exc))
+    report = ensemble_report(s, ens, packed=packed)
+    what = f"packed ensemble of {k} (best hyperparameters, train + validation)" if packed else f"ensemble of top {k}"
+    for name, label in (("best_trial", "best trial"), ("ensemble", what)):
+        scores = ", ".join(f"{m} = {_fmt(v) if v is not None else '-'}" for m, v in report[name].items())
+        console.print(f"{label}: {scores}", highlight=False)
+    if save is not None:
+        written = save_ensemble(ens, save)
+        console.print(f"ensemble saved to {written} (load it with caviar.load)")
 
 
 # ---------------------------------------------------------------------------- panda and the web page

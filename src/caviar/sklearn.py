@@ -331,6 +331,10 @@ def load(path: str | Path | BinaryIO) -> Classifier:
     """The Classifier stored in a model file (a path or a binary file object); it predicts exactly as
     the saved one did. ModelFileError if the file is missing, corrupt, foreign or inconsistent."""
     header, arrays = read_model_file(path)
+    if header.get("kind") == "ensemble":  # k members averaged in probability (caviar.ensemble)
+        from caviar.ensemble import ensemble_from_file
+
+        return ensemble_from_file(path, header, arrays, load)  # type: ignore[return-value]
     params = check_header(path, header)
     try:
         clf = Classifier(**params)

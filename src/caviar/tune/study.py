@@ -133,6 +133,14 @@ class Study:
             (outcome,) = train_population([plan], data, seed=seed, metric=spec.search.metric)
         return load(io.BytesIO(model_file_bytes(plan, outcome, data, seed=seed)))
 
+    def ensemble(self, k: int, packed: bool = False):
+        """The population as an ensemble (a ``caviar.ensemble.EnsembleClassifier``): the top ``k``
+        trials averaged in probability, or with ``packed`` k members with the best trial's
+        hyperparameters (different seeds) trained as one population on train + validation."""
+        from caviar.tune.ensemble import packed_ensemble, study_ensemble
+
+        return packed_ensemble(self, k) if packed else study_ensemble(self, k)
+
     def __repr__(self) -> str:
         return f"Study({self.name!r}, {self.counts()})"
 

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from caviar.errors import CaviarError
 from caviar.prepared import PreparedData
@@ -114,6 +115,7 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
         try:
             plans = [plan_from_record(spec, r) for r in claimed]
             pbt = pbt_callback(spec, plans)
+            extra: dict[str, Any] = {} if pbt is None else {"callbacks": [pbt]}
             outcomes = train_population(
                 plans,
                 ctx.data,
@@ -121,7 +123,7 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
                 metric=spec.search.metric,
                 halving=halving,
                 on_epoch=stream,
-                **({} if pbt is None else {"callbacks": [pbt]}),
+                **extra,
             )
             if pbt is not None:
                 for k, outcome in enumerate(outcomes):
