@@ -423,6 +423,14 @@ def test_ctl_drives_a_live_server(served, tmp_path, monkeypatch):
     out = ctl("fork", "--k", "2", "--epochs", "1", "--params", "learning_rate")
     assert out.exit_code == 0 and "fork study" in out.output
     s.forks[-1].join(120)
+    out = ctl("status")
+    assert out.exit_code == 0 and "val acc" in out.output and "caviar ctl adopt" in out.output, out.output
+    best = s.state()["forks"][-1]["members"][0]["number"]
+    out = ctl("adopt", str(best))
+    assert out.exit_code == 0 and f"adopted trial #{best}" in out.output, out.output
+    assert s.storage.events(s.study_id, kind="adopt")[-1].payload["member"] == best
+    out = ctl("adopt", "99")
+    assert out.exit_code != 0 and "no member #99" in out.output and len(out.output.strip().splitlines()) == 1
     assert ctl("stop").exit_code == 0 and s.status == "stopped"
 
 
@@ -463,3 +471,87 @@ def test_each_alias_works_through_the_api_as_in_python(make):
         assert r.status_code == 200, r.text
         assert s.hp[name] == 0.5
     client.close()
+
+
+# ------------------------------------------------------------------------- branches, sessions, adopt
+def test_rollback_then_stop_stores_only_the_kept_branch(make):
+    s = make(epochs=30, batch_size=256)  # 5 steps an epoch
+    s.run_epochs(17)
+    at_17 = [c for c in s.checkpoints.values() if c.epoch == 17][-1]
+    s.run_epochs(5)
+    assert len(s.storage.curves(s.study_id)[s.trial_id]) == 22
+    s.rollback(at_17.id).wait()
+    s.stop().wait()
+    store = open_storage(s.storage.url)
+    assert [r["epoch"] for r in store.curves(s.study_id)[s.trial_id]] == list(range(17))
+    assert store.trial(s.trial_id).metrics["epochs_run"] == 17
+    # the checkpoint list marks the kept branch: the abandoned branch's automatic ones are not current
+    current = {c["id"]: c["current"] for c in s.state()["checkpoints"]}
+    assert current[at_17.id] and not any(v for k, v in current.items() if k > at_17.id)
+
+
+def test_a_rollback_to_an_abandoned_branch_brings_its_ancestors_back(make):
+    s = make(epochs=10, batch_size=256)
+    s.run_epochs(2)
+    a = s.checkpoint("a").wait()["checkpoint"]
+    s.run_epochs(2)
+    b = s.checkpoint("b").wait()["checkpoint"]
+    s.rollback(a).wait()
+    assert not {c["id"]: c["current"] for c in s.state()["checkpoints"]}[b]
+    s.rollback(b).wait()  # still known: back onto the branch it was taken on
+    current = {c["id"]: c["current"] for c in s.state()["checkpoints"]}
+    assert current[a] and current[b] and current[0]
+
+
+def test_a_session_is_stored_as_a_session_not_a_study(make):
+    s = make()
+    record = open_storage(s.storage.url).get_study(s.study_id)
+    assert record.kind == "session"
+
+
+def test_fork_summary_lists_val_accuracy_and_adopt_continues_from_the_member(make):
+    s = make(epochs=6, batch_size=256)
+    s.run_epochs(2)
+    s.fork(k=3, epochs=2).wait()
+    fork = s.forks[0]
+    fork.join(120)
+    summary = s.state()["forks"][0]
+    assert summary["status"] == "done" and summary["adoptable"]
+    members = summary["members"]
+    study = Study(s.storage.url, fork.name)
+    stored = {t.number: t.metrics["val_accuracy"] for t in study.trials}
+    assert [m["number"] for m in members] == sorted(stored, key=lambda n: (-stored[n], n))  # best first
+    assert all(m["val_accuracy"] == pytest.approx(stored[m["number"]]) and m["adoptable"] for m in members)
+    pick = members[-1]["number"]  # not the best: adopt is the user's choice
+    row = fork.final.row(pick)
+    event = s.adopt(pick).wait()
+    assert event["kind"] == "adopt" and event["payload"]["member"] == pick and event["payload"]["to_epoch"] == 4
+    assert s.epoch == 4 and s.status == PAUSED
+    assert all(np.array_equal(a[row], s.trainer.params[n][0]) for n, a in fork.final.params.items())
+    for name in summary["params"]:
+        assert s.hp[name] == pytest.approx(fork.final.hp[name][row])
+    fork_curve = study.curves()[next(t.id for t in study.trials if t.number == pick)]
+    assert [r["epoch"] for r in s.epochs] == [0, 1, 2, 3]
+    assert s.epochs[-1]["val_accuracy"] == pytest.approx(fork_curve[-1]["val_accuracy"])
+    assert s.run_epochs(1) and s.epoch == 5  # and it goes on training from there
+    assert [r["epoch"] for r in s.storage.curves(s.study_id)[s.trial_id]] == [0, 1, 2, 3, 4]
+    # rolling back before the adoption is possible: the checkpoint "before adopt" is on the branch
+    before = event["payload"]["checkpoint_before"]
+    assert {c["id"]: c["current"] for c in s.state()["checkpoints"]}[before]
+
+
+def test_adopt_is_refused_with_one_line(make):
+    s = make(epochs=4, batch_size=256)
+    with pytest.raises(ControlError, match="no fork yet"):
+        s.adopt(0).wait()
+    s.run_epochs(1)
+    s.fork(k=2, epochs=1, warm=False).wait()
+    s.forks[0].join(120)
+    with pytest.raises(ControlError, match="from scratch"):
+        s.adopt(0).wait()
+    s.fork(k=2, epochs=1).wait()
+    s.forks[1].join(120)
+    with pytest.raises(ControlError, match="no member #7"):
+        s.adopt(7).wait()
+    with pytest.raises(ControlError, match="fork 5"):
+        s.adopt(0, fork=5).wait()

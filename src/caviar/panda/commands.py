@@ -91,7 +91,9 @@ def panda(
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"stored in {session.storage.url} as study {session.study_name}; Ctrl-C to quit", highlight=False)
+    console.print(f"stored in {session.storage.url} as session {session.study_name}; Ctrl-C to quit", highlight=False)
+    if paused:
+        console.print("paused: press [bold]start[/] on the page (or: caviar ctl resume) to begin", highlight=False)
     session.start(paused=paused)
     try:
         server.run(sockets=[sock])
@@ -130,12 +132,17 @@ def find_state(start: Path | None = None) -> dict[str, Any] | None:
     return None
 
 
-ACTIONS = ("status", "pause", "resume", "set", "checkpoint", "rollback", "stop", "fork")
+ACTIONS = ("status", "pause", "resume", "set", "checkpoint", "rollback", "stop", "fork", "adopt")
 
 
 def ctl(
-    action: Annotated[str, typer.Argument(help="status, pause, resume, set, checkpoint, rollback, stop or fork")],
-    args: Annotated[list[str] | None, typer.Argument(help="set: name=value ...; rollback: a checkpoint id")] = None,
+    action: Annotated[
+        str, typer.Argument(help="status, pause, resume, set, checkpoint, rollback, stop, fork or adopt")
+    ],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="set: name=value ...; rollback: a checkpoint id; adopt: a fork trial's number"),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="The session's address (default: from .caviar-panda.json)")] = None,
     token: Annotated[str | None, typer.Option(envvar="CAVIAR_TOKEN", help="The session's token")] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="fork: how many variants")] = 8,
@@ -145,6 +152,9 @@ def ctl(
     scratch: Annotated[bool, typer.Option("--scratch", help="fork: train from scratch, not from the weights")] = False,
     keep_training: Annotated[bool, typer.Option("--keep-training", help="fork: do not pause the session")] = False,
     label: Annotated[str, typer.Option(help="checkpoint: a label")] = "",
+    fork_number: Annotated[
+        int | None, typer.Option("--fork", help="adopt: which fork (1, 2, ...; default: the latest)")
+    ] = None,
 ) -> None:
     """Send a control to a running panda session (the same ones as its page)."""
     import httpx
@@ -173,7 +183,11 @@ def ctl(
             body["epochs"] = epochs
     elif action == "checkpoint":
         body = {"label": label}
-    if action not in ("set", "rollback") and args:
+    elif action == "adopt":
+        if len(args) != 1 or not args[0].lstrip("#").isdigit():
+            _fail("adopt needs one fork trial number, e.g. caviar ctl adopt 3 (see caviar ctl status)")
+        body = {"member": int(args[0].lstrip("#")), "fork": fork_number}
+    if action not in ("set", "rollback", "adopt") and args:
         _fail(f"{action} takes no arguments, got {' '.join(args)}")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -227,8 +241,12 @@ def _print_result(action: str, answer: dict[str, Any]) -> None:
         for e in shown[-5:]:
             undone = "  (undone)" if e["undone"] else ""
             out.print(f"  step {e['step']}: {e['kind']} {json.dumps(e['payload'])}{undone}")
-        for f in s["forks"]:
-            out.print(f"fork {f['study']}: {f['k']} trials, {f['status']}")
+        for n, f in enumerate(s["forks"], 1):
+            out.print(f"fork {n} {f['study']}: {f['k']} trials, {f['status']}")
+            for m in f.get("members", []):
+                params = " ".join(f"{k}={_fmt(v)}" for k, v in m["params"].items() if k in f["params"])
+                hint = f"   caviar ctl adopt {m['number']}" if m.get("adoptable") else ""
+                out.print(f"  #{m['number']} {m['state'].lower()}  val acc {_fmt(m['val_accuracy'])}  {params}{hint}")
         return
     r = answer.get("result", {})
     p = r.get("payload", {})
@@ -245,6 +263,12 @@ def _print_result(action: str, answer: dict[str, Any]) -> None:
             + ", ".join(f"{k}={_fmt(v)}" for k, v in p["center"].items())
             + f" ({'from the current weights' if p['warm'] else 'from scratch'}); "
             f"then: caviar show {r['study']} --storage {p.get('storage')}"
+        )
+    elif action == "adopt":
+        out.print(
+            f"adopted trial #{p['member']} of {p['study']}: epoch {p['from_epoch']} -> {p['to_epoch']}, "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in p["hp"].items())
+            + "; the session is paused: caviar ctl resume"
         )
     elif action == "pause":
         out.print(f"paused before step {r['step']}")

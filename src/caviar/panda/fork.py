@@ -31,7 +31,7 @@ from caviar.config import TrainConfig
 from caviar.errors import CaviarError, ControlError
 from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
-from caviar.storage import Storage, StudyStatus
+from caviar.storage import Storage, StudyStatus, TrialRecord
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
 from caviar.tune.explore import scaled
 from caviar.tune.planning import plans_for
@@ -143,6 +143,34 @@ def check_fork_request(
     return {"k": int(k), "factor": float(factor), "params": names, "epochs": epochs}
 
 
+def member_lines(trials: Sequence[TrialRecord], final: Checkpoint | None) -> list[dict[str, Any]]:
+    """One line per fork trial, best validation accuracy first: number, state, params, the best
+    epoch's validation accuracy and loss (as stored), the last epoch's validation accuracy (the state
+    "adopt" continues from) and whether it can be adopted (a warm fork's member still training at
+    its end)."""
+    lines = []
+    for t in trials:
+        adoptable = final is not None and t.number in final.members
+        rows = final.history_rows[t.number] if final is not None and t.number < len(final.history_rows) else []
+        lines.append(
+            {
+                "number": t.number,
+                "state": t.state.value,
+                "params": dict(t.params),
+                "val_accuracy": _number(t.metrics.get("val_accuracy")),
+                "val_loss": _number(t.metrics.get("val_loss")),
+                "last_val_accuracy": _number(rows[-1].get("val_accuracy")) if rows else None,
+                "epochs_run": t.metrics.get("epochs_run"),
+                "adoptable": adoptable,
+            }
+        )
+    return sorted(lines, key=lambda m: (-(m["val_accuracy"] if m["val_accuracy"] is not None else -1.0), m["number"]))
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
 class Fork:
     """One fork: its study, trained in a background thread (warm start or from scratch)."""
 
@@ -165,6 +193,9 @@ class Fork:
         self.status = "running"
         self.error: str | None = None
         self.best: dict[str, Any] | None = None
+        self.members: list[dict[str, Any]] = []  # one line per trial once done: what "adopt" chooses from
+        self.final: Checkpoint | None = None  # warm forks: every member's state after its last epoch
+        self.epoch_steps: dict[int, int] = {}  # warm forks: the step each epoch ended at
         self.spec_dict = self._spec_dict()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -203,8 +234,25 @@ class Fork:
             "from_step": self.ckpt.step,
             "from_epoch": self.ckpt.epoch,
             "best": self.best,
+            "members": self.members,
+            "adoptable": self.final is not None,
             "error": self.error,
         }
+
+    def member_start(self, member: int) -> tuple[Checkpoint, dict[str, float], list[dict[str, Any]]]:
+        """What "adopt" continues from: the fork's final state, member ``member``'s hyperparameters, and
+        its epoch rows (with the step each ended at); a one-line ControlError when it cannot be adopted."""
+        if self.status != "done":
+            raise ControlError(f"adopt: fork {self.name} is {self.status}; adopt once it is done")
+        if self.final is None:
+            raise ControlError(f"adopt: fork {self.name} trained from scratch; only a warm fork's members go on")
+        if member not in self.final.members:
+            known = ", ".join(str(m) for m in self.final.members) or "none"
+            raise ControlError(f"adopt: fork {self.name} has no member #{member} trained to its end; one of {known}")
+        row = self.final.row(member)
+        hp = {name: float(values[row]) for name, values in self.final.hp.items()}
+        rows = [{**r, "step": self.epoch_steps.get(int(r["epoch"]) + 1)} for r in self.final.history_rows[member]]
+        return self.final, hp, rows
 
     def start(self) -> None:
         self._thread.start()
@@ -219,7 +267,10 @@ class Fork:
                 self._run_warm()
             else:
                 run_study(self.spec_dict)
-            best = self.session.storage.best_trial(self.session.storage.get_study(self.name).id)
+            store = self.session.storage
+            study_id = store.get_study(self.name).id
+            self.members = member_lines(store.trials(study_id), self.final)
+            best = store.best_trial(study_id)
             if best is not None:
                 self.best = {
                     "number": best.number,
@@ -269,10 +320,15 @@ class Fork:
             t = Trainer(s.arch, first.train, hp, numbers, seed=s.seed, dtype=np.dtype(s.dtype))
             t.replicate(ck.trainer, member=0)  # every member from the session's model, its own hyperparameters
 
+            fork = self
+
             class _Stream:
                 def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> None:
                     for k, row in rows.items():
                         store.add_curve_rows(claimed[k].id, [row], worker)
+                    fork.epoch_steps[trainer.epoch] = trainer.step  # epochs done -> step (row "epoch" is one less)
+                    if trainer.epoch >= first.train.epochs:  # before fit's finish() retires everyone
+                        fork.final = trainer.checkpoint()
 
             data = s.data
             has_val = len(data.y_val) > 0

@@ -101,6 +101,13 @@ class ForkBody(_Body):
     pause: bool = True
 
 
+class AdoptBody(_Body):
+    """``POST /api/adopt``: the fork trial (its number) to go on from, of fork ``fork`` (1-based; default: latest)."""
+
+    member: int = Field(ge=0)
+    fork: int | None = Field(None, ge=1)
+
+
 # ------------------------------------------------------------------------------------------ errors
 def _one_line(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
@@ -274,6 +281,14 @@ def create_app(session: PandaSession, token: str, allowed_hosts: list[str] | Non
     @app.post("/api/stop", dependencies=auth)
     def stop() -> dict[str, Any]:
         return control("stop")
+
+    @app.post("/api/adopt", dependencies=auth)
+    def adopt(body: AdoptBody) -> dict[str, Any]:
+        if not session.forks:
+            raise _Refused(409, "adopt: no fork yet; fork first, then adopt one of its members")
+        if body.fork is not None and body.fork > len(session.forks):
+            raise _Refused(404, f"adopt: no fork {body.fork}; there are {len(session.forks)}")
+        return control("adopt", {"member": body.member, "fork": body.fork})
 
     @app.post("/api/fork", dependencies=auth)
     def fork(body: ForkBody | None = None) -> dict[str, Any]:

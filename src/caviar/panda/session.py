@@ -241,6 +241,8 @@ class PandaSession:
         self.epochs: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.checkpoints: dict[int, PandaCheckpoint] = {}
+        self.branch: list[int] = []  # the checkpoints the current state descends from, oldest first
+        self._parent: dict[int, int | None] = {}  # each checkpoint's predecessor on its branch
         self.forks: list[Fork] = []
         self._next_ckpt = 0
         self.error: str | None = None
@@ -306,6 +308,7 @@ class PandaSession:
             seed=self.seed,
             metric=s.metric,
             direction="maximize" if s.maximize else "minimize",
+            kind="session",
         )
         self.storage.enqueue_trials(
             study_id,
@@ -368,7 +371,7 @@ class PandaSession:
                     "study_id": self.study_id,
                     "trial_id": self.trial_id,
                     "storage": self.storage.url,
-                    "checkpoints": [c.summary() for c in self.checkpoints.values()],
+                    "checkpoints": [{**c.summary(), "current": c.id in self.branch} for c in self.checkpoints.values()],
                     "events": list(self.events),
                     "forks": [f.summary() for f in self.forks],
                     "error": self.error,
@@ -413,7 +416,7 @@ class PandaSession:
             payload = {"changes": validate_changes(payload.get("changes", {}), current)}
         elif kind == "rollback":
             self._find_checkpoint(payload.get("checkpoint"))
-        elif kind not in ("pause", "resume", "checkpoint", "stop", "fork"):
+        elif kind not in ("pause", "resume", "checkpoint", "stop", "fork", "adopt"):
             raise ControlError(f"unknown control '{kind}'")
         control = Control(kind, payload)
         with self._cond:
@@ -444,6 +447,11 @@ class PandaSession:
 
     def stop(self) -> Control:
         return self.submit("stop")
+
+    def adopt(self, member: int, fork: int | None = None) -> Control:
+        """Continue the session from member ``member`` of fork ``fork`` (1-based; the latest by default):
+        its weights, optimizer state, counters and hyperparameters after the fork's last epoch."""
+        return self.submit("adopt", {"member": member, "fork": fork})
 
     def fork(
         self,
@@ -521,6 +529,8 @@ class PandaSession:
         ckpt = self._find_checkpoint(checkpoint)
         from_step, from_epoch = self.trainer.step, self.trainer.epoch
         self._restore(ckpt)
+        self.storage.drop_curve_after(self.trial_id, ckpt.epoch - 1)  # rows 0..epoch-1: only the kept branch stays
+        self.branch = self._lineage(ckpt.id)
         for ev in self.events:  # interventions of the abandoned branch no longer hold
             if ev["step"] is not None and ev["step"] > ckpt.step and ev["kind"] in ("set", "pause", "resume"):
                 ev["undone"] = True
@@ -546,6 +556,58 @@ class PandaSession:
         self._finish_trial()
         self.status = STOPPED
         return result
+
+    def _do_adopt(self, member: Any, fork: Any = None) -> dict[str, Any]:
+        if isinstance(member, bool) or not isinstance(member, (int, np.integer)):
+            raise ControlError(f"adopt: member {member!r} is not an integer (a fork trial's number)")
+        if not self.forks:
+            raise ControlError("adopt: no fork yet; fork first, then adopt one of its members")
+        if fork is None:
+            f = self.forks[-1]
+        elif isinstance(fork, bool) or not isinstance(fork, (int, np.integer)) or not 1 <= fork <= len(self.forks):
+            raise ControlError(f"adopt: fork {fork!r} is not one of 1..{len(self.forks)}")
+        else:
+            f = self.forks[int(fork) - 1]
+        final, hp, rows = f.member_start(int(member))
+        if self.status == STOPPED:
+            raise ControlError("the session is stopped")
+        before = self._take_checkpoint("before adopt", auto=False)
+        from_step, from_epoch = self.trainer.step, self.trainer.epoch
+        trainer = self._new_trainer()
+        trainer.replicate(final, member=int(member))
+        for name, value in hp.items():
+            if name in trainer.hp:
+                trainer.set_hyperparameter(name, value)
+        self.trainer = trainer
+        start_epoch = f.ckpt.epoch
+        fork_point = next((c for c in self.checkpoints.values() if c is f.ckpt), None)
+        if fork_point is not None:  # the fork's steps are not drawn: the step curve ends where it began
+            del self.steps[fork_point.n_steps :]
+            self.ewa.v, self.ewa.t = fork_point.ewa
+        del self.epochs[sum(1 for r in self.epochs if r["epoch"] < start_epoch) :]
+        self.epochs.extend(clean(r) for r in rows)
+        self.storage.drop_curve_after(self.trial_id, start_epoch - 1)
+        if rows:
+            self.storage.add_curve_rows(self.trial_id, [clean(r) for r in rows], PANDA_WORKER)
+        self._hp = self._read_hp()
+        self.generation += 1  # the page reloads its curves
+        self.status = PAUSED if trainer.epoch < self.total_epochs else FINISHED
+        event = self._log(
+            "adopt",
+            {
+                "study": f.name,
+                "fork": self.forks.index(f) + 1,
+                "member": int(member),
+                "hp": dict(self._hp),
+                "from_step": from_step,
+                "from_epoch": from_epoch,
+                "to_step": trainer.step,
+                "to_epoch": trainer.epoch,
+                "checkpoint_before": before.id,
+            },
+        )
+        self._take_checkpoint("adopted", auto=False)
+        return event
 
     def _do_fork(self, **request: Any) -> dict[str, Any]:
         if self.trainer.K == 0:
@@ -595,16 +657,28 @@ class PandaSession:
         )
         self._next_ckpt += 1
         self.checkpoints[ckpt.id] = ckpt
+        self._parent[ckpt.id] = self.branch[-1] if self.branch else None
+        self.branch.append(ckpt.id)
         if auto:
             autos = [c.id for c in self.checkpoints.values() if c.label == "auto"]
             for old in autos[: max(0, len(autos) - self.keep_auto_checkpoints)]:
                 del self.checkpoints[old]
+
         self._log(
             "checkpoint",
             {"checkpoint": ckpt.id, "label": label, "epoch": ckpt.epoch, "at_step": ckpt.step},
             keep=not auto,
         )
         return ckpt
+
+    def _lineage(self, ckpt_id: int) -> list[int]:
+        """Checkpoint ``ckpt_id`` and its predecessors, oldest first: the branch a rollback to it is on."""
+        chain: list[int] = []
+        node: int | None = ckpt_id
+        while node is not None:
+            chain.append(node)
+            node = self._parent.get(node)
+        return chain[::-1]
 
     def _restore(self, ckpt: PandaCheckpoint) -> None:
         """Put weights, optimizer, hyperparameters, counters, RNG streams, the running epoch and curves

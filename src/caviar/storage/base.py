@@ -171,6 +171,10 @@ class Storage(abc.ABC):
         """``add_curves`` for one trial; returns whether its rows were written."""
         return trial_id in self.add_curves({trial_id: rows}, worker_id)
 
+    @abc.abstractmethod
+    def drop_curve_after(self, trial_id: int, epoch: int) -> int:
+        """Delete a trial's curve rows after ``epoch`` (a panda rollback abandons them); returns how many."""
+
     # ---- boxes, events, artifacts
 
     @abc.abstractmethod

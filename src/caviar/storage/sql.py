@@ -218,6 +218,11 @@ class SqlStorage(Storage):
             queue.put_curves(conn, {trial_id: rows_by_trial[trial_id] for trial_id in ids})
             return sorted(ids)
 
+    def drop_curve_after(self, trial_id: int, epoch: int) -> int:
+        with self._write() as conn:
+            gone = conn.execute(curves.delete().where(curves.c.trial_id == trial_id, curves.c.epoch > int(epoch)))
+            return int(gone.rowcount or 0)
+
     # ---- boxes, events, artifacts
 
     def add_box(self, study_id: int, round: int, box: Mapping[str, Any], now: datetime | None = None) -> None:

@@ -4,7 +4,9 @@
 // The live hyperparameters (names, aliases, bounds, help) come from the server's registry: GET /api/hparams.
 let HP = [];
 let SHORT = {};
-const MARKED = new Set(["set", "pause", "resume", "checkpoint", "rollback", "fork", "stop", "diverged", "finished"]);
+const MARKED = new Set(["set", "pause", "resume", "checkpoint", "rollback", "fork", "adopt", "stop", "diverged", "finished"]);
+const MARGIN = { l: 55, r: 10, t: 30, b: 40 };
+const LABEL_FONT = 10, LABEL_ROW_PX = 15, LABEL_ROWS = 6, LABEL_GAP_PX = 6;
 
 const token = (() => {
   const params = new URLSearchParams(location.search);
@@ -18,7 +20,7 @@ const token = (() => {
   return t || sessionStorage.getItem("caviar-token") || "";
 })();
 
-const data = { steps: { x: [], loss: [], smooth: [] }, epochs: [], state: null, fresh: true };
+const data = { steps: { x: [], loss: [], smooth: [] }, epochs: [], state: null, fresh: true, logLoss: false };
 const $ = (id) => document.getElementById(id);
 
 function fmt(v) {
@@ -63,6 +65,7 @@ function markerLabel(ev) {
     case "rollback": return "rollback → #" + p.checkpoint;
     case "checkpoint": return "ckpt #" + p.checkpoint;
     case "fork": return "fork k=" + p.k;
+    case "adopt": return "adopt #" + p.member;
     default: return ev.kind;
   }
 }
@@ -74,18 +77,75 @@ function markerEvents() {
     !(ev.kind === "checkpoint" && ["auto", "start", "fork"].includes((ev.payload || {}).label)));
 }
 
-function markers() {
-  const shapes = [], annotations = [];
-  markerEvents().forEach((ev, i) => {
-    const color = ev.undone ? "#9aa3ad" : ({ set: "#1f6fd1", rollback: "#c0392b", checkpoint: "#1e8449",
-      fork: "#8e44ad", diverged: "#c0392b" })[ev.kind] || "#6b7580";
-    shapes.push({ type: "line", xref: "x", yref: "paper", x0: ev.step, x1: ev.step, y0: 0, y1: 1,
-      line: { color, width: 1.5, dash: ev.undone ? "dot" : "dash" }, name: "event-" + ev.id });
-    annotations.push({ xref: "x", yref: "paper", x: ev.step, y: 1 - (i % 4) * 0.07, yanchor: "top",
-      xanchor: "left", showarrow: false, text: markerLabel(ev) + (ev.undone ? " (undone)" : ""),
-      font: { size: 10, color }, bgcolor: "rgba(255,255,255,0.8)", name: "event-" + ev.id });
+let measureCtx = null;
+function textWidth(text) {
+  if (!measureCtx) {
+    measureCtx = document.createElement("canvas").getContext("2d");
+    measureCtx.font = `${LABEL_FONT}px "Open Sans", verdana, arial, sans-serif`;
+  }
+  return measureCtx.measureText(text).width + 8;  // the annotation's padding and border
+}
+
+// Labels never overlap: each goes to the first row (from the top) where it clears the previous
+// label by LABEL_GAP_PX, measured in pixels on the plot's fixed x range; what fits in no row is
+// folded into one "+N more" note (its line stays, with the full label on hover).
+function placeLabels(evs, xmax, width) {
+  const px = (x) => (x / xmax) * width;
+  const ends = Array(LABEL_ROWS).fill(-Infinity);
+  const placed = [], folded = [];
+  evs.forEach((ev) => {
+    const text = markerLabel(ev) + (ev.undone ? " (undone)" : "");
+    const x0 = px(ev.step), w = textWidth(text);
+    const left = x0 + w > width ? x0 - w : x0;   // near the right edge the label goes left of its line
+    const row = ends.findIndex((end) => left >= end + LABEL_GAP_PX);
+    if (row < 0) { folded.push(ev); return; }
+    ends[row] = left + w;
+    placed.push({ ev, text, row, anchor: left < x0 ? "right" : "left" });
   });
+  return { placed, folded };
+}
+
+function xMax() {
+  const st = data.state || {};
+  let m = Math.max(1, st.step || 0, ...data.steps.x, ...data.epochs.map((r) => r.step || 0));
+  markerEvents().forEach((ev) => { m = Math.max(m, ev.step); });
+  return m * 1.02;
+}
+
+function markers(plotId) {
+  const shapes = [], annotations = [];
+  const evs = markerEvents();
+  const width = Math.max(100, ($(plotId).clientWidth || 600) - MARGIN.l - MARGIN.r);
+  const { placed, folded } = placeLabels(evs, xMax(), width);
+  const color = (ev) => (ev.undone ? "#9aa3ad" : ({ set: "#1f6fd1", rollback: "#c0392b", checkpoint: "#1e8449",
+    fork: "#8e44ad", adopt: "#8e44ad", diverged: "#c0392b" })[ev.kind] || "#6b7580");
+  evs.forEach((ev) => {
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: ev.step, x1: ev.step, y0: 0, y1: 1,
+      line: { color: color(ev), width: 1.5, dash: ev.undone ? "dot" : "dash" }, name: "event-" + ev.id });
+  });
+  placed.forEach(({ ev, text, row, anchor }) => {
+    annotations.push({ xref: "x", yref: "paper", x: ev.step, y: 1, yanchor: "top", yshift: -row * LABEL_ROW_PX,
+      xanchor: anchor, showarrow: false, text, font: { size: LABEL_FONT, color: color(ev) },
+      bgcolor: "rgba(255,255,255,0.85)", borderpad: 1, hovertext: `step ${ev.step}: ${text}`,
+      name: "event-" + ev.id, captureevents: true });
+  });
+  if (folded.length) {
+    annotations.push({ xref: "paper", yref: "paper", x: 0, y: 0, xanchor: "left", yanchor: "bottom", showarrow: false,
+      text: `+${folded.length} more markers (see Interventions)`, font: { size: LABEL_FONT, color: "#6b7580" },
+      bgcolor: "rgba(255,255,255,0.85)", name: "folded", hovertext: folded.map((ev) => `step ${ev.step}: ${markerLabel(ev)}`).join("<br>"),
+      captureevents: true });
+  }
   return { shapes, annotations };
+}
+
+// A readable loss range on a linear axis: a spike (or the steps before a divergence) does not
+// flatten the rest; the log toggle shows everything.
+function lossRange() {
+  const finite = (a) => a.filter((v) => typeof v === "number" && Number.isFinite(v));
+  const steps = finite(data.steps.loss).slice().sort((a, b) => a - b);
+  const p95 = steps.length ? steps[Math.floor(0.95 * (steps.length - 1))] : 0;
+  const top = Math.max(p95, ...finite(data.steps.smooth), ...finite(col("train_loss")), ...finite(col("val_loss")));
+  return top > 0 ? [0, top * 1.1] : undefined;
 }
 
 function col(key) {
@@ -94,20 +154,24 @@ function col(key) {
 
 function draw() {
   const xe = data.epochs.map((r) => r.step);
-  const { shapes, annotations } = markers();
-  const base = { margin: { l: 50, r: 10, t: 30, b: 40 }, xaxis: { title: { text: "step" } },
-    legend: { orientation: "h", y: -0.2 }, shapes, annotations, uirevision: "keep" };
+  const xrange = [0, xMax()];
+  const base = (plotId) => ({ margin: MARGIN, xaxis: { title: { text: "step" }, range: xrange },
+    legend: { orientation: "h", y: -0.2 }, ...markers(plotId), uirevision: "keep" });
+  const range = lossRange();
+  const yaxis = data.logLoss ? { title: { text: "loss (log)" }, type: "log" }
+    : { title: { text: "loss" }, type: "linear", ...(range ? { range } : {}) };
   Plotly.react("loss-plot", [
     { x: data.steps.x, y: data.steps.loss, name: "step loss", mode: "lines", line: { color: "#c9d3de", width: 1 } },
     { x: data.steps.x, y: data.steps.smooth, name: "smoothed (EWA)", mode: "lines", line: { color: "#1f6fd1", width: 2 } },
     { x: xe, y: col("train_loss"), name: "train loss / epoch", mode: "lines+markers", line: { color: "#e67e22" } },
     { x: xe, y: col("val_loss"), name: "val loss / epoch", mode: "lines+markers", line: { color: "#1e8449" } },
-  ], { ...base, title: { text: "loss", font: { size: 13 } }, yaxis: { title: { text: "loss" } } },
+  ], { ...base("loss-plot"), title: { text: "loss", font: { size: 13 } }, yaxis, uirevision: data.logLoss ? "log" : "linear" },
   { displaylogo: false, responsive: true });
   Plotly.react("acc-plot", [
     { x: xe, y: col("train_accuracy"), name: "train accuracy", mode: "lines+markers", line: { color: "#e67e22" } },
     { x: xe, y: col("val_accuracy"), name: "val accuracy", mode: "lines+markers", line: { color: "#1e8449" } },
-  ], { ...base, title: { text: "accuracy per epoch", font: { size: 13 } }, yaxis: { title: { text: "accuracy" } } },
+  ], { ...base("acc-plot"), title: { text: "accuracy per epoch", font: { size: 13 } },
+    yaxis: { title: { text: "accuracy" }, range: [0, 1.02] } },
   { displaylogo: false, responsive: true });
 }
 
@@ -158,21 +222,26 @@ function showState(st) {
   const stopped = st.status === "stopped" || st.status === "failed";
   $("pause").disabled = st.status !== "running";
   $("resume").disabled = st.status !== "paused";
+  const fresh = st.status === "paused" && st.step === 0;   // a session started with --paused waits here
+  $("resume").textContent = fresh ? "start" : "resume";
+  $("resume").className = fresh ? "primary" : "";
   ["stop", "apply", "halve-lr", "checkpoint", "rollback", "fork"].forEach((id) => { $(id).disabled = stopped; });
+  // Only the checkpoints the current state descends from; the newest is chosen whenever the list moves.
+  const branch = (st.checkpoints || []).filter((c) => c.current !== false);
   const sel = $("rollback-select");
-  const ids = st.checkpoints.map((c) => c.id).join(",");
+  const ids = branch.map((c) => c.id).join(",");
   if (sel.dataset.ids !== ids) {
-    const keep = sel.value;
     sel.innerHTML = "";
-    st.checkpoints.slice().reverse().forEach((c) => {
+    branch.slice().reverse().forEach((c) => {
       const o = document.createElement("option");
       o.value = c.id;
-      o.textContent = `#${c.id} ${c.label} · step ${c.step} · epoch ${c.epoch} · lr ${fmt(c.hp.learning_rate)}`;
+      o.textContent = `#${c.id} ${c.label} · step ${c.step} · epoch ${c.epoch} · lr ${fmt((c.hp || {}).learning_rate)}`;
       sel.appendChild(o);
     });
-    if (keep && ids.split(",").includes(keep)) sel.value = keep;
+    if (branch.length) sel.value = String(branch[branch.length - 1].id);
     sel.dataset.ids = ids;
   }
+  showDivergence(st, branch);
   $("events").innerHTML = "";
   st.events.slice().reverse().forEach((ev) => {
     if (ev.kind === "checkpoint" && (ev.payload || {}).label === "auto") return;
@@ -182,12 +251,74 @@ function showState(st) {
     if (ev.undone) li.className = "undone";
     $("events").appendChild(li);
   });
-  $("forks").innerHTML = "";
-  st.forks.forEach((f) => {
+  showForks(st.forks || [], stopped);
+}
+
+// The loss went non-finite: say so above the plots and offer the rollback to the newest checkpoint before it.
+function showDivergence(st, branch) {
+  const banner = $("diverged-banner");
+  const ev = st.status === "diverged" ? st.events.filter((e) => e.kind === "diverged").pop() : null;
+  banner.hidden = !ev;
+  if (!ev) return;
+  const target = branch.filter((c) => c.step < ev.step).pop();
+  const p = ev.payload || {};
+  $("diverged-text").textContent = `The model diverged at step ${ev.step} (loss ${fmt(p.loss)}, lr ${fmt(p.lr)}). ` +
+    (target ? `Roll back to checkpoint #${target.id} (epoch ${target.epoch}, step ${target.step}) and lower the learning rate.`
+      : "No checkpoint to roll back to.");
+  const btn = $("diverged-rollback");
+  btn.hidden = !target;
+  if (target) {
+    btn.textContent = `roll back to #${target.id}`;
+    btn.dataset.checkpoint = target.id;
+  }
+}
+
+// Each fork: its members by validation accuracy, the best marked, and "adopt" to continue from one.
+function showForks(forks, stopped) {
+  const box = $("forks");
+  box.innerHTML = "";
+  forks.forEach((f, i) => {
     const div = document.createElement("div");
-    const best = f.best ? ` · best #${f.best.number} ${Object.entries(f.best.params).map(([k, v]) => k + "=" + fmt(v)).join(" ")}` : "";
-    div.textContent = `${f.study}: ${f.k} trials, ${f.status}${best}`;
-    $("forks").appendChild(div);
+    div.className = "fork";
+    div.dataset.fork = i + 1;
+    const head = document.createElement("div");
+    head.className = "fork-head";
+    head.textContent = `fork ${i + 1}: ${f.study} · ${f.k} trials · ${f.status}` + (f.error ? ` · ${f.error}` : "");
+    div.appendChild(head);
+    if ((f.members || []).length) {
+      const table = document.createElement("table");
+      table.className = "members";
+      const names = f.params || [];
+      const hrow = table.createTHead().insertRow();
+      ["#", "val acc", ...names.map((n) => SHORT[n] || n), ""].forEach((t) => {
+        const th = document.createElement("th");
+        th.textContent = t;
+        hrow.appendChild(th);
+      });
+      const body = table.createTBody();
+      f.members.forEach((m, j) => {
+        const tr = body.insertRow();
+        tr.dataset.member = m.number;
+        if (j === 0 && m.val_accuracy !== null) tr.className = "best";
+        const cells = [`#${m.number}`, m.state === "COMPLETE" ? fmt(m.val_accuracy) : m.state.toLowerCase(),
+          ...names.map((n) => fmt(m.params[n]))];
+        cells.forEach((t) => { tr.insertCell().textContent = t; });
+        const td = tr.insertCell();
+        if (m.adoptable) {
+          const b = document.createElement("button");
+          b.textContent = "adopt";
+          b.className = "adopt";
+          b.disabled = stopped;
+          b.title = `continue the session from trial #${m.number}: its weights and hyperparameters after epoch ${f.epochs}`;
+          b.onclick = () => post("/api/adopt", { member: m.number, fork: i + 1 }).then((json) => {
+            if (json) say(`adopted #${m.number} of fork ${i + 1}: epoch ${json.result.payload.to_epoch}; press resume to go on`, "ok");
+          });
+          td.appendChild(b);
+        }
+      });
+      div.appendChild(table);
+    }
+    box.appendChild(div);
   });
 }
 
@@ -245,6 +376,13 @@ function wire() {
     if (!Number.isInteger(id)) return;
     post("/api/rollback", { checkpoint: id }).then(done((r) => `rolled back to #${r.payload.checkpoint}: step ${r.payload.from_step} → ${r.payload.to_step}`));
   };
+  $("log-loss").onchange = (e) => { data.logLoss = e.target.checked; draw(); };
+  $("diverged-rollback").onclick = (e) => {
+    const id = Number(e.target.dataset.checkpoint);
+    if (!Number.isInteger(id)) return;
+    post("/api/rollback", { checkpoint: id }).then(done((r) => `rolled back to #${r.payload.checkpoint}: step ${r.payload.from_step} → ${r.payload.to_step}; lower the learning rate, then resume`));
+  };
+  window.addEventListener("resize", () => { if (data.state) draw(); });
   $("fork").onclick = () => {
     const k = Number($("fork-k").value), factor = Number($("fork-factor").value);
     post("/api/fork", { k, factor }).then(done((r) => `fork study ${r.study} started (${k} trials)`));
