@@ -180,6 +180,7 @@ def study_summary(record: StudyRecord) -> dict[str, Any]:
         {
             "name": record.name,
             "id": record.id,
+            "kind": record.kind,  # 'session': a panda's (listed apart, its page is its trial's)
             "status": record.status,
             "metric": record.metric,
             "direction": record.direction,

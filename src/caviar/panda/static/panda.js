@@ -74,7 +74,7 @@ function markerEvents() {
   const st = data.state;
   if (!st) return [];
   return st.events.filter((ev) => MARKED.has(ev.kind) && ev.step !== null &&
-    !(ev.kind === "checkpoint" && ["auto", "start", "fork"].includes((ev.payload || {}).label)));
+    !(ev.kind === "checkpoint" && ["auto", "start", "fork", "before adopt", "adopted"].includes((ev.payload || {}).label)));
 }
 
 let measureCtx = null;
@@ -385,7 +385,8 @@ function wire() {
   window.addEventListener("resize", () => { if (data.state) draw(); });
   $("fork").onclick = () => {
     const k = Number($("fork-k").value), factor = Number($("fork-factor").value);
-    post("/api/fork", { k, factor }).then(done((r) => `fork study ${r.study} started (${k} trials)`));
+    const epochs = $("fork-epochs").value.trim();
+    post("/api/fork", epochs ? { k, factor, epochs: Number(epochs) } : { k, factor }).then(done((r) => `fork study ${r.study} started (${k} trials)`));
   };
 }
 

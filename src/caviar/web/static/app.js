@@ -30,11 +30,24 @@ async function loadStudies() {
   if (text === state.studiesJSON) return;
   state.studiesJSON = text;
   $("#storage").textContent = data.storage || "";
-  $("#study-count").textContent = `(${data.studies.length})`;
+  // Panda sessions are listed apart: one trial each, whose page shows its curves and interventions.
+  const sessions = data.studies.filter((s) => s.kind === "session");
+  const studies = data.studies.filter((s) => s.kind !== "session");
+  $("#study-count").textContent = `(${studies.length})`;
+  $("#session-count").textContent = `(${sessions.length})`;
+  $("#sessions-box").hidden = sessions.length === 0;
+  $("#sessions").replaceChildren(...sessions.map((s) => {
+    const li = el("li", { dataset: { session: s.name } });
+    const a = el("a", { className: "study-btn session-link", href: trialURL(s.name, 0) });
+    a.append(el("span", { className: "name" }, s.name),
+      el("span", { className: "meta" }, `panda session · ${s.status.toLowerCase()} · ${s.metric} ${fmt(s.best)}`));
+    li.append(a);
+    return li;
+  }));
   const list = $("#studies");
   list.replaceChildren();
-  $("#no-studies").hidden = data.studies.length > 0;
-  for (const s of data.studies) {
+  $("#no-studies").hidden = studies.length > 0;
+  for (const s of studies) {
     const li = el("li", { dataset: { study: s.name } });
     const tick = el("input", { type: "checkbox", className: "tick", title: "tick to compare", checked: state.ticked.has(s.name) });
     tick.setAttribute("aria-label", `compare ${s.name}`);
@@ -50,7 +63,7 @@ async function loadStudies() {
     li.append(tick, btn);
     list.append(li);
   }
-  const names = data.studies.map((s) => s.name);
+  const names = studies.map((s) => s.name);
   for (const name of [...state.ticked]) if (!names.includes(name)) state.ticked.delete(name);
   updateCompareLink();
   markActive();
