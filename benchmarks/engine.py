@@ -369,7 +369,7 @@ def report(cases: list[Case], results: dict, Ks: list[int], peaks: dict[str, flo
                 compile_s = res["compile"].get(name)
                 rate_rows.append(
                     [case.name, f"K={K} {label}", f"{_med(r[name]):,.0f}", spread(gflops, "{:.1f}"),
-                     spread([g / peaks[case.name] for g in gflops]),
+                     spread([g / peaks[case.name] for g in gflops], "{:.3f}"),
                      "" if compile_s is None else f"{compile_s:.2f} s"]
                 )  # fmt: skip
     head = ["data", "measure", "caviar (model-samples/s)", "anchor", "ratio", "per repeat", "target"]

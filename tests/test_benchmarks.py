@@ -55,11 +55,11 @@ def test_engine_benchmark_prints_every_anchor_and_matmul_fraction() -> None:
                 text,
                 re.M,
             )
-            assert ratio and float(ratio.group(2)) > 0, (data, anchor, text[-4000:])
+            assert ratio and float(ratio.group(2)) >= 0, (data, anchor, text[-4000:])  # a figure, never a speed
             fraction = re.search(
                 rf"^\| {data}\s+\| K=2 {re.escape(anchor)}\s+\| {NUMBER}\s+\| {SPREAD}\s+\| ({NUMBER})", text, re.M
             )
-            assert fraction and float(fraction.group(1)) > 0, (data, anchor, text[-4000:])
+            assert fraction and float(fraction.group(1)) >= 0, (data, anchor, text[-4000:])
         assert re.search(rf"^\| {data}\s+\| K=2 caviar\s+\| {NUMBER}\s+\| {SPREAD}\s+\| {NUMBER}", text, re.M)
         assert re.search(rf"^\| {data}\s+\| K=1 vs torch nn.Sequential\s+\| {NUMBER}", text, re.M)
         assert len(re.findall(rf"^\| {data}\s+\| K=2 JAX .*\| {NUMBER} s\s*\|$", text, re.M)) == 2  # compile times
