@@ -46,10 +46,14 @@ def prepare_data(
     seed: int = 0,
     standardize: bool = True,
     dtype: str = "float32",
+    source: Dataset | None = None,
 ) -> PreparedData:
-    """Load a named data set or a CSV/NPZ file and split it, the same way for the same seed."""
+    """Load a named data set or a data file (or take ``source``, data given in memory) and split it,
+    the same way for the same seed."""
     data: Dataset | DatasetBundle
-    if dataset is not None and path is None:
+    if source is not None and dataset is None and path is None:
+        data = source
+    elif dataset is not None and path is None:
         data = load_dataset(dataset, data_dir)
     elif path is not None and dataset is None:
         data = load_table(path, label)

@@ -405,34 +405,109 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> DatasetBundle
 # ----------------------------------------------------------------------------------------------
 
 
-def load_table(path: str | Path, label: str = "label") -> Dataset:
-    """Load a labelled table from CSV (header row) or NPZ; ``label`` names the label column.
+#: The data file types a table is read from (``.csv.gz`` is a gzip-compressed CSV).
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".npz", ".npy")
 
-    CSV: every column but ``label`` is a numeric feature. NPZ: either arrays ``X`` (n, d) and ``y``
-    (n,) (``label`` is then unused; an optional ``feature_names`` array names the columns), or one
-    1-D array per column, ``label`` among them. Labels of any kind are encoded to 0..C-1.
+
+def table_suffix(path: str | Path) -> str | None:
+    """The table type of ``path`` (one of TABLE_SUFFIXES, lower case), None for any other file."""
+    name = Path(path).name.lower()
+    return next((s for s in sorted(TABLE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
+def load_table(path: str | Path, label: str = "label") -> Dataset:
+    """Load a labelled table from CSV (header row; plain or .csv.gz), parquet, NPZ or NPY.
+
+    CSV and parquet: every column but ``label`` is a numeric feature. NPZ: either arrays ``X`` (n, d)
+    and ``y`` (n,) (``label`` is then unused; an optional ``feature_names`` array names the columns),
+    or one 1-D array per column, ``label`` among them. NPY: a structured array (named columns, as
+    NPZ's) or a 2-D numeric array whose LAST column is the label. Labels of any kind are encoded
+    to 0..C-1.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() == ".npz":
+    kind = table_suffix(path)
+    if kind == ".npz":
         return _load_npz(path, label)
-    if path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
+    if kind == ".npy":
+        return _load_npy(path, label)
+    if kind in (".csv", ".csv.gz"):
         return _load_csv(path, label)
-    raise DataError(f"data file {path} has an unsupported type (expected .csv or .npz)")
+    if kind == ".parquet":
+        return _load_parquet(path, label)
+    raise DataError(f"data file {path} has an unsupported type (expected {', '.join(TABLE_SUFFIXES)})")
 
 
 def _load_csv(path: Path, label: str) -> Dataset:
-    """A CSV with a header row, read by pandas."""
+    """A CSV with a header row, read by pandas (gzip told by the name)."""
     import pandas as pd
 
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"cannot read CSV {path}: {str(exc).strip().splitlines()[0]}") from None
+    return load_frame(frame, label, where=str(path), name=_stem(path))
+
+
+def _load_parquet(path: Path, label: str) -> Dataset:
+    """A parquet file, read by pandas with pyarrow (the ``parquet`` extra)."""
+    import pandas as pd
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow: pip install 'caviar[parquet]'") from None
+    try:
+        frame = pd.read_parquet(path, engine="pyarrow")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read parquet {path}: {str(exc).strip().splitlines()[0]}") from None
+    return load_frame(frame, label, where=str(path), name=_stem(path))
+
+
+def _load_npy(path: Path, label: str) -> Dataset:
+    """An NPY: named columns (a structured array) or a 2-D array whose last column is the label."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read NPY {path}: {exc}") from None
+    if arr.dtype.names:
+        return _from_columns({n: arr[n] for n in arr.dtype.names}, label, path)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise DataError(f"NPY {path} must be 2-D with the label as its last column, got shape {arr.shape}")
+    return _checked(arr[:, :-1], arr[:, -1], path, None)
+
+
+def _stem(path: Path) -> str:
+    """The file's name without its table suffix (``data.csv.gz`` -> ``data``)."""
+    kind = table_suffix(path) or path.suffix
+    return path.name[: len(path.name) - len(kind)]
+
+
+def load_frame(frame: Any, label: str = "label", where: str = "DataFrame", name: str = "dataframe") -> Dataset:
+    """A Dataset from a pandas DataFrame: ``label`` names the label column, every other column is a
+    numeric feature (its name kept). Text or missing values are a one-line DataError."""
     columns = {str(c): frame[c].to_numpy() for c in frame.columns}
-    return _from_columns(columns, label, path)
+    if len(columns) != len(frame.columns):
+        raise DataError(f"{where}: column names must be unique as text")
+    return _from_columns(columns, label, where, name)
+
+
+def in_memory(data: Any, label: str | None = None, name: str = "arrays") -> Dataset:
+    """Data given in memory, checked: a pandas DataFrame (``label`` names its label column, default
+    'label'), a pair ``(X, y)`` of arrays (X may be a DataFrame: its column names are kept), or a Dataset."""
+    if isinstance(data, Dataset):
+        return data
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):
+        return load_frame(data, label or "label", name="dataframe")
+    if isinstance(data, tuple | list) and len(data) == 2:
+        X, y = data
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        if hasattr(X, "columns"):
+            for c in X.columns:
+                _check_numeric_column(X[c].to_numpy(), str(c), "X")
+        return Dataset.from_arrays(np.asarray(X), np.asarray(y), name=name, feature_names=names)
+    raise DataError(f"data in memory must be a DataFrame or a pair (X, y), got {type(data).__name__}")
 
 
 def _load_npz(path: Path, label: str) -> Dataset:
@@ -454,24 +529,26 @@ def _load_npz(path: Path, label: str) -> Dataset:
     return _from_columns(arrays, label, path)
 
 
-def _from_columns(columns: dict[str, np.ndarray], label: str, path: Path) -> Dataset:
+def _from_columns(columns: dict[str, np.ndarray], label: str, path: Path | str, name: str | None = None) -> Dataset:
     """Split named columns into numeric features and the label column."""
     if label not in columns:
         raise DataError(f"label column '{label}' not in {path}; columns: {', '.join(columns)}")
     names = [c for c in columns if c != label]
     if not names:
         raise DataError(f"{path} has no feature columns besides the label '{label}'")
-    for name in names:
-        _check_numeric_column(columns[name], name, path)
+    for column in names:
+        _check_numeric_column(columns[column], column, path)
     X = np.column_stack([columns[n].astype(np.float64) for n in names])
-    return _checked(X, columns[label], path, names)
+    return _checked(X, columns[label], path, names, name)
 
 
-def _check_numeric_column(col: np.ndarray, name: str, path: Path) -> None:
-    """DataError naming a feature column that holds text or other non-numbers."""
+def _check_numeric_column(col: np.ndarray, name: str, path: Path | str) -> None:
+    """DataError naming a feature column that holds text, missing values or other non-numbers."""
     if col.dtype.kind in "biuf":
         return
-    for value in col:
+    for i, value in enumerate(col):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise DataError(f"feature column '{name}' in {path} has a missing value at row {i}")
         try:
             float(value)
         except (TypeError, ValueError):
@@ -480,10 +557,10 @@ def _check_numeric_column(col: np.ndarray, name: str, path: Path) -> None:
             ) from None
 
 
-def _checked(X: Any, y: Any, path: Path, names: list[str] | None) -> Dataset:
+def _checked(X: Any, y: Any, path: Path | str, names: list[str] | None, name: str | None = None) -> Dataset:
     """A Dataset from a file's arrays, with the file named in any error."""
     try:
-        return Dataset.from_arrays(X, y, name=path.stem, feature_names=names)
+        return Dataset.from_arrays(X, y, name=name or Path(path).stem, feature_names=names)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
 

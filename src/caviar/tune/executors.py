@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from caviar.errors import CaviarError
 from caviar.storage import TrialState, open_storage
+from caviar.tune.handoff import read_prepared, write_prepared
 from caviar.tune.planning import load_data
 from caviar.tune.spec import StudySpec, load_spec
 from caviar.tune.worker import Progress, WorkerContext, new_worker_id, recover_zombies, work
@@ -58,13 +60,15 @@ def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progr
     workers, storage, study_id = ctx.spec.search.workers, ctx.storage, ctx.study_id
     threads = max(1, (os.cpu_count() or 1) // workers)
     spawn = mp.get_context("spawn")
+    handoff = tempfile.TemporaryDirectory(prefix="caviar-data-")  # the data, once, memory-mapped by each worker
+    data_dir = str(write_prepared(ctx.data, handoff.name))
     procs = [
-        spawn.Process(target=worker_process, args=(ctx.spec.to_dict(), study_id, threads), daemon=True)
+        spawn.Process(target=worker_process, args=(ctx.spec.to_dict(), study_id, threads, data_dir), daemon=True)
         for _ in range(workers)
     ]
-    for p in procs:
-        p.start()
     try:
+        for p in procs:
+            p.start()
         while any(p.is_alive() for p in procs):
             for p in procs:
                 p.join(timeout=POLL_S / len(procs))
@@ -74,6 +78,8 @@ def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progr
         for p in procs:
             if p.is_alive():
                 p.terminate()
+                p.join()
+        handoff.cleanup()
     run_in_process(ctx, numbers, on_progress)
 
 
@@ -108,15 +114,17 @@ def executor_for(spec: StudySpec) -> Executor:
 
 
 # ------------------------------------------------------------------------------- worker processes
-def worker_process(spec_dict: dict, study_id: int, threads: int) -> None:
-    """Entry point of a worker process or Ray task: it loads the data itself and works until nothing waits."""
+def worker_process(spec_dict: dict, study_id: int, threads: int, data_dir: str | None = None) -> None:
+    """Entry point of a worker process or Ray task: it memory-maps the data the study's process wrote
+    into ``data_dir`` (or loads it itself, without one) and works until nothing waits."""
     from threadpoolctl import threadpool_limits
 
     _die_with_parent()
     spec = load_spec(spec_dict)
     with threadpool_limits(limits=threads):
         storage = open_storage(spec.storage_url)
-        ctx = WorkerContext(spec, load_data(spec), storage, study_id, new_worker_id())
+        data = read_prepared(data_dir) if data_dir is not None else load_data(spec)
+        ctx = WorkerContext(spec, data, storage, study_id, new_worker_id())
         work(ctx)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from caviar.errors import DataError
 from caviar.prepared import PreparedData, prepare_data
 from caviar.storage import Storage, TrialRecord, TrialState
 from caviar.tune.population import TrialPlan, pack
@@ -28,8 +29,10 @@ def resolve_spec(
     storage: str | None = None,
     seed: int | None = None,
     settings: Mapping[str, Any] | None = None,
+    data: Any = None,
 ) -> StudySpec:
-    """A validated spec with command-line style overrides applied (``settings``: dotted keys)."""
+    """A validated spec with command-line style overrides applied (``settings``: dotted keys);
+    ``data``: the study's data in memory (see ``load_spec``), kept by a spec that already holds it."""
     overrides: dict[str, Any] = dict(settings or {})
     if trials is not None:
         overrides["search.trials"] = trials
@@ -41,15 +44,21 @@ def resolve_spec(
         overrides["study.seed"] = seed
         overrides["search.seed"] = seed
     if isinstance(spec, StudySpec):
-        if not overrides:
+        if data is None and spec.memory_data is not None:
+            data = spec.memory_data
+        if not overrides and (data is None or data is spec.memory_data):
             return spec
         spec = spec.to_dict()
-    return load_spec(spec, overrides or None)
+        if data is not None:
+            spec["data"] = {k: v for k, v in spec["data"].items() if k != "in_memory"}
+    return load_spec(spec, overrides or None, data=data)
 
 
 def load_data(spec: StudySpec) -> PreparedData:
     """The study's data, split and standardized the same way by every worker."""
     d = spec.data
+    if d.in_memory and spec.memory_data is None:
+        raise DataError(f"study '{spec.name}': its data was given in memory; pass it again (run_study(spec, data=...))")
     return prepare_data(
         d.dataset,
         d.path,
@@ -59,6 +68,7 @@ def load_data(spec: StudySpec) -> PreparedData:
         d.test_fraction,
         seed=spec.search.seed or 0,
         standardize=d.standardize,
+        source=spec.memory_data,
     )
 
 

@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from caviar.config import ModelConfig, TrainConfig, with_values
+from caviar.data.datasets import TABLE_SUFFIXES, Dataset, in_memory, table_suffix
 from caviar.errors import SpecError
 from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
 from caviar.metrics import METRICS as METRIC_REGISTRY
@@ -56,7 +57,7 @@ else:  # Python 3.10
 
 DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
-DATA_SUFFIXES = (".csv", ".npz")
+DATA_SUFFIXES = TABLE_SUFFIXES
 METRICS = tuple(METRIC_REGISTRY)  # caviar.metrics is the one list (task, direction, function)
 
 
@@ -87,10 +88,12 @@ def _existing(value: str, info: ValidationInfo, what: str) -> str:
 
 
 class DataSection(_Section):
-    """``[data]``: a built-in dataset or a CSV/NPZ file, and how to split and scale it."""
+    """``[data]``: a built-in dataset, a data file, or data given in memory (``in_memory = true``, set by
+    ``load_spec(..., data=...)``), and how to split and scale it."""
 
     dataset: DatasetName | None = None
     path: str | None = None
+    in_memory: bool = False
     label: str = "label"
     data_dir: str | None = None
     validation_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -102,8 +105,8 @@ class DataSection(_Section):
     def _path_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        if Path(value).suffix.lower() not in DATA_SUFFIXES:
-            raise ValueError(f"'{value}' should end in {' or '.join(DATA_SUFFIXES)}")
+        if table_suffix(value) is None:
+            raise ValueError(f"'{value}' should end in {', '.join(DATA_SUFFIXES)}")
         return _existing(value, info, "file")
 
     @field_validator("data_dir")
@@ -113,7 +116,9 @@ class DataSection(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
-        if self.dataset is None and self.path is None:
+        if self.in_memory and (self.dataset is not None or self.path is not None):
+            raise ValueError("data: data in memory takes no dataset or path")
+        if self.dataset is None and self.path is None and not self.in_memory:
             raise ValueError(f'data: give dataset = one of {", ".join(DATASETS)}, or path = "file.csv"')
         if self.dataset is not None and self.path is not None:
             raise ValueError("data: give either dataset or path, not both")
@@ -253,11 +258,6 @@ class SearchSection(_Section):
         """Whether a larger metric is better (caviar.metrics says, for each metric)."""
         return get_metric(self.metric).maximize
 
-    @property
-    def direction(self) -> str:
-        """The study's stored direction, ``maximize`` or ``minimize``."""
-        return get_metric(self.metric).direction
-
     def objective(self, metric_value: float) -> float:
         """The metric turned into the value samplers MAXIMIZE."""
         return get_metric(self.metric).objective(metric_value)
@@ -294,6 +294,7 @@ class StudySpec(_Section):
 
     _space: Space = PrivateAttr(default_factory=Space)
     _source: Path | None = PrivateAttr(None)
+    _data: Dataset | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> StudySpec:
@@ -314,6 +315,11 @@ class StudySpec(_Section):
         """The study's name (validation fills in the file's stem when none is given)."""
         assert self.study.name is not None, "set by validation"
         return self.study.name
+
+    @property
+    def memory_data(self) -> Dataset | None:
+        """The data given in memory (``load_spec(..., data=...)``), None for a dataset or a file."""
+        return self._data
 
     @property
     def storage_url(self) -> str:
@@ -360,7 +366,9 @@ class StudySpec(_Section):
         """A JSON-able dict that ``load_spec`` turns back into an equal spec (paths resolved)."""
         return {
             "study": self.study.model_dump(mode="json"),
-            "data": self.data.model_dump(mode="json", exclude_none=True),
+            "data": self.data.model_dump(
+                mode="json", exclude_none=True, exclude=None if self.data.in_memory else {"in_memory"}
+            ),
             "model": self.model.model_dump(mode="json", exclude={"depth", "width"}),
             "training": self.training.model_dump(mode="json"),
             "search": self.search.model_dump(mode="json", exclude_none=True),
@@ -568,12 +576,17 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
 
 
 def load_spec(
-    source: str | os.PathLike[str] | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    data: Any = None,
 ) -> StudySpec:
     """Load and validate a spec from a TOML file or a dict; every mistake is a one-line SpecError.
 
     Relative paths (data.path, data.data_dir, a SQLite storage) resolve against the spec file's
-    folder, or the working directory for a dict. ``overrides`` sets dotted keys first.
+    folder, or the working directory for a dict. ``overrides`` sets dotted keys first. ``data``: the
+    study's data in memory instead of ``[data]``'s dataset or path, a pandas DataFrame (``[data] label``
+    names its label column) or a pair ``(X, y)`` (see caviar.data.in_memory); ``[data]`` may then be
+    left out or give only the split and scaling keys.
     """
     if isinstance(source, Mapping):
         raw, base_dir, stem, label = copy.deepcopy(dict(source)), Path.cwd(), None, ""
@@ -582,6 +595,13 @@ def load_spec(
         raw, base_dir, stem, label = _read_toml(path), path.resolve().parent, path.stem, f"{path}: "
     if overrides:
         raw = apply_overrides(raw, overrides)
+    dataset: Dataset | None = None
+    if data is not None:
+        section = dict(raw.get("data") or {})
+        if section.get("dataset") is not None or section.get("path") is not None:
+            raise SpecError(f"{label}data: data is given in memory; the spec's [data] takes no dataset or path")
+        dataset = in_memory(data, section.get("label", "label"))  # a DataError names what is wrong
+        raw["data"] = {**section, "in_memory": True}
     try:
         _check_keys(raw, StudySpec)
         spec = StudySpec.model_validate(raw, context={"base_dir": base_dir, "stem": stem})
@@ -590,6 +610,7 @@ def load_spec(
     except SpecError as exc:
         raise SpecError(f"{label}{exc}") from None
     spec._source = None if isinstance(source, Mapping) else Path(source).resolve()
+    spec._data = dataset
     return spec
 
 

@@ -26,16 +26,18 @@ from caviar.tune.worker import MODEL_ARTIFACT, Progress, WorkerContext, new_work
 class Study:
     """A study in storage: its spec, trials, best trial, boxes, curves and a DataFrame export."""
 
-    def __init__(self, storage: Storage | str, study: int | str) -> None:
+    def __init__(self, storage: Storage | str, study: int | str, data: Any = None) -> None:
+        """``data``: the study's data when it was given in memory (``retrain`` needs it), as ``run_study`` takes it."""
         self.storage = open_storage(storage)
+        self.data = data
         self.record = self.storage.get_study(study)
         self.id = self.record.id
         self.name = self.record.name
 
     @classmethod
-    def load(cls, name: str | int, storage: Storage | str) -> Study:
-        """Open an existing study by name or id."""
-        return cls(storage, name)
+    def load(cls, name: str | int, storage: Storage | str, data: Any = None) -> Study:
+        """Open an existing study by name or id (``data``: its data, if it was given in memory)."""
+        return cls(storage, name, data)
 
     def refresh(self) -> Study:
         """Read the study's record (status, spec) again from storage."""
@@ -120,6 +122,8 @@ class Study:
         from caviar.sklearn import load
 
         spec = self.spec
+        if self.data is not None:
+            spec = resolve_spec(spec, data=self.data)
         records = {t.number: t for t in self.trials}
         if number not in records:
             raise StorageError(f"study '{self.name}' has no trial #{number}")
@@ -169,12 +173,16 @@ def run_study(
     storage: str | None = None,
     seed: int | None = None,
     on_progress: Progress | None = None,
+    data: Any = None,
 ) -> Study:
     """Run (or resume) the study a spec describes, and return it.
 
     ``trials``, ``workers``, ``storage`` and ``seed`` override the spec's ``[search]`` values.
+    ``data``: the study's data in memory, a pandas DataFrame (``[data] label`` names the label column)
+    or a pair ``(X, y)``, in place of ``[data]``'s dataset or path. It is stored by its fingerprint, so
+    resuming with other data is refused; pass the same data again to resume.
     """
-    spec = resolve_spec(spec, trials, workers, storage, seed)
+    spec = resolve_spec(spec, trials, workers, storage, seed, data=data)
     store = open_storage(spec.storage_url)
     data = load_data(spec)  # before the study is stored: a data mistake leaves the storage as it was
     study_id = store.get_or_create_study(
@@ -182,7 +190,7 @@ def run_study(
         spec.to_dict(),
         seed=spec.search.seed,
         metric=spec.search.metric,
-        direction=spec.search.direction,
+        direction="maximize" if spec.search.maximize else "minimize",
         differs=spec_diff,
     )
     sampler = spec.sampler()
@@ -198,4 +206,4 @@ def run_study(
         store.requeue_worker(study_id, ctx.worker_id)
         raise
     store.set_study_status(study_id, StudyStatus.COMPLETE)
-    return Study(store, study_id)
+    return Study(store, study_id, data=spec.memory_data)
