@@ -69,7 +69,10 @@ def error_of(path_or_dict) -> str:
         ),
         (MINIMAL + "[space]\nseed = {low = 1, high = 9}\n", ["space.seed: not a tunable hyperparameter"]),
         ('[data]\npath = "missing.csv"\n', ["data.path: file 'missing.csv' does not exist", "missing.csv"]),
-        ('[data]\npath = "table.xlsx"\n', ["data.path: 'table.xlsx' should end in .csv, .csv.gz, .parquet, .npz, .npy"]),
+        (
+            '[data]\npath = "table.xlsx"\n',
+            ["data.path: 'table.xlsx' should end in .csv, .csv.gz, .parquet, .npz, .npy"],
+        ),
         ('[data]\ndataset = "mnist"\ndata_dir = "nowhere"\n', ["data.data_dir: folder 'nowhere' does not exist"]),
         ('[data]\ndataset = "digit"\n', ["data.dataset: 'digit' is not one of digits, iris"]),
         ('[data]\ndataset = "digits"\npath = "x.csv"\n', ["data.path"]),
