@@ -116,6 +116,19 @@ def preview(spec: StudySpec, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _by_bracket(spec: StudySpec, plans: Sequence[TrialPlan]) -> list[list[TrialPlan]]:
+    """``plans`` split by hyperband bracket (one part without hyperband), brackets in order."""
+    table = spec.search.bracket_table(spec.training.epochs)
+    if not table:
+        return [list(plans)]
+    from caviar.tune.hyperband import bracket_of
+
+    parts: dict[int, list[TrialPlan]] = {}
+    for p in plans:
+        parts.setdefault(bracket_of(p.number, table).s, []).append(p)
+    return [parts[s] for s in sorted(parts, reverse=True)]
+
+
 def plan_round(
     storage: Storage,
     study_id: int,
@@ -139,7 +152,9 @@ def plan_round(
     if box is not None:
         storage.add_box(study_id, rnd, box.as_dict())
     plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
-    populations = pack(plans, data.n_features, data.n_classes, spec.search.population_cap)
+    populations = []
+    for part in _by_bracket(spec, plans):  # hyperband's brackets never share a population
+        populations += pack(part, data.n_features, data.n_classes, spec.search.population_cap)
     items = [
         {
             "number": p.number,

@@ -205,6 +205,14 @@ class HalvingSection(_Section):
     min_epochs: int = Field(default=1, ge=1)
 
 
+class HyperbandSection(_Section):
+    """``[search.hyperband]``: brackets of successive halving across populations (tune.hyperband)."""
+
+    max_epochs: int | None = Field(default=None, ge=1)
+    eta: int = Field(default=3, ge=2)
+    brackets: int | None = Field(default=None, ge=1)
+
+
 class PBTSection(_Section):
     """``[search.pbt]``: population-based training inside each population (Ray Tune's key names)."""
 
@@ -239,6 +247,16 @@ class SearchSection(_Section):
     ray_address: str | None = None
     halving: HalvingSection | None = None
     pbt: PBTSection | None = None
+    hyperband: HyperbandSection | None = None
+
+    def bracket_table(self, epochs: int) -> list[Any]:
+        """Hyperband's brackets for this search (``epochs``: training.epochs), or [] without hyperband."""
+        from caviar.tune.hyperband import brackets
+
+        h = self.hyperband
+        if h is None:
+            return []
+        return brackets(self.trials, h.max_epochs or epochs, h.eta, h.brackets)
 
     @property
     def pbt_settings(self) -> PBTSection | None:
@@ -390,10 +408,34 @@ def _check_space_conflicts(spec: StudySpec) -> None:
             f"search.halving.min_epochs: {halving.min_epochs} is more than training.epochs ({spec.training.epochs})"
         )
     _check_pbt(spec)
+    _check_hyperband(spec)
     if spec.search.strategy == "coarse_to_fine" and spec.search.rounds > spec.search.trials:
         raise SpecError(
             f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
             f"got trials = {spec.search.trials}"
+        )
+
+
+def _check_hyperband(spec: StudySpec) -> None:
+    """``[search.hyperband]``: not with halving or epochs in the space; max_epochs sets training.epochs."""
+    from caviar.tune.hyperband import max_brackets
+
+    h = spec.search.hyperband
+    if h is None:
+        return
+    if spec.search.halving is not None:
+        raise SpecError("search.hyperband: give [search.hyperband] or [search.halving], not both (its brackets halve)")
+    if "epochs" in spec.space:
+        raise SpecError(
+            "space.epochs: hyperband sets every trial's budget (search.hyperband.max_epochs); do not tune it"
+        )
+    if h.max_epochs is not None:
+        spec.training.epochs = h.max_epochs  # every trial may train max_epochs; its rungs prune it earlier
+    most = max_brackets(spec.training.epochs, h.eta)
+    if h.brackets is not None and h.brackets > most:
+        raise SpecError(
+            f"search.hyperband.brackets: {h.brackets} brackets need max_epochs >= eta**{h.brackets - 1} = "
+            f"{h.eta ** (h.brackets - 1)}; with {spec.training.epochs} epochs and eta = {h.eta} at most {most}"
         )
 
 
@@ -618,6 +660,7 @@ __all__ = [
     "DATASETS",
     "DataSection",
     "HalvingSection",
+    "HyperbandSection",
     "ModelSection",
     "PBTSection",
     "SearchSection",

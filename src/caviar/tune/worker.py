@@ -19,6 +19,7 @@ from caviar.errors import CaviarError
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
 from caviar.tune.halving import SuccessiveHalving
+from caviar.tune.hyperband import bracket_of
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
 from caviar.tune.runner import model_file_bytes, train_population
@@ -107,6 +108,10 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
     if spec.search.halving is not None:
         h = spec.search.halving
         halving = SuccessiveHalving(h.eta, h.min_epochs, spec.search.metric)
+    table = spec.search.bracket_table(spec.training.epochs)
+    if table:  # hyperband: this population's bracket says where its first rung is
+        bracket = bracket_of(min(by_number), table)
+        halving = SuccessiveHalving(spec.search.hyperband.eta, bracket.min_epochs, spec.search.metric)  # type: ignore[union-attr]
 
     def stream(rows: dict[int, dict]) -> None:
         storage.add_curves({by_number[number].id: [row] for number, row in rows.items()}, ctx.worker_id)
