@@ -416,6 +416,24 @@ def export(
         console.print(f"{len(df)} trials written to {output}")
 
 
+@app.command("export-model")
+def export_model(
+    model: Annotated[Path, typer.Argument(help="A caviar model file (.npz)")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: the model's name, .onnx)")
+    ] = None,
+) -> None:
+    """A saved model in another format: ONNX (the network in inference mode, input standardization included)."""
+    from caviar.export.onnx import save_onnx
+    from caviar.sklearn import load
+
+    if fmt != "onnx":
+        fail(f"--format: {fmt!r} is not one of onnx")
+    path = save_onnx(load(model), output or model.with_suffix(".onnx"))
+    console.print(f"{model} written as ONNX to {path}")
+
+
 @app.command()
 def best(
     study: Annotated[str, typer.Argument(help="Study name or id")],

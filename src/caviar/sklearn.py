@@ -317,6 +317,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """Write the fitted model to one .npz file (see docs/model-format.md)."""
         save_classifier(self, path)
 
+    def to_onnx(self):
+        """The fitted model as an ``onnx.ModelProto`` (probabilities out; see caviar.export.onnx)."""
+        from caviar.export.onnx import to_onnx
+
+        return to_onnx(self)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
