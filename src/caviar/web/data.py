@@ -314,10 +314,41 @@ def trial_by_number(data: StudyData, number: int) -> TrialRecord:
     raise KeyError(f"no trial #{number} in study '{data.name}': {known}")
 
 
+def trial_lineage(data: StudyData, trial: TrialRecord) -> dict[str, Any] | None:
+    """A PBT trial's lineage for the trial page: whom it copied and when (``copied``), the trials that
+    copied it (``copied_by``), its ancestors' chain back to a trial that never copied (``ancestors``,
+    newest first) and its hyperparameter schedule; None for a trial without a stored lineage."""
+    if "lineage" not in trial.metrics:
+        return None
+    by_number = {t.number: t for t in data.trials}
+    copied_by = [
+        {"epoch": e["epoch"], "child": t.number}
+        for t in data.trials
+        for e in t.metrics.get("lineage") or ()
+        if e.get("parent") == trial.number
+    ]
+    ancestors, seen, at = [], {trial.number}, trial
+    while at.metrics.get("lineage"):
+        last = at.metrics["lineage"][-1]
+        ancestors.append({"epoch": last["epoch"], "parent": last["parent"], "child": at.number})
+        nxt = by_number.get(last["parent"])
+        if nxt is None or nxt.number in seen:
+            break
+        seen.add(nxt.number)
+        at = nxt
+    return {
+        "copied": list(trial.metrics["lineage"]),
+        "copied_by": sorted(copied_by, key=lambda e: (e["epoch"], e["child"])),
+        "ancestors": ancestors,
+        "schedule": list(trial.metrics.get("schedule") or ()),
+        "epochs": trial.metrics.get("epochs_run"),
+    }
+
+
 def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
     """Everything the trial page shows: the row, every metric, the run's bookkeeping, its per-epoch
     curve, its events (requeues, interventions) and the artifacts stored for it (the model file).
-    ``lineage`` is reserved for the trial's parents once storage records them (null today)."""
+    ``lineage`` is a PBT trial's record (:func:`trial_lineage`), null for other trials."""
     trial = trial_by_number(data, number)
     events = data.storage.events(data.record.id, trial_id=trial.id)
     numbers = [t.number for t in data.trials]
@@ -352,7 +383,7 @@ def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
                 }
                 for name in data.storage.artifact_names(trial.id)
             ],
-            "lineage": None,
+            "lineage": trial_lineage(data, trial),
             "previous": numbers[at - 1] if at > 0 else None,
             "next": numbers[at + 1] if at + 1 < len(numbers) else None,
         }

@@ -65,7 +65,7 @@ async function load() {
   if (t.error) box.append(el("span", { className: "fact error" }, `error: ${t.error}`));
   const scales = Object.fromEntries(d.space.map((p) => [p.name, p.scale]));
   kvRows("#params", Object.entries(t.params).map(([k, v]) => [scales[k] ? `${k} (${scales[k]})` : k, v]));
-  kvRows("#metrics", Object.entries(t.metrics));
+  kvRows("#metrics", Object.entries(t.metrics).filter(([k]) => !(d.lineage && (k === "lineage" || k === "schedule"))));
   const events = $("#events");
   events.replaceChildren(...d.events.map((e) => el("li", {},
     `${e.created_at || ""} · ${e.kind}${e.step === null ? "" : ` at step ${e.step}`}${e.payload === null ? "" : ": " + fmt(e.payload)}`)));
@@ -77,9 +77,51 @@ async function load() {
     return li;
   }));
   $("#no-artifacts").hidden = d.artifacts.length > 0;
-  if (d.lineage) $("#lineage").textContent = fmt(d.lineage);
+  if (d.lineage) drawLineage(study, number, d.lineage, scales);
   await drawCurves(study, number);
   onWidthChange(() => drawCurves(study, number).catch(showError));
+}
+
+// A PBT trial: whom it copied and who copied it (a small table, ancestors first), and its schedule.
+function drawLineage(study, number, lin, scales) {
+  const p = $("#lineage");
+  const chain = lin.ancestors.slice().reverse().map((a) => `#${a.parent} → #${a.child} after epoch ${a.epoch}`);
+  p.textContent = chain.length ? `ancestry: ${chain.join(", ")}` : `trial #${number} never copied another trial`;
+  p.classList.remove("muted");
+  const rows = [
+    ...lin.copied.map((e) => [e.epoch, "copied the weights of", e.parent]),
+    ...lin.copied_by.map((e) => [e.epoch, "was copied by", e.child]),
+  ].sort((a, b) => a[0] - b[0]);
+  const table = $("#lineage-table");
+  const body = $("#lineage-table tbody");
+  body.replaceChildren(...rows.map(([epoch, what, other]) => {
+    const tr = el("tr");
+    const link = el("a", { href: trialURL(study, other) }, `#${other}`);
+    const td = el("td");
+    td.append(link);
+    tr.append(el("td", {}, String(epoch)), el("td", {}, what), td);
+    return tr;
+  }));
+  table.hidden = rows.length === 0;
+  if (!lin.schedule.length) return;
+  const names = Object.keys(lin.schedule[0]).filter((k) => k !== "epoch");
+  const end = lin.epochs || lin.schedule[lin.schedule.length - 1].epoch + 1;
+  const data = names.map((name, i) => ({
+    x: [...lin.schedule.map((e) => e.epoch), end],
+    y: [...lin.schedule.map((e) => e[name]), lin.schedule[lin.schedule.length - 1][name]],
+    name, mode: "lines+markers", line: { shape: "hv" }, yaxis: i ? `y${i + 1}` : "y",
+  }));
+  // one panel per hyperparameter, stacked over a shared epoch axis, each on its own scale
+  const n = names.length;
+  const layout = { height: 80 + 150 * n, margin: { t: 10, r: 10, l: 90 }, showlegend: false,
+    xaxis: { title: { text: "epochs done" }, dtick: 1, anchor: n > 1 ? `y${n}` : "y" } };
+  names.forEach((name, i) => {
+    const top = 1 - i / n;
+    layout[i ? `yaxis${i + 1}` : "yaxis"] = { title: { text: name }, anchor: "x", domain: [top - 1 / n + 0.08, top],
+      type: scales[name] === "log" ? "log" : "linear" };
+  });
+  $("#schedule-card").hidden = false;
+  Plotly.react($("#plot-schedule"), data, layout, PLOT_CONFIG);
 }
 
 async function drawCurves(study, number) {

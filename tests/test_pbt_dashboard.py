@@ -1,0 +1,71 @@
+"""The trial page of a PBT trial: the lineage (whom it copied, who copied it, its ancestry) from the API,
+and in Chromium a lineage table with links and a schedule plot with one panel per hyperparameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from playwright.sync_api import expect, sync_playwright
+
+from browser import launch_chromium, screenshot_path, serve
+from caviar.tune.study import Study, run_study
+from caviar.web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    db: Path = tmp_path_factory.mktemp("pbtweb") / "s.db"
+    return run_study(
+        {
+            "study": {"name": "pbt", "seed": 3},
+            "data": {"dataset": "digits"},
+            "model": {"hidden": [16]},
+            "training": {"epochs": 6, "batch_size": 64},
+            "search": {"strategy": "pbt", "trials": 8, "storage": str(db), "pbt": {"perturbation_interval": 2}},
+            "space": {
+                "learning_rate": {"low": 1e-4, "high": 1e-1, "scale": "log"},
+                "beta1": {"low": 0.8, "high": 0.99, "scale": "one_minus_log"},
+            },
+        }
+    )
+
+
+def _copied(study: Study):
+    return next(t for t in study.trials if t.metrics["lineage"])
+
+
+def test_the_trial_api_gives_the_lineage(study: Study) -> None:
+    child = _copied(study)
+    parent = child.metrics["lineage"][-1]["parent"]
+    with TestClient(create_app(study.storage, poll_s=0.05)) as c:
+        d = c.get(f"/api/studies/pbt/trials/{child.number}").json()
+        assert d["lineage"]["copied"] == child.metrics["lineage"]
+        assert d["lineage"]["schedule"] == child.metrics["schedule"]
+        assert d["lineage"]["ancestors"][0] == {**child.metrics["lineage"][-1], "child": child.number}
+        p = c.get(f"/api/studies/pbt/trials/{parent}").json()
+        assert {"epoch": child.metrics["lineage"][-1]["epoch"], "child": child.number} in p["lineage"]["copied_by"]
+
+
+def test_the_trial_page_draws_the_lineage_and_the_schedule(study: Study) -> None:
+    child = _copied(study)
+    with serve(create_app(study.storage, allowed_hosts=["127.0.0.1", "localhost"])) as url, sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/study/pbt/trial/{child.number}")
+            expect(page.locator("#lineage")).to_contain_text("ancestry: #")
+            rows = page.locator("#lineage-table tbody tr")
+            expect(rows.first).to_contain_text("copied the weights of")
+            expect(page.locator("#schedule-card")).to_be_visible()
+            expect(page.locator("#plot-schedule .main-svg").first).to_be_visible()
+            assert page.locator("#plot-schedule .scatterlayer .trace").count() == 2  # learning_rate, beta1
+            assert page.locator("#metrics").inner_text().count("lineage") == 0  # shown here, not as a metric
+            expect(page.locator("#plot-curves .main-svg").first).to_be_visible()
+            page.screenshot(path=str(screenshot_path("pbt-trial.png")), full_page=True)
+            assert errors == [], errors  # no JavaScript error on the page
+        finally:
+            browser.close()
