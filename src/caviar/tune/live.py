@@ -15,6 +15,7 @@ a stop makes ``trial.should_stop()`` true. Each applied control is an event of t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -23,6 +24,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from caviar.errors import ControlError
 from caviar.tune.space import ChoiceParam, IntParam, did_you_mean
@@ -284,12 +289,6 @@ def _remove_state(path: Path, url: str) -> None:
 # ------------------------------------------------------------------------------------------ the app
 def create_live_app(live: LiveControl, token: str, allowed_hosts: list[str] | None = None) -> Any:
     """The FastAPI app of one live trial: the panda's reading endpoints and page, and its set/pause/resume/stop."""
-    import asyncio
-
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
-
     from caviar.panda.server import _static, plotly_js
 
     app = FastAPI(title="caviar live trial", docs_url=None, redoc_url=None, openapi_url=None)
