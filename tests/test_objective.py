@@ -273,3 +273,36 @@ def test_killed_caviar_tune_objective_resumes_with_every_trial_once(tmp_path: Pa
     store = open_storage(str(db))
     (study,) = store.list_studies()
     assert any(e.kind == "requeue" for e in store.events(study.id))
+
+
+def test_the_torch_cnn_example_runs_from_its_spec(tmp_path: Path) -> None:
+    """examples/torch_cnn.toml with `caviar tune` (a small MNIST subset, one epoch, two trials)."""
+    from shared_data import mnist_dir
+
+    spec = TESTS.parent / "examples" / "torch_cnn.toml"
+    env = {
+        **env_for_cli(),
+        "CAVIAR_SHARED_DATA": str(mnist_dir().parent),
+        "CAVIAR_EXAMPLE_SUBSET": "600",
+        "CAVIAR_EXAMPLE_EPOCHS": "2",
+    }
+    command = [str(CAVIAR), "tune", str(spec), "--trials", "2", "--workers", "1", "--set", "search.rounds=1"]
+    done = subprocess.run(
+        [*command, "--storage", str(tmp_path / "cnn.db")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    study = Study(str(tmp_path / "cnn.db"), "torch_cnn")
+    first, second = study.trials
+    assert first.state == TrialState.COMPLETE  # the second may be pruned by the spec's successive halving
+    assert second.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert {p.name: p.scale for p in study.spec.space} == {
+        "beta1": "one_minus_log",
+        "beta2": "one_minus_log",
+        "lr": "log",
+    }
+    assert [r["epoch"] for r in study.curves()[first.id]] == [0, 1]
