@@ -114,11 +114,14 @@ def torch_digits(trial: Any) -> dict[str, float]:
 def live_lr(trial: Any) -> float:
     """A live trial: each epoch reports the learning rate it used, until a live stop."""
     trial.live(token=os.environ.get("CAVIAR_TEST_TOKEN", "test-token"))
+    pace = float(os.environ.get("CAVIAR_TEST_EPOCH_S", "0"))  # an epoch's "training time", for a page to watch
     value = 0.0
     for epoch in range(1_000_000):
+        if pace:
+            time.sleep(pace)
         lr = trial.hyperparameters["lr"]
         value += lr
-        trial.report(epoch, lr=lr, val_accuracy=min(1.0, value))
+        trial.report(epoch, lr=lr, val_accuracy=min(1.0, value), train_loss=1.0 / (1.0 + value))
         if trial.should_stop():
             break
     return math.tanh(value)

@@ -50,6 +50,9 @@ def test_a_live_objective_is_steered_through_the_panda_api_and_ctl(tmp_path: Pat
             state = client.get("/api/state").json()
             assert state["status"] == "running" and state["study"] == "live" and list(state["hp"]) == ["lr"]
             start_lr = state["hp"]["lr"]
+            (control,) = client.get("/api/hparams").json()["live"]  # the page's boxes: the trial's own names
+            assert control["name"] == "lr" and control["allowed"] == "searched on a log scale in [0.01, 0.1]"
+            assert "panda.js" in client.get("/").text
             assert client.post("/api/set", json={"lr": 0.5}).status_code == 401
             assert client.post("/api/set", json={"lr": 0.5}, headers={"X-Caviar-Token": "nope"}).status_code == 403
             auth = {"Authorization": f"Bearer {TOKEN}"}

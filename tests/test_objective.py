@@ -88,6 +88,18 @@ def test_a_pytorch_objective_is_tuned_with_its_curves_stored(tmp_path: Path) -> 
     shown = CliRunner().invoke(app, ["show", "torch", "--storage", str(tmp_path / "torch.db")])
     assert shown.exit_code == 0, shown.output
     assert "top 6 of 6 trials by val_accuracy" in shown.output
+    # ... and the dashboard draws it: each parameter on its scale, the curves the objective reported
+    from fastapi.testclient import TestClient
+
+    from caviar.web.app import create_app
+
+    with TestClient(create_app(study.storage, poll_s=0.05)) as client:
+        detail = client.get("/api/studies/torch").json()
+        assert {p["name"]: p["scale"] for p in detail["space"]} == {"beta2": "one_minus_log", "lr": "log"}
+        drawn = client.get("/api/studies/torch/curves", params={"trials": "0,1"}).json()["trials"]
+        assert [r["val_accuracy"] for r in drawn["0"]["rows"]] == [r["val_accuracy"] for r in curves[trials[0].id]]
+        for kind in ("curves", "boxes", "history", "slice"):
+            assert client.get(f"/api/studies/torch/figures/{kind}").status_code == 200, kind
 
 
 def test_the_same_seed_gives_the_same_params(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Live control of an external objective's trial: the panda's protocol, served by a small server on the trial.
 
 ``trial.live()`` starts it: a local HTTP server (FastAPI + uvicorn in a daemon thread) with the
-panda's endpoints and token rules: ``GET /api/state``, ``/api/curves``, ``/api/stream`` and the
-panda page are open; ``POST /api/set``, ``/api/pause``, ``/api/resume``, ``/api/stop`` need the token
+panda's endpoints and token rules: ``GET /api/hparams`` (the trial's own names, from which the panda
+page builds its boxes), ``/api/state``, ``/api/curves``, ``/api/stream`` and the panda page are open;
+``POST /api/set``, ``/api/pause``, ``/api/resume``, ``/api/stop`` need the token
 (``Authorization: Bearer T`` or ``X-Caviar-Token: T``; missing -> 401, wrong -> 403; every refusal a
 JSON ``{"error": "one line"}``). It writes ``.caviar-panda.json`` like ``caviar panda``, so
 ``caviar ctl status | pause | resume | set lr=0.01 | stop`` works beside it.
@@ -135,6 +136,36 @@ class LiveControl:
                     "error": None,
                 }
             )
+
+    def controls(self) -> list[dict[str, Any]]:
+        """What ``/api/hparams`` answers (the page builds its boxes from it): the trial's own hyperparameters."""
+        space = _space_of(self.trial)
+        out = []
+        for name, value in self.trial.hyperparameters.items():
+            p = space.get(name)
+            if isinstance(p, ChoiceParam):
+                kind, allowed, low, high = "choice", "one of " + ", ".join(map(str, p.choices)), None, None
+            elif p is not None:
+                kind, low, high = ("int" if isinstance(p, IntParam) else "float"), p.low, p.high
+                allowed = f"searched on a {p.scale} scale in [{low:g}, {high:g}]"
+            else:
+                kind, allowed, low, high = type(value).__name__, "any number", None, None
+            out.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "default": _clean(value),
+                    "help": f"the objective's {name}",
+                    "aliases": [],
+                    "choices": list(p.choices) if isinstance(p, ChoiceParam) else [],
+                    "low": low,
+                    "high": high,
+                    "low_open": False,
+                    "high_open": False,
+                    "allowed": allowed,
+                }
+            )
+        return out
 
     def curves(self, since: int | None = None) -> dict[str, Any]:
         """What ``/api/curves`` answers: the reported epochs (x = ``step``: the epoch number + 1)."""
@@ -341,6 +372,10 @@ def create_live_app(live: LiveControl, token: str, allowed_hosts: list[str] | No
     @app.get("/static/plotly.min.js")
     def plotly() -> Response:
         return Response(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/api/hparams")
+    def live_hparams() -> dict[str, Any]:
+        return {"live": live.controls(), "forkable": []}
 
     @app.get("/api/state")
     def state() -> dict[str, Any]:
