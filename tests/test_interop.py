@@ -52,6 +52,8 @@ def _optuna_study(url: str) -> optuna.Study:
 def test_an_optuna_study_imports_with_the_same_params_values_curves_and_states(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     source = _optuna_study(url)
+    cli = CliRunner().invoke(app, ["import-optuna", url, "opt", "--storage", str(tmp_path / "cli.db")])
+    assert cli.exit_code == 0 and "imported 8 trials of Optuna study 'opt'" in cli.output, cli.output
     done = import_optuna_study(url, "opt", str(tmp_path / "caviar.db"))
     assert done.n_trials == 8 and done.scales == {
         "act": "choice",
@@ -198,7 +200,7 @@ def test_tensorboard_event_files_hold_params_and_epochs(tmp_path: Path) -> None:
         assert events.Scalars("params/lr")[0].value == pytest.approx(t.params["lr"])
         assert json.loads((folder / "params.json").read_text())["params"] == t.params
     assert (tmp_path / "tb" / "t" / "best" / "model.txt").read_bytes() == f"x={study.best_trial.params['x']}".encode()
-    # and caviar's own stored study, after the fact
+    # any stored study, after the fact
     store = open_storage(str(tmp_path / "t.db"))
     assert TensorBoardLogger(tmp_path / "tb2").log_study(Study(store, "t")) == 3
     X, y = np.random.default_rng(0).normal(size=(120, 4)), np.arange(120) % 3

@@ -173,11 +173,8 @@ class ObjectiveContext:
 
     def trial(self, record: TrialRecord) -> Trial:
         """The Trial object the objective gets for a claimed record."""
-        s = self.spec.search
-        return Trial(
-            self.storage, record, self.worker_id, study_name=self.spec.study.name or "", metric=s.metric,
-            pruner=pruner_for(self.spec),
-        )  # fmt: skip
+        name, metric, pruner = self.spec.study.name or "", self.spec.search.metric, pruner_for(self.spec)
+        return Trial(self.storage, record, self.worker_id, study_name=name, metric=metric, pruner=pruner)
 
 
 def run_trial(ctx: ObjectiveContext, record: TrialRecord) -> TrialState | None:

@@ -108,14 +108,11 @@ class ObjectiveSpec(_Section):
         if not self._space.dim:
             raise SpecError("space: an objective needs at least one parameter, e.g. lr = {low = 1e-4, high = 1e-1}")
         self.space_table = self._space.as_dict()
-        halving = self.search.halving
         if self.search.strategy == "coarse_to_fine" and self.search.rounds > self.search.trials:
             raise SpecError(
                 f"search.rounds: {self.search.rounds} rounds need at least as many trials, got trials = "
                 f"{self.search.trials}"
             )
-        if halving is not None and halving.min_epochs < 1:  # pragma: no cover - pydantic checks ge=1
-            raise SpecError("search.halving.min_epochs: must be >= 1")
         context = info.context or {}
         base_dir = Path(context.get("base_dir") or os.getcwd())
         stem = context.get("stem")

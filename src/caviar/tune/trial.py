@@ -43,9 +43,8 @@ class UnknownParameter(KeyError):
 class Params(Mapping[str, Any]):
     """A trial's parameter values, on their scales; an unknown name is a KeyError with a did-you-mean."""
 
-    def __init__(self, values: Mapping[str, Any], number: int) -> None:
+    def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = dict(values)
-        self._number = number
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -93,7 +92,7 @@ class Trial:
         self.study_name = study_name
         self.metric = metric
         self.pruner = pruner
-        self.params = Params(record.params, record.number)
+        self.params = Params(record.params)
         self.rows: list[dict[str, Any]] = []
         self._hp: dict[str, Any] = dict(record.params)
         self._lock = threading.Lock()
