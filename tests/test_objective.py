@@ -66,7 +66,7 @@ def test_a_pytorch_objective_is_tuned_with_its_curves_stored(tmp_path: Path) -> 
     )
     trials = study.trials
     assert [t.number for t in trials] == list(range(6))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert [(t.state, t.error) for t in trials] == [(TrialState.COMPLETE, None)] * 6
     assert {t.round for t in trials} == {0, 1, 2} and sorted(study.boxes) == [0, 1, 2]
     for t in trials:
         assert 1e-3 <= t.params["lr"] <= 1e-1 and 0.9 <= t.params["beta2"] <= 0.999
