@@ -67,7 +67,7 @@ def objective(trial: Any) -> dict[str, float]:
     torch.set_num_threads(1)
     torch.manual_seed(trial.number)
     X, y, Xv, yv = data()
-    model = make_model()
+    model = make_model().float()  # float32 whatever torch's default dtype is
     hp = trial.hyperparameters  # the params, as live controls change them
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]))
     loss_fn = torch.nn.CrossEntropyLoss()

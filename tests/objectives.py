@@ -88,7 +88,7 @@ def torch_digits(trial: Any) -> dict[str, float]:
     torch.set_num_threads(1)
     torch.manual_seed(trial.number)
     X, y, Xv, yv = _digits()
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).float()
     opt = torch.optim.Adam(model.parameters(), lr=trial.params["lr"], betas=(0.9, trial.params["beta2"]))
     loss_fn = torch.nn.CrossEntropyLoss()
     acc = 0.0
