@@ -51,7 +51,8 @@ class ObjectiveSearch(SearchSection):
     """``[search]`` for an external objective: ``metric`` is any name the objective returns."""
 
     metric: str = "value"
-    direction: Literal["maximize", "minimize"] | None = None
+    #: ``direction`` in the TOML (SearchSection's ``direction`` is the property that resolves it).
+    goal: Literal["maximize", "minimize"] | None = Field(default=None, alias="direction")
     executor: Literal["local"] = "local"
     median: MedianSection | None = None
 
@@ -66,9 +67,18 @@ class ObjectiveSearch(SearchSection):
     @property
     def maximize(self) -> bool:
         """``direction``, or else the rule of caviar's own studies: a name ending in 'loss' is minimized."""
-        if self.direction is not None:
-            return self.direction == "maximize"
+        if self.goal is not None:
+            return self.goal == "maximize"
         return not self.metric.endswith("loss")
+
+    @property
+    def direction(self) -> str:
+        """The study's stored direction, ``maximize`` or ``minimize``."""
+        return "maximize" if self.maximize else "minimize"
+
+    def objective(self, metric_value: float) -> float:
+        """The metric turned into the value samplers MAXIMIZE."""
+        return float(metric_value) if self.maximize else -float(metric_value)
 
 
 class ObjectiveSection(_Section):
@@ -148,8 +158,8 @@ class ObjectiveSpec(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that :func:`load_objective_spec` turns back into an equal spec."""
-        search = self.search.model_dump(mode="json", exclude_none=True)
-        search["direction"] = "maximize" if self.search.maximize else "minimize"
+        search = self.search.model_dump(mode="json", exclude_none=True, exclude={"goal"})
+        search["direction"] = self.search.direction
         return {
             "study": self.study.model_dump(mode="json"),
             "search": search,
