@@ -188,9 +188,7 @@ def test_markers_log_axis_fork_summary_and_adopt(tmp_path):
             assert page.evaluate("document.getElementById('loss-plot').layout.yaxis.type") == "linear"
             page.check("#log-loss")
             page.wait_for_function("document.getElementById('loss-plot').layout.yaxis.type === 'log'")
-            page.wait_for_function(
-                "document.querySelector('#loss-plot .ytitle').textContent.includes('log')"
-            )
+            page.wait_for_function("document.querySelector('#loss-plot .ytitle').textContent.includes('log')")
             page.screenshot(path=str(screenshot_path("panda-6-log-loss.png")), full_page=True)
 
             # a fork from the page; its summary lists each member's validation accuracy, best first

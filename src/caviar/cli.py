@@ -158,7 +158,13 @@ StorageOpt = Annotated[
 
 
 def _fmt(value) -> str:
+    """4 significant digits; a value just below 1 (a beta) with 3 significant digits of its gap to 1
+    (0.99985, not 0.9998)."""
     if isinstance(value, float):
+        if 0.9 < value < 1:
+            import math
+
+            return f"{value:.{math.ceil(-math.log10(1 - value)) + 2}f}".rstrip("0")
         return f"{value:.4g}"
     return str(value)
 
@@ -210,7 +216,20 @@ def tune(
 
             err_console.print(f"plot written to {preview_png(resolved.space, rows, plot)}")
         return
-    _run_with_progress(resolved)
+    _run_with_progress(resolved, _resume_command(spec, trials, workers, storage, seed, settings or []))
+
+
+def _resume_command(spec: Path, trials, workers, storage, seed, settings: list[str]) -> str:
+    """The command that resumes this study: the same spec and options (a study resumes where it stood)."""
+    import shlex
+
+    words = ["caviar", "tune", str(spec)]
+    for flag, value in (("--trials", trials), ("--workers", workers), ("--storage", storage), ("--seed", seed)):
+        if value is not None:
+            words += [flag, str(value)]
+    for item in settings:
+        words += ["--set", item]
+    return shlex.join(words)
 
 
 def _display_storage(url: str) -> str:
@@ -247,36 +266,51 @@ def _parse_settings(items: list[str]) -> dict:
     return out
 
 
-def _run_with_progress(spec) -> None:
+def _run_with_progress(spec, resume: str | None = None) -> None:
+    """Run the study under the live display (caviar.progress); Ctrl-C says how to resume, then exits 130."""
     import time as _time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from caviar.errors import StorageError
+    from caviar.progress import TuneDisplay, summary_line
+    from caviar.storage import open_storage
     from caviar.tune.study import run_study
 
     total = spec.search.trials
+    store = open_storage(spec.storage_url)
+    try:
+        done = sum(v for k, v in store.counts(store.get_study(spec.name).id).items() if k.finished)
+    except StorageError:  # a new study
+        done = 0
+    if done:
+        console.print(f"resuming study [bold]{spec.study.name}[/]: {summary_line(done, total)}", highlight=False)
     console.print(
         f"study [bold]{spec.study.name}[/]: {total} trials, {spec.search.strategy} search over "
         f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}",
         highlight=False,
     )
     start = _time.perf_counter()
-    with Progress(
-        TextColumn("[bold]trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[best]}"),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("tune", total=total, best="")
-
-        def progress(counts, best) -> None:
-            done = sum(v for k, v in counts.items() if k.finished)
-            info = f"best {spec.search.metric} {best.metrics.get(spec.search.metric, float('nan')):.4f}" if best else ""
-            bar.update(task, completed=min(done, total), best=info)
-
-        study = run_study(spec, on_progress=progress)
+    display = TuneDisplay(
+        console,
+        total=total,
+        done=done,
+        metric=spec.search.metric,
+        epochs=spec.training.epochs,
+        storage=store,
+        study=spec.name,
+    )
+    try:
+        with display:
+            study = run_study(spec, on_progress=display)
+    except KeyboardInterrupt:
+        counts = store.counts(store.get_study(spec.name).id)
+        now_done = sum(v for k, v in counts.items() if k.finished)
+        err_console.print(
+            f"interrupted: {summary_line(now_done, total)}; the trials in training go back to the queue.\n"
+            f"resume with: {resume or 'caviar tune SPEC'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise
     elapsed = _time.perf_counter() - start
     counts = study.counts()
     best = study.best_trial
@@ -313,17 +347,65 @@ def _print_rows(rows: list[dict], fmt: str) -> None:
     elif fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
     elif fmt == "table":
-        from rich.table import Table
-
-        table = Table()
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        for k in keys:
-            table.add_column(k)
-        for r in rows:
-            table.add_row(*[_fmt(r.get(k, "")) for k in keys])
-        console.print(table)
+        cells = [[_fmt(r.get(k, "")) for k in keys] for r in rows]
+        width = console.width if console.is_terminal else None
+        for table in _fitted_tables(keys, cells, width):
+            _print_table(table)
     else:
         fail(f"--format: {fmt!r} is not one of table, csv, json")
+
+
+def _table_width(columns: list[list[str]]) -> int:
+    """The width rich's default table takes: each column its widest cell, a space each side, borders."""
+    return 1 + sum(max(map(len, col), default=0) + 3 for col in columns)
+
+
+def _fitted_tables(keys: list[str], cells: list[list[str]], width: int | None) -> list:
+    """One table of points (a row each) if it fits ``width`` (None: any width); else one row per
+    parameter and a column per point, in as many tables as it takes: no cell is ever cut."""
+    from rich.table import Table
+
+    columns = [[k, *(row[j] for row in cells)] for j, k in enumerate(keys)]
+    if width is None or _table_width(columns) <= width:
+        table = Table()
+        for k in keys:
+            table.add_column(k, no_wrap=True)
+        for row in cells:
+            table.add_row(*row)
+        return [table]
+    names = [k for k in keys if k != "number"]
+    label = [_fmt(row[keys.index("number")]) if "number" in keys else str(i) for i, row in enumerate(cells)]
+    body = {k: [row[keys.index(k)] for row in cells] for k in names}
+    tables, start = [], 0
+    first = ["point", *names]
+    while start < len(cells):
+        stop = start + 1  # at least one point a table
+        while stop < len(cells):
+            cols = [first, *([f"#{label[i]}", *(body[k][i] for k in names)] for i in range(start, stop + 1))]
+            if _table_width(cols) > width:
+                break
+            stop += 1
+        table = Table()
+        table.add_column("point", no_wrap=True)
+        for i in range(start, stop):
+            table.add_column(f"#{label[i]}", no_wrap=True, justify="right")
+        for k in names:
+            table.add_row(k, *(body[k][i] for i in range(start, stop)))
+        tables.append(table)
+        start = stop
+    return tables
+
+
+def _print_table(table) -> None:
+    """On a terminal, as wide as it is; piped or redirected, as wide as the table (no 80-column cut)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    natural = Console(width=100_000).measure(table).maximum
+    Console(width=max(80, natural), color_system=None).print(table)
 
 
 def _open_study(study: str, storage: str | None):
@@ -371,10 +453,14 @@ def show(
     done = [t for t in s.trials if t.objective is not None]
     done.sort(key=lambda t: -t.objective)
     names = spec.space.names
+    from caviar.web.data import own_seconds
+
+    seconds = own_seconds(s.trials)
     table = Table(title=f"study {s.name}: top {min(top, len(done))} of {len(s.trials)} trials by {metric}")
-    for col in ("#", "round", *names, metric, "test_accuracy", "epochs", "state"):
+    for col in ("#", "round", *names, metric, "test_accuracy", "epochs", "seconds", "state"):
         table.add_column(col)
     for t in done[:top]:
+        own = seconds.get(t.id)
         table.add_row(
             str(t.number),
             str(t.round),
@@ -382,9 +468,10 @@ def show(
             _fmt(t.metrics.get(metric)),
             _fmt(t.metrics.get("test_accuracy")),
             _fmt(t.metrics.get("epochs_run")),
+            "" if own is None else f"{own:.2f}",
             t.state,
         )
-    console.print(table)
+    _print_table(table)
     counts = s.counts()
     console.print(", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v) or "no trials")
     for rnd, box in s.boxes.items():

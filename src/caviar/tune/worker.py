@@ -7,15 +7,17 @@ The loop is the same in the process that runs the study, in worker processes and
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from caviar.errors import CaviarError
+from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
 from caviar.tune.halving import SuccessiveHalving
@@ -29,8 +31,30 @@ HEARTBEAT_EVERY_S = 5.0
 STALE_AFTER_S = 60.0
 MODEL_ARTIFACT = "model.npz"
 
-#: Called after each population with the study's counts per state and its best trial.
+#: Called after each population with the study's counts per state and its best trial. A progress
+#: callback that also has an ``on_epoch(PopulationEpoch)`` method hears every epoch end of the
+#: populations this process trains (worker processes' epochs are in storage's curves).
 Progress = Callable[[dict[TrialState, int], "TrialRecord | None"], None]
+
+
+@dataclass(frozen=True)
+class PopulationEpoch:
+    """One epoch end of a population this worker trains, for a live display."""
+
+    numbers: tuple[int, ...]  # the population's trial numbers
+    epoch: int  # epochs done, 1 to ``epochs``
+    epochs: int  # the epochs its trials were given
+    members_left: int  # members that trained this epoch
+    best: float | None  # the best ``metric`` among this epoch's rows
+    metric: str
+
+
+def best_of(rows: Iterable[Mapping[str, Any]], metric: str) -> float | None:
+    """The best finite ``metric`` among curve rows (the larger, or the smaller for a loss)."""
+    values = [float(v) for r in rows if isinstance(v := r.get(metric), (int, float)) and math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if is_maximized(metric) else min(values)
 
 
 # ----------------------------------------------------------------------------------------- liveness
@@ -100,8 +124,11 @@ class WorkerContext:
     worker_id: str
 
 
-def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
-    """Train one claimed population and finish its trials (FAILED with the error if it breaks)."""
+def train_claimed(
+    ctx: WorkerContext, claimed: list[TrialRecord], on_epoch: Callable[[PopulationEpoch], None] | None = None
+) -> None:
+    """Train one claimed population and finish its trials (FAILED with the error if it breaks);
+    ``on_epoch`` hears each of its epoch ends."""
     spec, storage = ctx.spec, ctx.storage
     by_number = {r.number: r for r in claimed}
     halving = None
@@ -113,12 +140,19 @@ def train_claimed(ctx: WorkerContext, claimed: list[TrialRecord]) -> None:
         bracket = bracket_of(min(by_number), table)
         halving = SuccessiveHalving(spec.search.hyperband.eta, bracket.min_epochs, spec.search.metric)  # type: ignore[union-attr]
 
+    numbers = tuple(sorted(by_number))
+    metric = spec.search.metric
+
     def stream(rows: dict[int, dict]) -> None:
         storage.add_curves({by_number[number].id: [row] for number, row in rows.items()}, ctx.worker_id)
+        if on_epoch is not None and rows:
+            epoch = 1 + max(int(r["epoch"]) for r in rows.values())
+            on_epoch(PopulationEpoch(numbers, epoch, epochs, len(rows), best_of(rows.values(), metric), metric))
 
     with Heartbeat(storage, [r.id for r in claimed], ctx.worker_id):
         try:
             plans = [plan_from_record(spec, r) for r in claimed]
+            epochs = max(p.train.epochs for p in plans)
             pbt = pbt_callback(spec, plans)
             extra: dict[str, Any] = {} if pbt is None else {"callbacks": [pbt]}
             outcomes = train_population(
@@ -164,7 +198,7 @@ def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
         )
         if not claimed:
             return done
-        train_claimed(ctx, claimed)
+        train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None))
         done += len(claimed)
         if on_progress is not None:
             on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))

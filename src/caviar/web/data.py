@@ -7,6 +7,7 @@ The figure functions and the HTTP API both work from it, so they never disagree.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,11 @@ class StudyData:
     @property
     def name(self) -> str:
         return self.record.name
+
+    @functools.cached_property
+    def seconds(self) -> dict[int, float | None]:
+        """Each trial's own seconds (its share of its population's time), by trial id."""
+        return own_seconds(self.trials)
 
     @property
     def metric(self) -> str:
@@ -217,6 +223,29 @@ def study_detail(data: StudyData) -> dict[str, Any]:
     )
 
 
+def own_seconds(trials: list[TrialRecord]) -> dict[int, float | None]:
+    """Each trial's own seconds, by trial id: the trials of a population train together and are
+    stored at once, so each has the population's whole time as its duration; a trial's own time is
+    its share of that, in proportion to the epochs it trained (a pruned member leaves early)."""
+    groups: dict[tuple[Any, ...], list[TrialRecord]] = {}
+    for t in trials:
+        if t.duration is None or t.started_at is None:
+            continue
+        groups.setdefault((t.worker_id, t.started_at, t.finished_at), []).append(t)
+    out: dict[int, float | None] = {t.id: None for t in trials}
+    for members in groups.values():
+        weights = [_epochs_run(t) for t in members]
+        total = sum(weights)
+        for t, w in zip(members, weights, strict=True):
+            out[t.id] = float(t.duration or 0.0) * w / total if total else t.duration
+    return out
+
+
+def _epochs_run(t: TrialRecord) -> float:
+    n = t.metrics.get("epochs_run")
+    return float(n) if isinstance(n, (int, float)) and n > 0 else 1.0
+
+
 def trial_row(data: StudyData, trial: TrialRecord) -> dict[str, Any]:
     """One row of the trials table."""
     return jsonable(
@@ -226,7 +255,8 @@ def trial_row(data: StudyData, trial: TrialRecord) -> dict[str, Any]:
             "state": trial.state,
             "value": data.value(trial),
             "objective": trial.objective,
-            "duration": trial.duration,
+            "duration": data.seconds.get(trial.id),
+            "population_seconds": trial.duration,
             "params": trial.params,
             "metrics": {k: v for k, v in trial.metrics.items() if isinstance(v, (int, float, str, type(None)))},
             "error": trial.error,
