@@ -1,6 +1,6 @@
 """caviar: train neural networks and tune their hyperparameters, many models at once.
 
-``Classifier`` and ``load`` are imported on first use, so that ``import caviar`` (and every
+``Classifier``, ``Regressor`` and ``load`` are imported on first use, so that ``import caviar`` (and every
 worker process and CLI call) does not pay for scikit-learn until it needs it.
 """
 
@@ -18,6 +18,7 @@ __all__ = [
     "ControlError",
     "DataError",
     "ModelFileError",
+    "Regressor",
     "SpecError",
     "StorageError",
     "__version__",
@@ -30,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from caviar.sklearn import Classifier
 
         return Classifier
+    if name == "Regressor":
+        from caviar.sklearn import Regressor
+
+        return Regressor
     if name == "load":
         from caviar.sklearn import load
 

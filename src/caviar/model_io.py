@@ -75,7 +75,7 @@ def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.nda
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError) as exc:  # TypeError: a .npy
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, AttributeError) as exc:  # a .npy
         raise ModelFileError(f"{path}: not a readable .npz model file ({exc.__class__.__name__})") from None
     if HEADER not in arrays:
         raise ModelFileError(f"{path}: not a caviar model file (no {HEADER} header)")

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from caviar.backend import default_backend
+from caviar.backend import Backend
 from caviar.config import ModelConfig, TrainConfig
 from caviar.data.preprocess import Standardizer
 from caviar.errors import DataError, ModelFileError
@@ -266,12 +266,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
         check_is_fitted(self, "params_")
-        X = self._standardized(self._check_X(X, reset=False))
-        arch = self.architecture_
-        params = {n: a[None] for n, a in self.params_.items()}
-        state = {n: a[None] for n, a in self.state_.items()}
-        logits, _, _ = forward(arch, params, state, X, train=False, backend=default_backend())
-        return softmax(logits[0].astype(np.float64))
+        return softmax(_outputs64(self, self._standardized(self._check_X(X, reset=False))))
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
@@ -331,6 +326,223 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def get_config(self) -> dict:
         """The model and training configuration as plain dicts."""
         return {"model": asdict(self.model_config()), "training": asdict(self.train_config())}
+
+
+def _outputs64(est: Any, X: np.ndarray) -> np.ndarray:
+    """The network's outputs (N, n_out) for standardized rows, in float64 whatever the model's dtype:
+    float32 matmuls round a row differently with its position in the batch (BLAS blocks rows), so a
+    prediction would depend on the other rows by ~1e-7; in float64 that is below any tolerance that
+    matters (scikit-learn's row-order and subset checks), at the price of a float64 matmul."""
+    params = {n: a[None].astype(np.float64) for n, a in est.params_.items()}
+    state = {n: a[None].astype(np.float64) for n, a in est.state_.items()}
+    out, _, _ = forward(est.architecture_, params, state, np.asarray(X, np.float64), train=False, backend=Backend.NUMPY)
+    return out[0]
+
+
+class Regressor(RegressorMixin, BaseEstimator):
+    """A multilayer perceptron with a linear output, trained on the mean squared error (or Huber's
+    loss, ``loss="huber"``) by the same engine as the Classifier, following MLPRegressor's conventions:
+    ``score`` is R², the target is standardized on the training part and predictions are mapped back
+    (``target_scaler_``). The other parameters are the Classifier's.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **Classifier._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "huber"})],
+    }
+
+    params_: dict[str, np.ndarray]
+    state_: dict[str, np.ndarray]
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (128, 64),
+        activation: str = "relu",
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+        l2: float = 0.0,
+        optimizer: str = "adam",
+        learning_rate: float = 1e-3,
+        momentum: float = 0.9,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        rho: float = 0.99,
+        epsilon: float = 1e-8,
+        lr_decay: float = 0.0,
+        decay: str = "none",
+        decay_every: int = 10,
+        batch_size: int = 64,
+        epochs: int = 30,
+        bn_momentum: float = 0.1,
+        early_stopping: bool = False,
+        patience: int = 10,
+        min_delta: float = 0.0,
+        validation_fraction: float = 0.1,
+        standardize: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: str = "float32",
+        verbose: bool = False,
+        loss: str = "squared_error",
+    ) -> None:
+        self.hidden = hidden
+        self.activation = activation
+        self.batchnorm = batchnorm
+        self.dropout = dropout
+        self.l2 = l2
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.rho = rho
+        self.epsilon = epsilon
+        self.lr_decay = lr_decay
+        self.decay = decay
+        self.decay_every = decay_every
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.bn_momentum = bn_momentum
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.min_delta = min_delta
+        self.validation_fraction = validation_fraction
+        self.standardize = standardize
+        self.shuffle = shuffle
+        self.seed = seed
+        self.dtype = dtype
+        self.verbose = verbose
+        self.loss = loss
+
+    model_config = Classifier.model_config
+    train_config = Classifier.train_config
+    _check_X = Classifier._check_X
+    _standardized = Classifier._standardized
+    _check_batch = Classifier._check_batch
+    _adopt = Classifier._adopt
+    get_config = Classifier.get_config
+
+    def set_params(self, **params: Any) -> Regressor:
+        """scikit-learn's set_params, with the registry's aliases (as the Classifier's)."""
+        return super().set_params(**{canonical(name): value for name, value in params.items()})
+
+    def _validate_params(self) -> None:
+        self.train_config()
+        super()._validate_params()
+
+    def _prepare(self, X, y, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        arr = np.asarray(y)
+        if arr.dtype.kind in "OUSV":
+            bad = next((v for v in arr.ravel() if isinstance(v, str | bytes)), None)
+            if bad is not None or arr.dtype.kind in "USV":
+                shown = str(bad if bad is not None else arr.ravel()[0])
+                raise DataError(f"Regressor needs a numeric target; y holds text ({shown!r})")
+        X, y = validate_data(
+            self, X, y, reset=reset, dtype=np.dtype(self.dtype), ensure_all_finite=True, y_numeric=True
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1:
+            raise DataError(f"Regressor takes one target column, got y of shape {y.shape}")
+        return X, y.astype(np.float64)
+
+    def _new_trainer(self, n_features: int, one_pass: bool = False) -> Trainer:
+        model, train = self.model_config(), self.train_config()
+        if one_pass:
+            train = replace(train, early_stopping=False)
+        arch = Architecture(n_features, 1, model.hidden, model.activation, model.batchnorm)
+        hp = hyperparameters_from([{}], train, dropout=model.dropout)
+        return Trainer(
+            arch,
+            train,
+            hp,
+            member_ids=[0],
+            seed=int(self.seed),
+            dtype=np.dtype(self.dtype),
+            shuffle=bool(self.shuffle),
+            loss=self.loss,
+        )
+
+    def _scaled_target(self, y: np.ndarray) -> np.ndarray:
+        mean, std = self._target_stats()
+        return ((y - mean) / std).astype(np.dtype(self.dtype))
+
+    def _target_stats(self) -> tuple[float, float]:
+        t = self.target_scaler_
+        assert t.mean is not None and t.std is not None, "fitted in fit / partial_fit"
+        return float(t.mean[0]), float(t.std[0])
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, *, validation_data=None, callbacks=()) -> Regressor:
+        """Train from scratch on (X, y); returns self (``validation_data`` and ``callbacks`` as the Classifier's)."""
+        X, y = self._prepare(X, y, reset=True)
+        X_val = y_val = None
+        if validation_data is not None:
+            X_val = self._check_X(validation_data[0], reset=False)
+            y_val = np.asarray(validation_data[1], dtype=np.float64).ravel()
+        elif self.early_stopping:
+            n_val = max(int(round(self.validation_fraction * len(y))), 1)
+            if len(y) - n_val < 2:
+                raise DataError(f"too few samples ({len(y)}) to hold out a validation split")
+            X, X_val, y, y_val = train_test_split(X, y, test_size=n_val, random_state=int(self.seed))
+        self.target_scaler_ = Standardizer().fit(y.reshape(-1, 1))
+        self.standardizer_ = Standardizer().fit(X) if self.standardize else None
+        self._check_batch(len(y))
+        trainer = self._new_trainer(X.shape[1])
+        Xv = None if X_val is None else self._standardized(X_val)
+        yv = None if y_val is None else self._scaled_target(y_val)
+        trainer.fit(self._standardized(X), self._scaled_target(y), Xv, yv, callbacks=callbacks)
+        self._adopt(trainer)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y) -> Regressor:
+        """One pass over (X, y), continuing from the current state; the target scaling of the first call."""
+        first = not hasattr(self, "params_")
+        X, y = self._prepare(X, y, reset=first)
+        if first:
+            self.target_scaler_ = Standardizer().fit(y.reshape(-1, 1))
+            self.standardizer_ = Standardizer().fit(X) if self.standardize else None
+        self._check_batch(len(y))
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.K == 0:
+            trainer = self._new_trainer(X.shape[1], one_pass=True)
+            if not first:
+                trainer.load_weights(
+                    {n: a[None] for n, a in self.params_.items()}, {n: a[None] for n, a in self.state_.items()}
+                )
+        trainer.train_epoch(self._standardized(X), self._scaled_target(y))
+        trainer.end_epoch()
+        self._trainer = trainer
+        self.params_, self.state_ = trainer.member_weights(0)
+        self.history_ = trainer.histories[0].rows
+        self.n_iter_ = trainer.epoch
+        self.loss_curve_ = [r["train_loss"] for r in self.history_]
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted target of each row (float64, in the target's units)."""
+        check_is_fitted(self, "params_")
+        out = _outputs64(self, self._standardized(self._check_X(X, reset=False)))
+        mean, std = self._target_stats()
+        return out[:, 0] * std + mean
+
+    @property
+    def architecture_(self) -> Architecture:
+        check_is_fitted(self, "params_")
+        m = self.model_config()
+        return Architecture(self.n_features_in_, 1, m.hidden, m.activation, m.batchnorm)
+
+    def to_onnx(self):
+        """The fitted model as an ``onnx.ModelProto`` (predictions out; see caviar.export.onnx)."""
+        from caviar.export.onnx import to_onnx
+
+        return to_onnx(self)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
 
 
 def load(path: str | Path | BinaryIO) -> Classifier:

@@ -57,3 +57,59 @@ def loss_and_accuracy(
         return kernels.softmax_cross_entropy_(logits, y)
     loss, dlogits = softmax_cross_entropy(logits, y)
     return loss, accuracy(logits, y), dlogits
+
+
+# ----------------------------------------------------------------------------------------------
+# Regression: a linear output (K, B, 1) and a target (B,) or (K, B), standardized by the caller.
+
+
+def squared_error(pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean squared error per member and its gradient: (loss (K,), dpred = 2 (pred - y) / B (K, B, 1)).
+
+    PyTorch's ``MSELoss`` (mean reduction); the loss is summed in float64 in batch order like
+    ``softmax_cross_entropy``, so a member's loss does not depend on the population it trains in."""
+    K, B, _ = pred.shape
+    if B == 0:
+        raise ValueError("squared_error needs at least one sample")
+    diff = pred[..., 0] - np.asarray(y, dtype=pred.dtype)
+    loss = np.cumsum(diff * diff, axis=1, dtype=np.float64)[:, -1] / B
+    return loss, (diff * (2.0 / B))[..., None].astype(pred.dtype, copy=False)
+
+
+def huber(pred: np.ndarray, y: np.ndarray, delta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Huber loss per member (PyTorch's ``HuberLoss``: 0.5 d^2 for |d| <= delta, else
+    delta (|d| - delta / 2), mean over the batch) and its gradient clip(d, -delta, delta) / B."""
+    K, B, _ = pred.shape
+    if B == 0:
+        raise ValueError("huber needs at least one sample")
+    diff = pred[..., 0] - np.asarray(y, dtype=pred.dtype)
+    a = np.abs(diff)
+    per = np.where(a <= delta, 0.5 * diff * diff, delta * (a - 0.5 * delta))
+    loss = np.cumsum(per, axis=1, dtype=np.float64)[:, -1] / B
+    return loss, (np.clip(diff, -delta, delta) / B)[..., None].astype(pred.dtype, copy=False)
+
+
+def squared_error_loss(
+    pred: np.ndarray, y: np.ndarray, backend: Backend = Backend.NUMPY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``squared_error`` in the trainer's form (loss, accuracy, dpred); no accuracy for a continuous target."""
+    loss, grad = squared_error(pred, y)
+    return loss, np.full(len(loss), np.nan), grad
+
+
+def huber_loss(
+    pred: np.ndarray, y: np.ndarray, backend: Backend = Backend.NUMPY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``huber`` (delta 1) in the trainer's form (loss, accuracy, dpred); no accuracy for a continuous target."""
+    loss, grad = huber(pred, y)
+    return loss, np.full(len(loss), np.nan), grad
+
+
+#: The trainer's losses by name: ``f(outputs, y, backend) -> (loss (K,), accuracy (K,), doutputs)``.
+#: ``cross_entropy`` has a fused numba kernel; the regression losses are numpy on both backends
+#: (one subtraction and a reduction: nothing to fuse) and report NaN as their accuracy.
+LOSSES = {
+    "cross_entropy": loss_and_accuracy,
+    "squared_error": squared_error_loss,
+    "huber": huber_loss,
+}

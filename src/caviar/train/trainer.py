@@ -42,7 +42,7 @@ import numpy as np
 from caviar.backend import Backend, default_backend
 from caviar.config import PER_MEMBER, TrainConfig
 from caviar.data.batches import minibatch_indices
-from caviar.nn.losses import loss_and_accuracy
+from caviar.nn.losses import LOSSES
 from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
 from caviar.optim.optimizers import Optimizer, OptimizerState
 from caviar.optim.schedules import decayed_lr
@@ -179,12 +179,18 @@ class Trainer:
         shuffle: bool = True,
         threads: int | None = None,
         backend: Backend | str | None = None,
+        loss: str = "cross_entropy",
     ) -> None:
-        """``threads``: slices of the population trained side by side (1: none); None: as many as
+        """``loss``: a name of caviar.nn.losses.LOSSES (``squared_error``/``huber`` for a regression's
+        linear output, one unit). ``threads``: slices of the population trained side by side (1: none); None: as many as
         BLAS threads are set (threadpoolctl), used only when K is at least that number.
         ``backend``: fused numba kernels or numpy passes (``caviar.backend``); None: what the
         environment says (``CAVIAR_KERNELS``), resolved here once and passed down."""
         self.backend = default_backend() if backend is None else Backend.of(backend)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        self.loss = loss
+        self._loss_fn = LOSSES[loss]
         self.arch = arch
         self.config = train
         self.dtype = np.dtype(dtype)
@@ -295,7 +301,7 @@ class Trainer:
             rngs=self.rngs[k0:k1],
             backend=self.backend,
         )
-        loss, acc, dlogits = loss_and_accuracy(logits, yb, self.backend)  # fused: logits become dlogits
+        loss, acc, dlogits = self._loss_fn(logits, yb, self.backend)  # fused: logits become dlogits
         backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend)
         for n, a in state.items():
             new_state[n][rows] = a
@@ -540,7 +546,7 @@ class Trainer:
         z = self._slice_logits(k0, k1, X)
         if np.ndim(y) == 2:  # labels per member (K, N): this slice's rows
             y = y[k0:k1]
-        loss, acc, _ = loss_and_accuracy(z, y, self.backend)  # fused: one pass; z is ours to overwrite
+        loss, acc, _ = self._loss_fn(z, y, self.backend)  # fused: one pass; z is ours to overwrite
         return loss, acc
 
     def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:

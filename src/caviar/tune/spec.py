@@ -530,7 +530,8 @@ def _config_values(values: Mapping[str, Any], hidden: tuple[int, ...]) -> dict[s
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
     """The section model inside an annotation such as ``Optional[HalvingSection]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    # get_origin first: on Python 3.10 a generic alias (tuple[int, ...]) passes isinstance(..., type)
+    if get_origin(annotation) is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if get_origin(annotation) in (Union, types.UnionType):
         for arg in get_args(annotation):
