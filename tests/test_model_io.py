@@ -222,3 +222,27 @@ def test_zip_without_npy_members(tmp_path: Path) -> None:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(ModelFileError):
         caviar.load(path)
+
+
+def test_feature_names_n_iter_and_loss_curve_are_kept(tmp_path):
+    """A model fitted on a DataFrame refuses, after loading, other, missing or reordered columns."""
+    import pandas as pd
+    import pytest as _pytest
+    from sklearn.datasets import load_iris
+
+    import caviar
+
+    frame = load_iris(as_frame=True).data
+    y = load_iris().target
+    clf = caviar.Classifier(hidden=(8,), epochs=3, seed=0).fit(frame, y)
+    clf.save(tmp_path / "m.npz")
+    back = caviar.load(tmp_path / "m.npz")
+    assert list(back.feature_names_in_) == list(frame.columns)
+    assert back.n_iter_ == clf.n_iter_ == 3 and back.loss_curve_ == clf.loss_curve_
+    np.testing.assert_array_equal(back.predict_proba(frame), clf.predict_proba(frame))
+    with _pytest.raises(ValueError, match="same order"):
+        back.predict(frame[frame.columns[::-1]])
+    with _pytest.raises(ValueError, match="feature names"):
+        back.predict(frame.rename(columns={frame.columns[0]: "other"}))
+    with _pytest.raises(ValueError):
+        back.predict(pd.DataFrame(frame.to_numpy()[:, :3], columns=frame.columns[:3]))

@@ -51,7 +51,11 @@ def save_classifier(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
         "n_features_in": int(clf.n_features_in_),
         "classes": np.asarray(clf.classes_).tolist(),
         "history": clf.history_,
+        "n_iter": int(getattr(clf, "n_iter_", len(clf.history_))),
+        "loss_curve": [float(v) for v in getattr(clf, "loss_curve_", [r["train_loss"] for r in clf.history_])],
     }
+    if hasattr(clf, "feature_names_in_"):  # predicting with other, missing or reordered names is refused
+        header["feature_names_in"] = [str(n) for n in clf.feature_names_in_]
     arrays[HEADER] = np.array(json.dumps(header))
     if hasattr(path, "write"):  # a binary file object
         np.savez(cast(BinaryIO, path), **arrays)

@@ -564,4 +564,8 @@ def load(path: str | Path | BinaryIO) -> Classifier:
     arch = Architecture(clf.n_features_in_, len(clf.classes_), m.hidden, m.activation, m.batchnorm)
     clf.params_, clf.state_, clf.standardizer_ = model_weights(path, arrays, arch, np.dtype(clf.dtype))
     clf.history_ = header.get("history", [])
+    clf.n_iter_ = int(header.get("n_iter", len(clf.history_)))
+    clf.loss_curve_ = list(header.get("loss_curve", [r["train_loss"] for r in clf.history_]))
+    if "feature_names_in" in header:
+        clf.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
     return clf
