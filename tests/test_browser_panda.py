@@ -290,6 +290,8 @@ def test_dashboard_lists_sessions_apart_with_their_interventions(tmp_path):
             events = page.locator("#events")
             for kind in ("start", "set", "fork", "stop"):
                 expect(events).to_contain_text(kind)
+            expect(events).to_contain_text("learning_rate 0.01 → 0.005")  # in words, not JSON
+            expect(events).to_contain_text(f"2 trials in study {s.forks[0].name}")
             page.screenshot(path=str(screenshot_path("dashboard-session-page.png")), full_page=True)
             browser.close()
     finally:

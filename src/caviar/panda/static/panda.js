@@ -262,7 +262,7 @@ function showDivergence(st, branch) {
   if (!ev) return;
   const target = branch.filter((c) => c.step < ev.step).pop();
   const p = ev.payload || {};
-  $("diverged-text").textContent = `The model diverged at step ${ev.step} (loss ${fmt(p.loss)}, lr ${fmt(p.lr)}). ` +
+  $("diverged-text").textContent = `The model diverged at step ${ev.step}: its loss became ${p.loss === null || p.loss === undefined ? "non-finite" : fmt(p.loss)} under lr ${fmt(p.lr)}. ` +
     (target ? `Roll back to checkpoint #${target.id} (epoch ${target.epoch}, step ${target.step}) and lower the learning rate.`
       : "No checkpoint to roll back to.");
   const btn = $("diverged-rollback");
@@ -290,7 +290,7 @@ function showForks(forks, stopped) {
       table.className = "members";
       const names = f.params || [];
       const hrow = table.createTHead().insertRow();
-      ["#", "val acc", ...names.map((n) => SHORT[n] || n), ""].forEach((t) => {
+      ["#", "val acc", "val loss", ...names.map((n) => SHORT[n] || n), ""].forEach((t) => {
         const th = document.createElement("th");
         th.textContent = t;
         hrow.appendChild(th);
@@ -300,7 +300,8 @@ function showForks(forks, stopped) {
         const tr = body.insertRow();
         tr.dataset.member = m.number;
         if (j === 0 && m.val_accuracy !== null) tr.className = "best";
-        const cells = [`#${m.number}`, m.state === "COMPLETE" ? fmt(m.val_accuracy) : m.state.toLowerCase(),
+        const done = m.state === "COMPLETE";
+        const cells = [`#${m.number}`, done ? fmt(m.val_accuracy) : m.state.toLowerCase(), done ? fmt(m.val_loss) : "",
           ...names.map((n) => fmt(m.params[n]))];
         cells.forEach((t) => { tr.insertCell().textContent = t; });
         const td = tr.insertCell();

@@ -16,6 +16,22 @@ function kvRows(sel, entries) {
   }
 }
 
+// A panda session's interventions in words (the panda page's labels); any other event as its JSON.
+function eventText(e) {
+  const p = e.payload || {};
+  const short = (v) => fmt(v, 4);
+  switch (e.kind) {
+    case "set": return ": " + Object.entries(p.changes || {}).map(([k, v]) => `${k} ${short((p.old || {})[k])} → ${short(v)}`).join(", ");
+    case "checkpoint": return `: #${p.checkpoint} ${p.label || ""} (epoch ${p.epoch})`;
+    case "rollback": return `: to checkpoint #${p.checkpoint}, step ${p.from_step} → ${p.to_step}, epoch ${p.from_epoch} → ${p.to_epoch}`;
+    case "fork": return `: ${p.k} trials in study ${p.study}${p.warm === false ? " (from scratch)" : ""}`;
+    case "adopt": return `: trial #${p.member} of ${p.study}, epoch ${p.from_epoch} → ${p.to_epoch}`;
+    case "diverged": return `: loss ${p.loss === null ? "non-finite" : short(p.loss)} under lr ${short(p.lr)}`;
+    case "start": return `: ${p.optimizer || ""} ${p.hidden ? JSON.stringify(p.hidden) : ""}, ${p.epochs} epochs`;
+    default: return e.payload === null || !Object.keys(p).length ? "" : ": " + fmt(e.payload);
+  }
+}
+
 function setLink(sel, study, number) {
   const a = $(sel);
   a.hidden = number === null || number === undefined;
@@ -68,7 +84,7 @@ async function load() {
   kvRows("#metrics", Object.entries(t.metrics).filter(([k]) => !(d.lineage && (k === "lineage" || k === "schedule"))));
   const events = $("#events");
   events.replaceChildren(...d.events.map((e) => el("li", {},
-    `${e.created_at || ""} · ${e.kind}${e.step === null ? "" : ` at step ${e.step}`}${e.payload === null ? "" : ": " + fmt(e.payload)}`)));
+    `${e.created_at || ""} · ${e.kind}${e.step === null ? "" : ` at step ${e.step}`}${eventText(e)}`)));
   $("#no-events").hidden = d.events.length > 0;
   const arts = $("#artifacts");
   arts.replaceChildren(...d.artifacts.map((a) => {
