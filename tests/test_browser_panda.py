@@ -256,6 +256,14 @@ def test_divergence_banner_offers_the_rollback(tmp_path):
             expect(banner).to_be_hidden()
             expect(page.locator("#status")).to_have_text("paused")
             assert s.step == target["step"] and s.status == "paused"
+            # the checkpoint list: only the current branch, newest first and selected, as it grows
+            s.run_epochs(2)
+            s.checkpoint("after").wait()
+            branch = [c["id"] for c in s.state()["checkpoints"] if c["current"]]
+            listed = "() => [...document.querySelectorAll('#rollback-select option')].map(o => Number(o.value))"
+            page.wait_for_function(f"() => ({listed})().length === {len(branch)}")
+            assert page.evaluate(listed) == branch[::-1]
+            assert page.eval_on_selector("#rollback-select", "s => Number(s.value)") == branch[-1]
             browser.close()
     finally:
         s.close(10)

@@ -98,7 +98,7 @@ class TuneDisplay:
         self.now = clock_fn
         self.best: float | None = None
         self.populations: dict[int, Population] = {}
-        self.epoch_seconds: list[float] = []
+        self.epoch_seconds: list[tuple[float, int, bool]] = []  # (seconds, epochs, from a population's start)
         self.running = 0
         self.progress = Progress(
             TextColumn("[bold]{task.description}", justify="right"),
@@ -168,7 +168,7 @@ class TuneDisplay:
             self.populations[numbers[0]] = Population(numbers, epochs, epoch, left, best, seen_at=now)
             return
         if epoch > pop.epoch:
-            self.epoch_seconds.append((now - pop.seen_at) / (epoch - pop.epoch))
+            self.epoch_seconds.append((now - pop.seen_at, epoch - pop.epoch, pop.epoch == 0))
             pop.epoch, pop.members_left, pop.best, pop.seen_at = epoch, left, best, now
         pop.epochs = epochs
 
@@ -179,9 +179,13 @@ class TuneDisplay:
 
     @property
     def epoch_s(self) -> float | None:
-        """The mean measured seconds of an epoch (the last 20)."""
-        recent = self.epoch_seconds[-20:]
-        return sum(recent) / len(recent) if recent else None
+        """Seconds an epoch, measured over the last 20 intervals seen; an interval from a population's
+        start (it includes starting a worker process and loading data) counts only while there is
+        nothing else."""
+        steady = [m for m in self.epoch_seconds if not m[2]] or self.epoch_seconds
+        recent = steady[-20:]
+        epochs = sum(n for _, n, _ in recent)
+        return sum(s for s, _, _ in recent) / epochs if epochs else None
 
     def eta(self) -> float | None:
         pops = list(self.populations.values())
