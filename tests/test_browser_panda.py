@@ -295,6 +295,8 @@ def test_dashboard_lists_sessions_apart_with_their_interventions(tmp_path):
             page.screenshot(path=str(screenshot_path("dashboard-sessions.png")), full_page=True)
             page.click("#sessions a")
             page.wait_for_url(f"**/study/{s.study_name}/trial/0")
+            expect(page.locator("#trial-title")).to_have_text(f"panda session {s.study_name}")
+            expect(page.locator("#back")).to_have_attribute("href", "/")
             events = page.locator("#events")
             for kind in ("start", "set", "fork", "stop"):
                 expect(events).to_contain_text(kind)

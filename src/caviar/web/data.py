@@ -386,6 +386,7 @@ def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
     return jsonable(
         {
             "study": data.name,
+            "kind": data.record.kind,  # 'session': a panda's; the page links back to the list, not a study view
             "metric": data.metric,
             "direction": data.record.direction,
             "space": [p.as_dict() for p in data.params],

@@ -63,6 +63,11 @@ async function load() {
     return;
   }
   const t = d.trial;
+  if (d.kind === "session") {   // a panda session: one trial, listed apart on the index
+    $("#back").href = "/";
+    $("#back").textContent = "panda sessions";
+    $("#trial-title").textContent = `panda session ${study}`;
+  }
   $("#trial").hidden = false;
   const badge = $("#trial-state");
   badge.hidden = false;
