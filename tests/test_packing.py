@@ -45,10 +45,12 @@ def test_pack_groups_by_static_key_in_order_of_first_number() -> None:
         plan(3, (32,), batch_size=32),
         plan(4, (64,), lr=0.01),
     ]
-    populations = pack(plans, N_IN, N_OUT)
+    populations = pack(plans, N_IN, N_OUT, pad_bound=None)  # no padding: one static shape each
     assert numbers(populations) == [[0, 2], [1, 4], [3]]
     for members in populations:
         assert len({p.key for p in members}) == 1  # per-member values (lr, dropout) may differ inside
+    # padded (tests/test_mixed_packing.py): widths 32 and 64 train together at 1.33x their own work
+    assert numbers(pack(plans, N_IN, N_OUT)) == [[0, 1, 2, 4], [3]]
 
 
 def test_pack_balances_chunks_under_max_population() -> None:

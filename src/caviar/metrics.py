@@ -14,13 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-from sklearn import metrics as skm
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
+
+
+def _skm() -> ModuleType:
+    """sklearn.metrics, imported on first use: a study scored by accuracy or loss never pays its start-up."""
+    from sklearn import metrics
+
+    return metrics
+
 
 #: f(y_true (N,), outputs (N, C) probabilities or (N,) predictions, sample_weight (N,) or None) -> float
 MetricFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], float]
@@ -52,19 +60,19 @@ def _labels(proba: np.ndarray) -> np.ndarray:
 
 
 def _balanced_accuracy(y: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
-    return float(skm.balanced_accuracy_score(y, _labels(proba), sample_weight=w))
+    return float(_skm().balanced_accuracy_score(y, _labels(proba), sample_weight=w))
 
 
 def _f1_macro(y: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
     labels = np.arange(np.asarray(proba).shape[-1])
-    return float(skm.f1_score(y, _labels(proba), labels=labels, average="macro", sample_weight=w, zero_division=0))
+    return float(_skm().f1_score(y, _labels(proba), labels=labels, average="macro", sample_weight=w, zero_division=0))
 
 
 def _log_loss(y: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
     p = np.asarray(proba, dtype=np.float64)
     p = np.clip(p, 1e-15, 1.0)
     p = p / p.sum(axis=-1, keepdims=True)
-    return float(skm.log_loss(y, p, labels=np.arange(p.shape[-1]), sample_weight=w))
+    return float(_skm().log_loss(y, p, labels=np.arange(p.shape[-1]), sample_weight=w))
 
 
 def _auc(y: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
@@ -73,19 +81,19 @@ def _auc(y: np.ndarray, proba: np.ndarray, w: np.ndarray | None) -> float:
         raise ValueError(f"val_auc is for two classes; the model has {p.shape[-1]}")
     if len(np.unique(y)) < 2:
         return float("nan")
-    return float(skm.roc_auc_score(y, p[:, 1], sample_weight=w))
+    return float(_skm().roc_auc_score(y, p[:, 1], sample_weight=w))
 
 
 def _r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None) -> float:
-    return float(skm.r2_score(y, pred, sample_weight=w))
+    return float(_skm().r2_score(y, pred, sample_weight=w))
 
 
 def _rmse(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None) -> float:
-    return float(np.sqrt(skm.mean_squared_error(y, pred, sample_weight=w)))
+    return float(np.sqrt(_skm().mean_squared_error(y, pred, sample_weight=w)))
 
 
 def _mae(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None) -> float:
-    return float(skm.mean_absolute_error(y, pred, sample_weight=w))
+    return float(_skm().mean_absolute_error(y, pred, sample_weight=w))
 
 
 METRICS: dict[str, Metric] = {

@@ -10,7 +10,6 @@ versions the tests check them against live in tests/reference_layers.py.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.01
@@ -122,6 +121,8 @@ def activation_forward_(z: np.ndarray, kind: str) -> np.ndarray:
     if kind == "tanh":
         return np.tanh(z, out=z)
     if kind == "sigmoid":
+        from scipy.special import expit  # imported on first use: scipy.special costs start-up
+
         return expit(z, out=z)
     raise ValueError(f"unknown activation {kind!r}")
 
@@ -144,11 +145,17 @@ def activation_backward_(da: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray
 
 
 def dropout_mask(
-    shape: tuple[int, int], rates: np.ndarray, rngs: list[np.random.Generator], dtype: np.dtype
+    shape: tuple[int, int],
+    rates: np.ndarray,
+    rngs: list[np.random.Generator],
+    dtype: np.dtype,
+    widths: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Inverted-dropout masks (K, B, F): kept units scaled by 1 / (1 - rate), one stream per member.
 
-    Returns None when no member drops anything, so the common case costs nothing.
+    Returns None when no member drops anything, so the common case costs nothing. ``widths`` (K,):
+    members padded to F (``caviar.nn.padding``) draw their masks at their own width, the same
+    random numbers as alone, and get zeros on their padding.
     """
     flat = np.asarray(rates).reshape(-1)
     if not np.any(flat > 0):
@@ -156,7 +163,9 @@ def dropout_mask(
     mask = np.empty((len(flat), *shape), dtype=dtype)
     for k, (rate, rng) in enumerate(zip(flat, rngs, strict=True)):
         if rate > 0:
-            mask[k] = (rng.random(shape) >= rate) / (1.0 - rate)
+            w = shape[1] if widths is None else int(widths[k])
+            mask[k, :, :w] = (rng.random((shape[0], w)) >= rate) / (1.0 - rate)
+            mask[k, :, w:] = 0.0
         else:
             mask[k] = 1.0
     return mask

@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from caviar.backend import Backend
-from caviar.nn import kernels, layers
+from caviar.nn import kernels, layers, ragged
 from caviar.nn.init import init_weight
 
 Arrays = dict[str, np.ndarray]
@@ -80,6 +80,7 @@ def forward(
     dropout: np.ndarray | None = None,
     rngs: list[np.random.Generator] | None = None,
     backend: Backend = Backend.NUMPY,
+    member_hidden: list[tuple[int, ...]] | None = None,
 ) -> tuple[np.ndarray, list, Arrays]:
     """Logits (K, B, C), the cache backward needs, and the new running statistics.
 
@@ -87,6 +88,8 @@ def forward(
     ``bn_momentum`` (K,); dropout draws masks for members whose rate (K,) is positive.
     In evaluation, running statistics are used, dropout is off, and state is returned unchanged.
     ``backend``: the fused kernels or the numpy passes (same caches; values agree to rounding).
+    ``member_hidden``: each member's own widths when the population is padded (``caviar.nn.padding``):
+    the matmuls run at those widths (``caviar.nn.ragged``) and dropout draws its masks at them.
     """
     K = params["out.W"].shape[0]
     if train and arch.batchnorm and bn_momentum is None:
@@ -96,11 +99,15 @@ def forward(
     fused = backend.fused  # bias or batch norm, and the activation, in one kernel
     new_state = dict(state)
     caches: list[Any] = []
+    spans = None if member_hidden is None else ragged.layer_spans(arch.n_in, arch.n_out, member_hidden)
     a = x
     for i in range(len(arch.hidden)):
         W = params[f"dense{i}.W"]
         bias = None if arch.batchnorm else params[f"dense{i}.b"]
-        z = layers.dense_forward(a, W, None if fused else bias)
+        if spans is None:
+            z = layers.dense_forward(a, W, None if fused else bias)
+        else:
+            z = ragged.dense_forward(a, W, None if fused else bias, spans[i])
         bn_cache = None
         if fused and bias is not None:
             z = kernels.bias_activation_forward_(z, bias, arch.activation)
@@ -127,11 +134,15 @@ def forward(
         h = z if fused else layers.activation_forward_(z, arch.activation)
         mask = None
         if train and dropout is not None:
-            mask = layers.dropout_mask(h.shape[1:], dropout, cast(list, rngs), h.dtype)
+            widths = None if member_hidden is None else np.array([hid[i] for hid in member_hidden])
+            mask = layers.dropout_mask(h.shape[1:], dropout, cast(list, rngs), h.dtype, widths)
         out = h * mask if mask is not None else h
         caches.append((a, h, h, bn_cache, mask))
         a = out
-    logits = layers.dense_forward(a, params["out.W"], params["out.b"])
+    if spans is None:
+        logits = layers.dense_forward(a, params["out.W"], params["out.b"])
+    else:
+        logits = ragged.dense_forward(a, params["out.W"], params["out.b"], spans[-1])
     caches.append(a)
     return logits, caches, new_state
 
@@ -143,23 +154,30 @@ def backward(
     dlogits: np.ndarray,
     out: Arrays | None = None,
     backend: Backend = Backend.NUMPY,
+    member_hidden: list[tuple[int, ...]] | None = None,
 ) -> Arrays:
     """Gradients of the loss with respect to every parameter, from dlogits (K, B, C).
 
     With ``out`` (arrays shaped like ``params``, e.g. the views of a flat gradient buffer) the
     gradients are written into it and it is returned. ``backend`` as in ``forward`` (either
-    backend's caches will do).
+    backend's caches will do); ``member_hidden`` as in ``forward``.
     """
     fused = backend.fused
     grads: dict[str, Any] = {} if out is None else out
+    spans = None if member_hidden is None else ragged.layer_spans(arch.n_in, arch.n_out, member_hidden)
+
+    def dense_backward(i: int, *args: Any, **kw: Any) -> tuple:
+        if spans is None:
+            return layers.dense_backward(*args, **kw)
+        return ragged.dense_backward(*args, spans=spans[i], **kw)
 
     def into(name: str) -> np.ndarray | None:
         return None if out is None else out[name]
 
     a_last = caches[-1]
     da: Any
-    da, grads["out.W"], grads["out.b"] = layers.dense_backward(
-        dlogits, a_last, params["out.W"], dW_out=into("out.W"), db_out=into("out.b")
+    da, grads["out.W"], grads["out.b"] = dense_backward(
+        -1, dlogits, a_last, params["out.W"], dW_out=into("out.W"), db_out=into("out.b")
     )
     for i in reversed(range(len(arch.hidden))):
         a_in, _, h, bn_cache, mask = caches[i]
@@ -179,7 +197,8 @@ def backward(
         else:
             dz = layers.activation_backward_(da, h, arch.activation)
         bias_here = not arch.batchnorm and not fused  # the bias's sum, unless a kernel took it
-        da, grads[f"dense{i}.W"], db = layers.dense_backward(
+        da, grads[f"dense{i}.W"], db = dense_backward(
+            i,
             dz,
             a_in,
             params[f"dense{i}.W"],

@@ -42,6 +42,7 @@ import numpy as np
 from caviar.backend import Backend, default_backend
 from caviar.config import PER_MEMBER, TrainConfig
 from caviar.data.batches import minibatch_indices
+from caviar.nn import padding
 from caviar.nn.losses import LOSSES
 from caviar.nn.network import Architecture, Arrays, backward, forward, init_params, weight_names
 from caviar.optim.optimizers import Optimizer, OptimizerState
@@ -180,12 +181,15 @@ class Trainer:
         threads: int | None = None,
         backend: Backend | str | None = None,
         loss: str = "cross_entropy",
+        member_hidden: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """``loss``: a name of caviar.nn.losses.LOSSES (``squared_error``/``huber`` for a regression's
         linear output, one unit). ``threads``: slices of the population trained side by side (1: none); None: as many as
         BLAS threads are set (threadpoolctl), used only when K is at least that number.
         ``backend``: fused numba kernels or numpy passes (``caviar.backend``); None: what the
-        environment says (``CAVIAR_KERNELS``), resolved here once and passed down."""
+        environment says (``CAVIAR_KERNELS``), resolved here once and passed down.
+        ``member_hidden``: each member's own hidden widths, of ``arch``'s depth and at most its widths:
+        members narrower than ``arch`` train padded, their padding exactly inert (``caviar.nn.padding``)."""
         self.backend = default_backend() if backend is None else Backend.of(backend)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
@@ -198,7 +202,19 @@ class Trainer:
         K = len(self.member_ids)
         self.hp = {name: np.broadcast_to(np.asarray(hp[name], dtype=float), (K,)).copy() for name in PER_MEMBER}
         self.rngs = [member_rng(seed, m) for m in self.member_ids]
-        self.params, self.state = init_params(arch, self.rngs, self.dtype)
+        #: each original member's own hidden widths (None: every member has ``arch.hidden``)
+        self.member_hidden: list[tuple[int, ...]] | None = None
+        self._pad_masks: dict[str, np.ndarray] = {}  # True on padded entries, one row per active member
+        if member_hidden is not None and any(tuple(h) != arch.hidden for h in member_hidden):
+            self.member_hidden = [tuple(int(w) for w in h) for h in member_hidden]
+            if len(self.member_hidden) != K or padding.padded_hidden(self.member_hidden) != arch.hidden:
+                raise ValueError(
+                    f"member_hidden: {K} members padded to {arch.hidden} need K widths, widest {arch.hidden}"
+                )
+            self.params, self.state = padding.init_padded(arch, self.member_hidden, self.rngs, self.dtype)
+            self._pad_masks = padding.pad_masks(arch, self.member_hidden)
+        else:
+            self.params, self.state = init_params(arch, self.rngs, self.dtype)
         self._grads: Arrays = {}
         self._views: dict[tuple[int, int], _SliceViews] = {}
         self._blas_held = False  # True while train_epoch holds the BLAS thread setting for its steps
@@ -290,6 +306,7 @@ class Trainer:
         views = self._slice_views(k0, k1)
         params, grads = views.params, views.grads
         dropout = hp["dropout"] if np.any(hp["dropout"] > 0) else None
+        own = self._active_hidden(k0, k1)
         logits, caches, state = forward(
             self.arch,
             params,
@@ -300,9 +317,12 @@ class Trainer:
             dropout=dropout,
             rngs=self.rngs[k0:k1],
             backend=self.backend,
+            member_hidden=own,
         )
         loss, acc, dlogits = self._loss_fn(logits, yb, self.backend)  # fused: logits become dlogits
-        backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend)
+        backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend, member_hidden=own)
+        if self._pad_masks:
+            padding.mask_grads(grads, self._pad_masks, rows)  # padded entries never move off zero
         for n, a in state.items():
             new_state[n][rows] = a
         l2_on = bool(np.any(hp["l2"] > 0))  # no member of the slice decays: no L2 pass at all
@@ -322,6 +342,12 @@ class Trainer:
                 overwrite_grads=True,
             )
         return loss, acc
+
+    def _active_hidden(self, k0: int, k1: int) -> list[tuple[int, ...]] | None:
+        """Own widths of the active members in rows k0..k1 (None: not padded)."""
+        if self.member_hidden is None:
+            return None
+        return [self.member_hidden[int(k)] for k in self.active[k0:k1]]
 
     def _slice_views(self, k0: int, k1: int) -> _SliceViews:
         """Views of members k0..k1 of the parameters and gradients, and the optimizer's fused plan
@@ -520,6 +546,7 @@ class Trainer:
         self.lr = self.lr[keep]
         self.rngs = [r for r, k in zip(self.rngs, keep, strict=True) if k]
         self._epoch_sums = self._epoch_sums[keep]
+        self._pad_masks = {n: m[keep] for n, m in self._pad_masks.items()}
         self.active = self.active[keep]
 
     # ----- evaluation -----------------------------------------------------------------------
@@ -536,8 +563,11 @@ class Trainer:
     def _slice_logits(self, k0: int, k1: int, X: np.ndarray) -> np.ndarray:
         params = {n: a[k0:k1] for n, a in self.params.items()}
         state = {n: a[k0:k1] for n, a in self.state.items()}
+        own = self._active_hidden(k0, k1)
         outs = [
-            forward(self.arch, params, state, X[i : i + EVAL_CHUNK], train=False, backend=self.backend)[0]
+            forward(
+                self.arch, params, state, X[i : i + EVAL_CHUNK], train=False, backend=self.backend, member_hidden=own
+            )[0]
             for i in range(0, len(X), EVAL_CHUNK)
         ]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
@@ -565,6 +595,17 @@ class Trainer:
         if self._blas_held:
             return nullcontext()
         return self._blas_for_one_slice(batch) if len(spans) == 1 else _one_blas_thread()
+
+    def kept_weights(self, member: int) -> tuple[Arrays, Arrays]:
+        """Kept (params, running statistics) of original member ``member`` (after ``finish``, or once
+        it left) at its own widths: a padded member's arrays cut back (``caviar.nn.padding.cut``)."""
+        if member not in self.kept:
+            raise RuntimeError(f"member {member} is still training; call finish() first")
+        params, state = self.kept[member]
+        if self.member_hidden is None:
+            return params, state
+        hidden = self.member_hidden[member]
+        return padding.cut(self.arch, hidden, params), padding.cut(self.arch, hidden, state)
 
     def stacked_kept(self) -> tuple[Arrays, Arrays]:
         """Kept weights of every member (after ``finish``), stacked back on axis 0 in member order."""
@@ -690,6 +731,13 @@ class Trainer:
             raise ValueError(f"targets {list(targets)} name a member twice")
         src = np.array([self._row(m) for m in sources], dtype=int)
         dst = np.array([self._row(m) for m in targets], dtype=int)
+        if self.member_hidden is not None:
+            for m_src, m_dst in zip(sources, targets, strict=True):
+                if self.member_hidden[m_src] != self.member_hidden[m_dst]:
+                    raise ValueError(
+                        f"replace_members: member {m_src} has widths {self.member_hidden[m_src]}, "
+                        f"member {m_dst} {self.member_hidden[m_dst]}: padded members copy only onto their own widths"
+                    )
         if src.size == 0:
             return
         arrays = [

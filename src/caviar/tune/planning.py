@@ -17,7 +17,7 @@ import numpy as np
 from caviar.errors import DataError
 from caviar.prepared import PreparedData, prepare_data
 from caviar.storage import Storage, TrialRecord, TrialState
-from caviar.tune.population import TrialPlan, pack
+from caviar.tune.population import DEFAULT_PAD_BOUND, TrialPlan, pack
 from caviar.tune.samplers import Observation, Sampler
 from caviar.tune.spec import StudySpec, load_spec
 
@@ -141,7 +141,8 @@ def plan_round(
     """Enqueue round ``rnd``'s trials that are not stored yet (idempotent), and store its box.
 
     The sampler sees the finished trials of earlier rounds; the plans are packed into populations
-    by static shape, each enqueued under the key ``r<round>-p<population>``.
+    by static shape (widths padded where the cost model says it pays), each enqueued under the key
+    ``r<round>-p<population>``.
     """
     records = storage.trials(study_id)
     have = {r.number for r in records}
@@ -152,9 +153,11 @@ def plan_round(
     if box is not None:
         storage.add_box(study_id, rnd, box.as_dict())
     plans = plans_for(spec, numbers, sampler.propose(numbers, history), rnd)
+    # PBT copies members onto each other: they must share their widths, so no padding under it
+    pad_bound = None if spec.search.pbt_settings is not None else DEFAULT_PAD_BOUND
     populations = []
     for part in _by_bracket(spec, plans):  # hyperband's brackets never share a population
-        populations += pack(part, data.n_features, data.n_classes, spec.search.population_cap)
+        populations += pack(part, data.n_features, data.n_classes, spec.search.population_cap, pad_bound=pad_bound)
     items = [
         {
             "number": p.number,

@@ -14,6 +14,7 @@ from caviar.backend import Backend
 from caviar.metrics import METRICS, EpochMetrics, extra_metrics, objective_of
 from caviar.nn.losses import accuracy, softmax_cross_entropy
 from caviar.nn.network import Architecture, Arrays, forward
+from caviar.nn.padding import padded_hidden
 from caviar.prepared import PreparedData
 from caviar.storage import TrialState
 from caviar.train.trainer import Trainer, blas_threads, hyperparameters_from
@@ -62,19 +63,36 @@ def train_population(
     dtype: str = "float32",
     callbacks: Sequence[Any] = (),
 ) -> list[TrialOutcome]:
-    """Train ``plans`` (one static shape) together; one outcome per plan, in plan order.
+    """Train ``plans`` (one static shape, up to hidden widths) together; one outcome per plan, in plan order.
+
+    Members of one depth whose widths differ train padded to the widest width per layer
+    (``caviar.nn.padding``), each exactly as it would alone; their outcomes are at their own widths.
+    Such a population trains ordered by widths (then trial number): one matmul call per shape and layer.
 
     ``callbacks`` (e.g. population-based training) run after halving and before ``on_epoch`` sees the rows."""
+    given = list(plans)
+    order = list(range(len(given)))
+    if len({tuple(p.model.hidden) for p in given}) > 1:
+        order.sort(key=lambda i: (tuple(given[i].model.hidden), given[i].number))
+    plans = [given[i] for i in order]
     first = plans[0]
+    hiddens = [tuple(p.model.hidden) for p in plans]
     arch = Architecture(
-        data.n_features, data.n_classes, first.model.hidden, first.model.activation, first.model.batchnorm
+        data.n_features, data.n_classes, padded_hidden(hiddens), first.model.activation, first.model.batchnorm
     )
     hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
     # Slices of the population run side by side on this process's threads, but every matmul runs on
     # ONE BLAS thread: OpenBLAS's multi-threaded sgemm rounds differently from its single-threaded one
     # on large operands (evaluation sets), so a trial's numbers would depend on the worker count.
     trainer = Trainer(
-        arch, first.train, hp, [p.number for p in plans], seed=seed, dtype=np.dtype(dtype), threads=blas_threads()
+        arch,
+        first.train,
+        hp,
+        [p.number for p in plans],
+        seed=seed,
+        dtype=np.dtype(dtype),
+        threads=blas_threads(),
+        member_hidden=hiddens,
     )
     has_val = len(data.y_val) > 0
     hooks: list[Any] = []
@@ -93,7 +111,11 @@ def train_population(
             data.y_val if has_val else None,
             callbacks=hooks,
         )
-        return population_outcomes(trainer, [p.number for p in plans], data, metric)
+        outcomes = population_outcomes(trainer, [p.number for p in plans], data, metric)
+    back: list[TrialOutcome] = [outcomes[0]] * len(order)
+    for j, i in enumerate(order):
+        back[i] = outcomes[j]
+    return back
 
 
 def population_outcomes(
@@ -108,10 +130,13 @@ def population_outcomes(
     accuracy under its kept weights, the objective of ``metric``, its curve and kept weights.
     The study's workers and panda's fork both end their populations here."""
     params, state = trainer.stacked_kept()
-    test_loss, test_acc = _evaluate(trainer.arch, params, state, data.X_test, data.y_test, trainer.backend)
+    test_loss, test_acc = _evaluate(
+        trainer.arch, params, state, data.X_test, data.y_test, trainer.backend, trainer.member_hidden
+    )
     outcomes = []
     for k, number in enumerate(numbers):
         hist = trainer.histories[k]
+        own_params, own_state = trainer.kept_weights(k)
         best = hist.best_row()
         metrics: dict[str, Any] = {key: best[key] for key in ("train_loss", "train_accuracy", *METRICS) if key in best}
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
@@ -127,22 +152,29 @@ def population_outcomes(
                 metrics,
                 objective,
                 list(hist.rows),
-                {n: a[k] for n, a in params.items()},
-                {n: a[k] for n, a in state.items()},
+                own_params,
+                own_state,
             )
         )
     return outcomes
 
 
 def _evaluate(
-    arch: Architecture, params: Arrays, state: Arrays, X: np.ndarray, y: np.ndarray, backend: Backend
+    arch: Architecture,
+    params: Arrays,
+    state: Arrays,
+    X: np.ndarray,
+    y: np.ndarray,
+    backend: Backend,
+    member_hidden: list[tuple[int, ...]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy) (K,) of stacked kept weights on (X, y) (NaN without samples), numpy's loss."""
+    """(loss, accuracy) (K,) of stacked kept weights on (X, y) (NaN without samples), numpy's loss;
+    ``member_hidden``: the members' own widths in a padded population."""
     K = params["out.W"].shape[0]
     if len(y) == 0:
         return np.full(K, np.nan), np.full(K, np.nan)
     with np.errstate(all="ignore"):
-        logits, _, _ = forward(arch, params, state, X, train=False, backend=backend)
+        logits, _, _ = forward(arch, params, state, X, train=False, backend=backend, member_hidden=member_hidden)
         loss, _ = softmax_cross_entropy(logits, y)
     return loss, accuracy(logits, y)
 
