@@ -1,4 +1,4 @@
-"""Members of different hidden widths in one population: padded to the widest width per layer, masked.
+"""Members of different hidden widths in one population: padded to the widest width per layer, inert.
 
 A population whose members share the depth but not the widths trains as one stacked network of the
 widest width per layer. Each member's own weights sit in the top-left corner of every padded array;
@@ -7,18 +7,21 @@ the rest (its padded units) is exactly inert:
 - initial values: each member is initialized as it would be alone (``init_params`` of its own
   shape, from its own generator), then embedded; weights into and out of padded units, their bias,
   gamma and beta are zero (running statistics start as alone: mean 0, variance 1);
-- forward: a padded unit's pre-activation is exactly 0 (zero weights in, zero bias; batch norm of
-  an all-zero column with gamma = beta = 0 gives 0), and whatever its activation gives (0, or 0.5
-  for the sigmoid) meets zero weights out, so the member's own units see exactly the sums they see
-  alone plus exact zeros; dropout draws each member's masks with its own width (the same random
-  stream as alone) and zero on its padding;
-- backward and update: the gradients of padded entries are set to zero every step (``mask_grads``;
-  a copy, not a product, so a NaN of a diverging member cannot leak), so every optimizer's moments
-  stay zero there and the weights never move off zero.
+- forward: each dense layer multiplies only the member's own corner (``caviar.nn.ragged``) and
+  writes exact zeros on the padding; batch norm of an all-zero column with gamma = beta = 0 gives 0,
+  and whatever the activation then gives (0, or 0.5 for the sigmoid) is never read by the next
+  layer's corner; dropout draws each member's masks with its own width (the same random stream as
+  alone) and zero on its padding;
+- backward and update: the matmuls run on each member's own corner (``caviar.nn.ragged``), so the
+  padded entries of dW and dx are written as exact zeros, never computed from real values; the
+  elementwise kernels work per feature, so a padded column (all zeros in) gives zero gradients for
+  gamma, beta and the bias. Every optimizer's moments therefore stay zero there and the weights
+  never move off zero (no NaN of a diverging member can reach the padding either); ``pad_masks``
+  says where the padding is (tests/test_mixed_packing.py checks it is exactly zero after training).
 
-``cut`` gives a member's arrays back at its own widths (model files, kept weights). Whether results
-match the member trained alone bit for bit depends on BLAS summing a padded inner dimension (zeros
-appended) in the same order as the unpadded one: tests/test_mixed_packing.py checks it.
+``cut`` gives a member's arrays back at its own widths (model files, kept weights). With the ragged
+matmuls BLAS sees exactly the operands it sees alone, so a member's results are bit for bit its
+results alone (tests/test_mixed_packing.py).
 """
 
 from __future__ import annotations
@@ -104,12 +107,6 @@ def pad_masks(arch: Architecture, member_hidden: Sequence[Sequence[int]]) -> dic
             if name in masks:
                 masks[name][_row_corner(k, shape)] = False
     return {name: m for name, m in masks.items() if m.any()}
-
-
-def mask_grads(grads: Arrays, masks: dict[str, np.ndarray], rows: slice) -> None:
-    """Zero the padded entries of ``grads`` (rows ``rows`` of the population's ``masks``), in place."""
-    for name, m in masks.items():
-        np.copyto(grads[name], 0, where=m[rows])
 
 
 def cut(arch: Architecture, hidden: Sequence[int], arrays: Arrays) -> Arrays:

@@ -204,7 +204,6 @@ class Trainer:
         self.rngs = [member_rng(seed, m) for m in self.member_ids]
         #: each original member's own hidden widths (None: every member has ``arch.hidden``)
         self.member_hidden: list[tuple[int, ...]] | None = None
-        self._pad_masks: dict[str, np.ndarray] = {}  # True on padded entries, one row per active member
         if member_hidden is not None and any(tuple(h) != arch.hidden for h in member_hidden):
             self.member_hidden = [tuple(int(w) for w in h) for h in member_hidden]
             if len(self.member_hidden) != K or padding.padded_hidden(self.member_hidden) != arch.hidden:
@@ -212,7 +211,6 @@ class Trainer:
                     f"member_hidden: {K} members padded to {arch.hidden} need K widths, widest {arch.hidden}"
                 )
             self.params, self.state = padding.init_padded(arch, self.member_hidden, self.rngs, self.dtype)
-            self._pad_masks = padding.pad_masks(arch, self.member_hidden)
         else:
             self.params, self.state = init_params(arch, self.rngs, self.dtype)
         self._grads: Arrays = {}
@@ -321,8 +319,6 @@ class Trainer:
         )
         loss, acc, dlogits = self._loss_fn(logits, yb, self.backend)  # fused: logits become dlogits
         backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend, member_hidden=own)
-        if self._pad_masks:
-            padding.mask_grads(grads, self._pad_masks, rows)  # padded entries never move off zero
         for n, a in state.items():
             new_state[n][rows] = a
         l2_on = bool(np.any(hp["l2"] > 0))  # no member of the slice decays: no L2 pass at all
@@ -546,7 +542,6 @@ class Trainer:
         self.lr = self.lr[keep]
         self.rngs = [r for r, k in zip(self.rngs, keep, strict=True) if k]
         self._epoch_sums = self._epoch_sums[keep]
-        self._pad_masks = {n: m[keep] for n, m in self._pad_masks.items()}
         self.active = self.active[keep]
 
     # ----- evaluation -----------------------------------------------------------------------
