@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds, results[name] = train_all(populations, data, spec.search.seed or 0)
             times[name].append(seconds)
     for name, ts in times.items():
-        print(f"  train {name:9s} median {np.median(ts):.2f} s over {len(ts)} (all: {', '.join(f'{t:.2f}' for t in ts)})")
+        runs = ", ".join(f"{t:.2f}" for t in ts)
+        print(f"  train {name:9s} median {np.median(ts):.2f} s over {len(ts)} (all: {runs})")
     equal = all(same(results["padded"][n], results["by shape"][n]) for n in results["padded"])
     print(f"  every trial bit for bit the same both ways: {equal}")
 
