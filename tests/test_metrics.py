@@ -108,3 +108,9 @@ def test_halving_keeps_the_lowest_of_a_metric_to_minimize():
     rows = {0: {"val_f1_macro": 0.2}, 1: {"val_f1_macro": 0.9}, 2: {"val_f1_macro": 0.5}}
     SuccessiveHalving(eta=3, min_epochs=1, metric="val_f1_macro").on_epoch_end(trainer, rows)
     assert sorted(trainer.retired) == [0, 2]
+
+
+def test_a_regression_metric_in_a_classification_study_is_one_line(tmp_path):
+    with pytest.raises(SpecError, match="'val_r2' is for regression, the study is classification"):
+        load_spec(_spec(tmp_path / "s.db", "val_r2"))
+    assert not (tmp_path / "s.db").exists()

@@ -45,8 +45,8 @@ from caviar.config import ModelConfig, TrainConfig, with_values
 from caviar.data.datasets import TABLE_SUFFIXES, Dataset, in_memory, table_suffix
 from caviar.errors import SpecError
 from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
+from caviar.metrics import CLASSIFICATION, check_metric_for_task, get_metric
 from caviar.metrics import METRICS as METRIC_REGISTRY
-from caviar.metrics import get_metric
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
 from caviar.tune.space import TUNABLE, ChoiceParam, Space, did_you_mean
 
@@ -320,6 +320,10 @@ class StudySpec(_Section):
         self.space_table = self._space.as_dict()
         _check_space_conflicts(self)
         _check_rules(self)
+        try:  # studies train classifiers: a regression metric does not fit
+            check_metric_for_task(self.search.metric, CLASSIFICATION)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
         context = info.context or {}
         base_dir = Path(context.get("base_dir") or os.getcwd())
         stem = context.get("stem")
