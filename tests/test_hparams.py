@@ -104,7 +104,8 @@ def test_registry_is_well_formed() -> None:
         assert (p.kind == "choice") == bool(p.choices), p.name
         assert p.scale in ("linear", "log", "one_minus_log", "int", "int_log", "choice"), p.name
         if p.kind in ("bool", "choice", "widths"):
-            assert p.scale == "choice" and p.bounds == hparams.Bounds(), p.name
+            widths = hparams.Bounds(1, hparams.MAX_WIDTH)  # a width is an integer in [1, MAX_WIDTH]
+            assert p.scale == "choice" and p.bounds == (widths if p.kind == "widths" else hparams.Bounds()), p.name
         if p.kind == "int":
             assert p.scale in ("int", "int_log"), p.name
         if p.live or p.fork_scale:

@@ -9,12 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from caviar.console import console, err_console, fail
+from caviar.console import console, err_console, fail, say_error
 from caviar.console import storage_url as _storage_url
 from caviar.errors import CaviarError
 from caviar.hparams import BY_NAME, FIELDS, HParam
 from caviar.panda.commands import ctl, panda  # light: the session, FastAPI and uvicorn load on use
 from caviar.web.commands import dashboard, report  # light: fastapi, plotly and matplotlib load on use
+
+#: The training dtypes (the kernels are float32 and float64 only).
+DTYPES = ("float32", "float64")
 
 app = typer.Typer(
     name="caviar",
@@ -28,6 +31,22 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Train neural networks and tune their hyperparameters, many models at once."""
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**63:
+        fail(f"--seed: {seed} is not allowed; expected an integer in [0, 2**63)")
+
+
+def _check_output_dir(option: str, path: Path | None) -> None:
+    """A file to write must go into a folder that exists (checked before any work is done)."""
+    if path is None:
+        return
+    parent = path.expanduser().absolute().parent
+    if not parent.is_dir():
+        fail(f"{option}: folder {parent} does not exist (create it first)")
+    if path.is_dir():
+        fail(f"{option}: {path} is a folder; give a file name")
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -86,6 +105,10 @@ def train(
 
     if dataset is None and file is None:
         fail("name a dataset (digits, iris, wine, breast_cancer, mnist, mnist1d) or give --file")
+    _check_seed(seed)
+    if dtype not in DTYPES:
+        fail(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    _check_output_dir("--save", save)
     hp["hidden"] = _parse_hidden(hp["hidden"])
     clf = Classifier(**hp, seed=seed, dtype=dtype)
     try:  # the registry's checks, before loading anything heavy
@@ -138,13 +161,13 @@ def main() -> None:
     import warnings
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        say_error(message, "warning", "yellow")
 
     warnings.showwarning = one_line_warning
     try:
         app()
     except CaviarError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say_error(exc)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -196,6 +219,7 @@ def tune(
 
     if not spec.is_file():
         fail(f"spec file not found: {spec}")
+    _check_seed(seed)
     if objective is not None or _is_objective_toml(spec):
         _tune_objective(
             spec, objective, trials, workers, storage, seed, _parse_settings(settings or []), dry_run, n, fmt
@@ -272,7 +296,7 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
 
     from caviar.errors import StorageError
     from caviar.progress import TuneDisplay, summary_line
-    from caviar.storage import open_storage
+    from caviar.storage import TrialState, open_storage
     from caviar.tune.study import run_study
 
     total = spec.search.trials
@@ -282,9 +306,9 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
     except StorageError:  # a new study
         done = 0
     if done:
-        console.print(f"resuming study [bold]{spec.study.name}[/]: {summary_line(done, total)}", highlight=False)
+        console.print(f"resuming study {spec.study.name}: {summary_line(done, total)}", highlight=False)
     console.print(
-        f"study [bold]{spec.study.name}[/]: {total} trials, {spec.search.strategy} search over "
+        f"study {spec.study.name}: {total} trials, {spec.search.strategy} search over "
         f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}",
         highlight=False,
     )
@@ -315,6 +339,9 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
     counts = study.counts()
     best = study.best_trial
     console.print(f"done in {elapsed:.1f}s: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v))
+    reasons = failure_reasons(study)
+    for reason, n in reasons.items():
+        say_error(f"{n} trial(s) failed: {reason}", "failed", "yellow")
     if best is not None:
         m = best.metrics
         console.print(
@@ -331,7 +358,22 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
         f"      caviar dashboard --storage {url}\n"
         f"      caviar best {spec.study.name} --storage {url} --save best.npz",
         highlight=False,
+        markup=False,
     )
+    if not counts.get(TrialState.COMPLETE):
+        first = next(iter(reasons), "no trial completed (every one diverged or was pruned)")
+        fail(f"study '{spec.study.name}': no trial completed; {first}", code=1)
+
+
+def failure_reasons(study) -> dict[str, int]:
+    """How many failed trials gave each reason, the first failure's reason first."""
+    from caviar.storage import TrialState
+
+    reasons: dict[str, int] = {}
+    for t in study.storage.trials(study.id, [TrialState.FAILED]):
+        reason = (t.error or "unknown error").strip().splitlines()[0] if (t.error or "").strip() else "unknown error"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
 
 
 def _print_rows(rows: list[dict], fmt: str) -> None:
@@ -409,9 +451,11 @@ def _print_table(table) -> None:
 
 
 def _open_study(study: str, storage: str | None):
+    """A stored study, its storage opened read-only (show, export, best never write to it)."""
+    from caviar.storage import open_storage
     from caviar.tune.study import Study
 
-    return Study(_storage_url(storage), study)
+    return Study(open_storage(_storage_url(storage), read_only=True), study)
 
 
 @app.command()
@@ -421,7 +465,7 @@ def studies(storage: StorageOpt = None) -> None:
 
     from caviar.storage import TrialState, open_storage
 
-    records = open_storage(_storage_url(storage)).list_studies()
+    records = open_storage(_storage_url(storage), read_only=True).list_studies()
     table = Table("study", "status", "trials", "complete", "diverged", "pruned", "failed", "best")
     for r in records:
         c = r.counts
@@ -535,6 +579,7 @@ def best(
     ] = False,
 ) -> None:
     """The best trial: its hyperparameters and metrics; --save writes its model file."""
+    _check_output_dir("--save", save)
     s = _open_study(study, storage)
     t = s.best_trial
     if t is None:
@@ -622,7 +667,7 @@ def _tune_objective(spec_path, target, trials, workers, storage, seed, settings,
         fail(f"{spec_path}: name the objective: --objective module:function, or [objective] target = ...")
     metric, total = spec.search.metric, spec.search.trials
     console.print(
-        f"study [bold]{spec.study.name}[/]: {total} trials of {target}, {spec.search.strategy} search over "
+        f"study {spec.study.name}: {total} trials of {target}, {spec.search.strategy} search over "
         f"{', '.join(spec.space.names)}; storage {spec.search.storage}",
         highlight=False,
     )

@@ -11,14 +11,21 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+# Names, paths and error text are data: nothing printed is parsed as rich markup (styles go in Text).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def say_error(message: object, label: str = "error", style: str = "bold red") -> None:
+    """Print ``label: message`` to stderr; the message is text, never rich markup (``[data]`` stays)."""
+    err_console.print(Text.assemble((f"{label}:", style), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
 
 

@@ -30,13 +30,17 @@ Owner = Literal["model", "train"]
 Scale = Literal["linear", "log", "one_minus_log", "int", "int_log", "choice"]
 ForkScale = Literal["log", "one_minus_log"]
 
+#: The widest hidden layer (a sanity bound; whether the weights fit in memory is checked against the data
+#: by caviar.data.checks.check_weights_fit).
+MAX_WIDTH = 1 << 20
+
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 DECAYS = ("none", "inverse_time", "exponential", "step", "cosine")
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class HParam:
         if self.kind == "choice":
             return f"one of {', '.join(map(str, self.choices))}"
         if self.kind == "widths":
-            return "a list of positive integer widths (may be empty)"
+            return f"a list of integer widths {self.bounds.words()} (may be empty)"
         noun = "an integer" if self.kind == "int" else "a finite number"
         words = self.bounds.words()
         return f"{noun} {words}" if words else noun
@@ -155,7 +159,7 @@ class HParam:
             return isinstance(value, str) and value in self.choices
         if self.kind == "widths":
             return isinstance(value, (tuple, list)) and all(
-                isinstance(w, Integral) and not is_bool(w) and int(w) >= 1 for w in value
+                isinstance(w, Integral) and not is_bool(w) and self.bounds.contains(int(w)) for w in value
             )
         if self.kind == "int":
             return is_integer(value) and self.bounds.contains(value)
@@ -209,10 +213,13 @@ def _at_least(n: int) -> Bounds:
     return Bounds(n, None, False, False)
 
 
+_WIDTH = Bounds(1, MAX_WIDTH)  # a hidden layer's width
+
+
 #: Every hyperparameter, in ModelConfig's then TrainConfig's field order, then the shorthands.
 HPARAMS: tuple[HParam, ...] = (
     # ---- the model (ModelConfig)
-    HParam("hidden", "widths", (128, 64), "widths of the hidden layers", "model", scale="choice"),
+    HParam("hidden", "widths", (128, 64), "widths of the hidden layers", "model", _WIDTH, scale="choice"),
     HParam(
         "activation",
         "choice",
@@ -389,7 +396,7 @@ HPARAMS: tuple[HParam, ...] = (
         128,
         "shorthand: hidden = (width,) * depth",
         "model",
-        _at_least(1),
+        _WIDTH,
         scale="int_log",
         sets="hidden",
     ),

@@ -1,4 +1,7 @@
-"""Data made ready for training: loaded, checked, split, standardized on the training part only."""
+"""Data made ready for training: loaded, split, standardized on the training part only, then checked.
+
+The checks (caviar.data.checks) run on the arrays as training sees them: cast to the training dtype.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import numpy as np
 
 from caviar.data import Standardizer, load_dataset, load_table, train_val_test_split
 from caviar.data import standardize as standardize_splits
+from caviar.data.checks import as_training_dtype, check_trainable, fingerprint
 from caviar.data.datasets import Dataset, DatasetBundle
 from caviar.errors import DataError
 
@@ -35,6 +39,11 @@ class PreparedData:
     def n_classes(self) -> int:
         return int(len(self.classes))
 
+    def fingerprint(self) -> dict:
+        """Rows, features, classes and a content hash of every part (what a resumed study compares)."""
+        parts = [(self.X_train, self.y_train), (self.X_val, self.y_val), (self.X_test, self.y_test)]
+        return fingerprint(parts, self.classes)
+
 
 def prepare_data(
     dataset: str | None = None,
@@ -47,9 +56,14 @@ def prepare_data(
     standardize: bool = True,
     dtype: str = "float32",
     source: Dataset | None = None,
+    metric: str | None = None,
 ) -> PreparedData:
     """Load a named data set or a data file (or take ``source``, data given in memory) and split it,
-    the same way for the same seed."""
+    the same way for the same seed.
+
+    Refused with a DataError: values not finite in ``dtype``, a training part of under 2 rows or one
+    class, and no validation part when ``metric`` is a validation metric.
+    """
     data: Dataset | DatasetBundle
     if source is not None and dataset is None and path is None:
         data = source
@@ -59,13 +73,18 @@ def prepare_data(
         data = load_table(path, label)
     else:
         raise DataError("give either a dataset name or a data file path, not both or neither")
+    name = data.name
+    for part in (data.train, data.test) if isinstance(data, DatasetBundle) else (data,):
+        if part is not None:  # the raw values as the training dtype holds them, before any scaling
+            as_training_dtype(part.X, dtype, part.feature_names, where=f"{name}: ")
     splits = train_val_test_split(data, validation_fraction, test_fraction, seed)
     scaler = None
     if standardize:
         splits, scaler = standardize_splits(splits)  # statistics of the training part only
 
     def arrays(ds) -> np.ndarray:
-        return np.ascontiguousarray(ds.X, dtype=dtype)
+        return as_training_dtype(ds.X, dtype, ds.feature_names, where=f"{name}: ")
 
     tr, va, te = splits.train, splits.validation, splits.test
+    check_trainable(tr.y, len(va.y), metric, where=f"{name}: ")
     return PreparedData(arrays(tr), tr.y, arrays(va), va.y, arrays(te), te.y, tr.classes, scaler, tr.name)

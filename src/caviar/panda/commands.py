@@ -79,7 +79,7 @@ def panda(
         },
     )
     console.print(
-        f"panda session [bold]{session.study_name}[/]: {session.train_config.optimizer}, "
+        f"panda session {session.study_name}: {session.train_config.optimizer}, "
         f"hidden {list(session.model_config.hidden)}, {session.total_epochs} epochs on {session.data.name}",
         highlight=False,
     )
@@ -93,7 +93,7 @@ def panda(
     )
     console.print(f"stored in {session.storage.url} as session {session.study_name}; Ctrl-C to quit", highlight=False)
     if paused:
-        console.print("paused: press [bold]start[/] on the page (or: caviar ctl resume) to begin", highlight=False)
+        console.print("paused: press start on the page (or: caviar ctl resume) to begin", highlight=False)
     session.start(paused=paused)
     try:
         server.run(sockets=[sock])

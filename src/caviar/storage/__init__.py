@@ -15,7 +15,7 @@ Modules, one job each:
 from __future__ import annotations
 
 from caviar.errors import StorageError
-from caviar.storage.base import SpecDiff, Storage
+from caviar.storage.base import DataDiff, SpecDiff, Storage
 from caviar.storage.engine import safe_url, to_url
 from caviar.storage.records import EventRecord, StudyRecord, TrialEnd, TrialRecord
 from caviar.storage.sql import SqlStorage, open_storage
@@ -24,6 +24,7 @@ from caviar.storage.states import FINISHED_STATES, StudyStatus, TrialState
 __all__ = [
     "FINISHED_STATES",
     "EventRecord",
+    "DataDiff",
     "SpecDiff",
     "SqlStorage",
     "Storage",

@@ -21,10 +21,12 @@ from typing import Any
 from caviar.storage.records import EventRecord, StudyRecord, TrialEnd, TrialRecord
 from caviar.storage.states import StudyStatus, TrialState
 
-__all__ = ["SpecDiff", "Storage"]
+__all__ = ["DataDiff", "SpecDiff", "Storage"]
 
 #: ``(stored spec, new spec) -> dotted paths where they differ materially``; the spec layer supplies it.
 SpecDiff = Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]
+#: ``(stored fingerprint, new fingerprint) -> what changed, in words``; caviar.data.checks supplies it.
+DataDiff = Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]
 
 
 class Storage(abc.ABC):
@@ -70,12 +72,16 @@ class Storage(abc.ABC):
         direction: str = "maximize",
         differs: SpecDiff | None = None,
         now: datetime | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
+        data_differs: DataDiff | None = None,
     ) -> int:
         """Resume the study of that name, or create it, in one transaction; returns its id.
 
         A different seed, metric or direction is an error, and so is a spec for which ``differs``
-        (stored, new) names any path; without ``differs`` any change to the spec is. Otherwise the
-        stored spec is replaced by the new one (a bigger budget, say).
+        (stored, new) names any path; without ``differs`` any change to the spec is. So is data whose
+        ``fingerprint`` differs from the stored one (``data_differs`` says how; without it, any change).
+        Nothing is written when refused. Otherwise the stored spec is replaced by the new one (a bigger
+        budget, say), and a study stored without a fingerprint gets this one.
         """
 
     @abc.abstractmethod

@@ -3,6 +3,11 @@
 SQLite is opened in WAL mode with a 30 s busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE``: writers queue for the lock up front instead of failing halfway with "database is
 locked", so many processes can share one file. A forked child never reuses its parent's connections.
+
+A read-only engine (``read_only=True``, what ``show``, ``studies``, ``export``, ``best``, ``report`` and
+the dashboard use) never writes: SQLite is opened through a ``file:...?mode=ro`` URI (``immutable=1``
+where the file or its folder cannot be written, e.g. read-only media), never switched to WAL, with
+``PRAGMA query_only``; PostgreSQL sessions start with ``default_transaction_read_only = on``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from caviar.storage.codec import first_line
 
-__all__ = ["BUSY_TIMEOUT_S", "READ", "insert_ignore", "make_engine", "open_reason", "safe_url", "to_url"]
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "READ",
+    "insert_ignore",
+    "make_engine",
+    "open_reason",
+    "read_only_sqlite_uri",
+    "safe_url",
+    "to_url",
+]
 
 BUSY_TIMEOUT_S = 30.0
 #: Execution option of a read-only connection: SQLite begins it DEFERRED (it never blocks writers).
@@ -92,6 +106,23 @@ def _retry_busy(fn: Callable[[], None], budget_s: float = BUSY_TIMEOUT_S) -> Non
             time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
 
 
+def _sqlite_read_only_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    """A read-only connection: wait for writers' locks, refuse any write, and change nothing (no WAL switch)."""
+    dbapi_conn.isolation_level = None
+    dbapi_conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    dbapi_conn.execute("PRAGMA query_only = ON")
+
+
+def read_only_sqlite_uri(path: str) -> str:
+    """The SQLite URI that opens ``path`` for reading only: ``mode=ro``, or ``immutable=1`` when the file
+    or its folder cannot be written (read-only media: SQLite then needs no lock or -shm file)."""
+    from urllib.parse import quote
+
+    folder = os.path.dirname(path) or "."
+    writable = os.access(path, os.W_OK) and os.access(folder, os.W_OK)
+    return f"file:{quote(path)}?{'mode=ro' if writable else 'immutable=1'}"
+
+
 def _sqlite_on_begin(conn: Connection) -> None:
     """Reads begin DEFERRED (they never block writers in WAL); writes take the lock up front."""
     mode = "DEFERRED" if conn.get_execution_options().get(READ) else "IMMEDIATE"
@@ -120,10 +151,21 @@ def _default_driver(url: URL) -> URL:
     return url.set(drivername="postgresql+psycopg2") if importlib.util.find_spec("psycopg2") else url
 
 
-def make_engine(url: URL) -> Engine:
-    """An engine for ``url``: SQLite set up for many processes, PostgreSQL with a 10 s connect timeout."""
+def make_engine(url: URL, read_only: bool = False) -> Engine:
+    """An engine for ``url``: SQLite set up for many processes, PostgreSQL with a 10 s connect timeout.
+
+    ``read_only``: an engine that cannot write (see the module's docstring); a SQLite file must exist.
+    """
     url = _default_driver(url)
-    if url.get_backend_name() == "sqlite":
+    if url.get_backend_name() == "sqlite" and read_only:
+        db = url.database or ""
+        uri = read_only_sqlite_uri(db)
+        engine = sa.create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        )
+        event.listen(engine, "connect", _sqlite_read_only_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    elif url.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -131,6 +173,9 @@ def make_engine(url: URL) -> Engine:
         connect_args: dict[str, Any] = {}
         if url.get_driver_name() in ("psycopg2", "psycopg") and "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = 10  # an unreachable host fails in 10 s, not minutes
+        if read_only and url.get_backend_name() == "postgresql":
+            options = str(url.query.get("options", ""))
+            connect_args["options"] = f"{options} -c default_transaction_read_only=on".strip()
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     _ENGINES.add(engine)
     return engine

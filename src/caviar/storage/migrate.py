@@ -28,7 +28,15 @@ from caviar.storage.engine import READ
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD", "SCHEMA_VERSION", "VERSION_TABLE", "alembic_config", "ensure_schema", "revision_of"]
+__all__ = [
+    "HEAD",
+    "SCHEMA_VERSION",
+    "VERSION_TABLE",
+    "alembic_config",
+    "check_schema",
+    "ensure_schema",
+    "revision_of",
+]
 
 #: The newest revision (tests check it is the script directory's head).
 HEAD = "0002"
@@ -93,6 +101,29 @@ def ensure_schema(engine: Engine, url: str) -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SCHEMA_LOCK})")
         _migrate(conn, url)
+
+
+def check_schema(engine: Engine, url: str) -> None:
+    """For a read-only open: the schema must already be the head one; nothing is created or migrated.
+
+    A database without caviar's tables (a typo'd URL, another program's SQLite file) is refused as
+    "not a caviar database"; an older one must first be opened by a command that writes (caviar tune).
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{READ: True})
+        revision = revision_of(conn)
+        if revision == HEAD:
+            return
+        if revision is not None and revision not in _known_revisions():
+            raise _refuse_newer(url, revision)
+        legacy = None if revision is not None else _legacy_version(conn)
+    if revision is None and legacy is None:
+        raise StorageError(f"storage {url} is not a caviar database (it has no caviar tables)")
+    older = f"schema revision {revision!r}" if revision is not None else f"schema version {legacy} (caviar 0.1)"
+    raise StorageError(
+        f"storage {url} has {older}, older than this caviar's ({HEAD}); it is opened read-only here: "
+        "run a command that writes to it (caviar tune) once to upgrade it"
+    )
 
 
 def _migrate(conn: Connection, url: str) -> None:

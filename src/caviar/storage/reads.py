@@ -20,6 +20,8 @@ COMPLETE = TrialState.COMPLETE.value
 def find_study(conn: Connection, name_or_id: str | int, url: str) -> Any:
     """The study row with that name (or id); unknown -> StorageError listing the known names."""
     row = None
+    if isinstance(name_or_id, str) and "\x00" in name_or_id:  # no database holds it; PostgreSQL refuses to compare
+        raise StorageError(f"no study {name_or_id!r} in {url}: a study name never holds a NUL")
     if isinstance(name_or_id, str):
         row = conn.execute(sa.select(studies).where(studies.c.name == name_or_id)).first()
     if row is None and str(name_or_id).isdigit():
@@ -27,7 +29,7 @@ def find_study(conn: Connection, name_or_id: str | int, url: str) -> Any:
     if row is None:
         names = conn.execute(sa.select(studies.c.name).order_by(studies.c.id)).scalars().all()
         known = ", ".join(names) if names else "none"
-        raise StorageError(f"no study '{name_or_id}' in {url}; known: {known}")
+        raise StorageError(f"no study {str(name_or_id)!r} in {url}; known: {known}")
     return row
 
 

@@ -20,11 +20,13 @@ from sqlalchemy.engine import Connection, make_url
 
 from caviar.errors import StorageError
 from caviar.storage import queue, reads
-from caviar.storage.base import SpecDiff, Storage
+from caviar.storage.base import DataDiff, SpecDiff, Storage
 from caviar.storage.codec import canonical, dumps, first_line, int64_seed, loads, utc_now
 from caviar.storage.engine import READ, insert_ignore, make_engine, open_reason, safe_url, to_url
-from caviar.storage.migrate import ensure_schema
+from caviar.storage.migrate import check_schema, ensure_schema
+from caviar.storage.names import check_study_name
 from caviar.storage.records import EventRecord, StudyRecord, TrialEnd, TrialRecord
+from caviar.storage.retry import retrying
 from caviar.storage.schema import artifacts, boxes, curves, events, studies, trials
 from caviar.storage.states import StudyStatus, TrialState
 
@@ -34,15 +36,18 @@ __all__ = ["SqlStorage", "open_storage"]
 class SqlStorage(Storage):
     """A study database reached through SQLAlchemy; a plain path means a SQLite file."""
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], read_only: bool = False) -> None:
         self._raw_url = to_url(url)
         self.url = safe_url(self._raw_url)
+        self.read_only = read_only
+        if read_only:
+            _check_exists(self._raw_url, self.url)
         try:
-            self._engine = make_engine(make_url(self._raw_url))
+            self._engine = make_engine(make_url(self._raw_url), read_only=read_only)
         except (exc.SQLAlchemyError, ImportError, ValueError) as err:
             raise StorageError(f"cannot open storage {self.url}: {open_reason(err, self._raw_url)}") from err
         try:
-            ensure_schema(self._engine, self.url)
+            (check_schema if read_only else ensure_schema)(self._engine, self.url)
         except StorageError:
             self._engine.dispose()
             raise
@@ -56,7 +61,7 @@ class SqlStorage(Storage):
         return f"SqlStorage({self.url!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SqlStorage, (self._raw_url,))
+        return (SqlStorage, (self._raw_url, self.read_only))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -69,6 +74,8 @@ class SqlStorage(Storage):
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction (on SQLite it holds the write lock from its start: BEGIN IMMEDIATE)."""
+        if self.read_only:
+            raise StorageError(f"storage {self.url} is opened read-only; this command does not write to it")
         try:
             with self._engine.begin() as conn:
                 yield conn
@@ -112,8 +119,12 @@ class SqlStorage(Storage):
         direction: str = "maximize",
         differs: SpecDiff | None = None,
         now: datetime | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
+        data_differs: DataDiff | None = None,
     ) -> int:
         new = _study_row(name, spec, seed, metric, direction, now)
+        if fingerprint is not None:
+            new["fingerprint"] = dumps(dict(fingerprint))
         with self._write() as conn:
             row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
             if row is None:
@@ -130,7 +141,21 @@ class SqlStorage(Storage):
                     f"study '{name}' in {self.url} was created with a different spec "
                     f"(differs at: {', '.join(diff)}); use another study name or the original spec"
                 )
-            conn.execute(studies.update().where(studies.c.id == row.id).values(spec=new["spec"]))
+            changes: dict[str, Any] = {"spec": new["spec"]}
+            if fingerprint is not None:
+                if row.fingerprint is None:
+                    changes["fingerprint"] = new["fingerprint"]
+                else:
+                    old_fp, new_fp = loads(row.fingerprint, {}), canonical(dict(fingerprint))
+                    what = data_differs(old_fp, new_fp) if data_differs is not None else []
+                    if not what and old_fp != new_fp:
+                        what = ["content"]
+                    if what:
+                        raise StorageError(
+                            f"study '{name}' in {self.url} was created with other data "
+                            f"(changed: {'; '.join(what)}); use another study name or the original data"
+                        )
+            conn.execute(studies.update().where(studies.c.id == row.id).values(**changes))
             return int(row.id)
 
     def get_study(self, name_or_id: str | int) -> StudyRecord:
@@ -325,6 +350,40 @@ class SqlStorage(Storage):
             return reads.curve_rows(conn, study_id, trial_ids)
 
 
+#: The methods that talk to the database. Each is one transaction, so each is run again when the database
+#: blinks (a restart, a dropped connection, a lock held past the timeout): see caviar.storage.retry.
+TRANSACTIONS = (
+    "create_study",
+    "get_or_create_study",
+    "get_study",
+    "list_studies",
+    "set_study_status",
+    "delete_study",
+    "enqueue_trials",
+    "claim_trials",
+    "heartbeat",
+    "requeue_stale",
+    "requeue_worker",
+    "finish_trials",
+    "add_curves",
+    "add_box",
+    "boxes",
+    "add_event",
+    "events",
+    "save_artifact",
+    "load_artifact",
+    "artifact_names",
+    "trials",
+    "trial",
+    "best_trial",
+    "counts",
+    "next_number",
+    "curves",
+)
+for _name in TRANSACTIONS:
+    setattr(SqlStorage, _name, retrying(getattr(SqlStorage, _name)))
+
+
 def _new_id(result: sa.CursorResult[Any]) -> int:
     """The id an INSERT of one row gave it."""
     key = result.inserted_primary_key
@@ -337,6 +396,7 @@ def _study_row(
     name: str, spec: Mapping[str, Any], seed: Any, metric: str, direction: str, at: datetime | None
 ) -> dict[str, Any]:
     """A new study's row (status 'created'); a direction other than maximize/minimize is an error."""
+    check_study_name(name)
     if direction not in ("maximize", "minimize"):
         raise StorageError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
     return {
@@ -350,6 +410,27 @@ def _study_row(
     }
 
 
-def open_storage(url_or_path: str | os.PathLike[str] | Storage) -> Storage:
-    """A storage from a SQLAlchemy URL or a SQLite file path (a Storage passes through)."""
-    return url_or_path if isinstance(url_or_path, Storage) else SqlStorage(url_or_path)
+def _check_exists(raw_url: str, url: str) -> None:
+    """A read-only open of a SQLite file that is not there names the path (nothing is created)."""
+    parsed = make_url(raw_url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    db = parsed.database or ""
+    if not db or db == ":memory:" or db.startswith("file:"):
+        raise StorageError(f"storage {url}: a read-only open needs a SQLite file path")
+    if os.path.isdir(db):
+        raise StorageError(f"cannot open storage {url}: {db} is a directory, not a database file")
+    if not os.path.isdir(os.path.dirname(db) or "."):
+        raise StorageError(f"cannot open storage {url}: directory {os.path.dirname(db)} does not exist")
+    if not os.path.isfile(db):
+        raise StorageError(f"no study storage at {db}: no such file (run `caviar tune SPEC` first, or check --storage)")
+
+
+def open_storage(url_or_path: str | os.PathLike[str] | Storage, read_only: bool = False) -> Storage:
+    """A storage from a SQLAlchemy URL or a SQLite file path (a Storage passes through).
+
+    ``read_only``: for commands that only read: nothing is created (a missing file is an error, a
+    database without caviar's tables is "not a caviar database"), migrated or written, and SQLite files
+    on read-only media open (see caviar.storage.engine).
+    """
+    return url_or_path if isinstance(url_or_path, Storage) else SqlStorage(url_or_path, read_only=read_only)

@@ -3,8 +3,10 @@
 - ``local``: the process that runs the study works through the round itself.
 - ``processes`` (``search.workers`` > 1): that many spawned worker processes, which die with their
   parent (Linux: ``PR_SET_PDEATHSIG``), so a killed ``caviar tune`` leaves no headless workers.
-- ``ray``: that many Ray tasks on ``search.ray_address`` (or a local cluster); every node must reach
-  the storage (PostgreSQL, or SQLite on a shared disk).
+- ``ray``: that many Ray tasks on ``search.ray_address`` (or a local cluster bound to 127.0.0.1);
+  every node must reach the storage (PostgreSQL, or SQLite on a shared disk), not the data file: the
+  data is shipped through Ray's object store. A lost task or node is rescheduled on the cluster.
+  See docs/ray.md.
 
 Every worker runs the same loop (:func:`caviar.tune.worker.work`) on the shared storage. After the
 processes or tasks end, the study's own process finishes the round in process: it trains what a
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from caviar.errors import CaviarError
 from caviar.storage import TrialState, open_storage
@@ -29,6 +33,9 @@ from caviar.tune.spec import StudySpec, load_spec
 from caviar.tune.worker import Progress, WorkerContext, new_worker_id, recover_zombies, work
 
 POLL_S = 0.5  # how often progress is reported while worker processes or tasks run
+RAY_RETRIES = 3  # Ray reruns a task lost with its worker or node this many times, on the cluster
+RAY_REPLACEMENTS = 3  # then the study starts new tasks, up to this many per worker
+RAY_CONNECT_TIMEOUT_S = 5.0  # an unreachable ray_address fails after this long
 ROUND_POLL_S = 1.0  # how often the study looks again at a round another process is finishing
 
 
@@ -84,32 +91,159 @@ def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progr
 
 
 def run_ray(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
-    """``search.workers`` Ray tasks (one CPU each) on ``search.ray_address``; then the round is finished in process."""
+    """``search.workers`` Ray tasks (one CPU each) on ``search.ray_address``, until the round is trained.
+
+    The study's data goes into Ray's object store once (``ray.put``): a node without the data file
+    trains from it. Each task has a *slot*, the tail of its worker id; a task lost with its worker or
+    node is retried by Ray (``max_retries``) on the cluster, and the new attempt first requeues what
+    the lost one held. When Ray gives up on a task (its failure shows on the task's ObjectRef in
+    ``ray.wait``), the study requeues the slot's trials and starts another task: a lost population is
+    trained again on the cluster, within seconds, not on the driver after the heartbeat timeout.
+    """
+    ray = _import_ray()
+    spec, storage, study_id = ctx.spec, ctx.storage, ctx.study_id
+    connect_ray(ray, spec.search.ray_address)
+    from ray.exceptions import RayTaskError
+
+    data_ref = _data_ref(ray, ctx)
+    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(ray_worker)
+    wanted = set(numbers)
+
+    def submit() -> Any:
+        slot = uuid.uuid4().hex[:12]
+        ref = task.remote(spec, study_id, data_ref, slot)
+        slots[ref] = slot
+        return ref
+
+    slots: dict[Any, str] = {}
+    for _ in range(spec.search.workers):
+        submit()
+    lost = 0
+    while slots:
+        done, _ = ray.wait(list(slots), num_returns=1, timeout=POLL_S)
+        for ref in done:
+            slot = slots.pop(ref)
+            try:
+                ray.get(ref)
+            except RayTaskError as err:  # the task's own exception (a CaviarError, say): the study's error
+                cause = getattr(err, "cause", None)
+                raise (cause if isinstance(cause, Exception) else err) from None
+            except ray.exceptions.RayError as err:  # the worker or its node died and Ray gave up retrying
+                lost += 1
+                requeue_slot(storage, study_id, slot)
+                if lost > RAY_REPLACEMENTS * spec.search.workers:
+                    raise CaviarError(f"Ray lost {lost} worker tasks; the last: {_first_line(err)}") from None
+                submit()
+                continue
+            if _waiting(storage, study_id, wanted):  # requeued by a lost task's retry: more work
+                submit()
+        if on_progress is not None:
+            on_progress(storage.counts(study_id), storage.best_trial(study_id))
+    run_in_process(ctx, numbers, on_progress)
+
+
+def _waiting(storage: Any, study_id: int, wanted: set[int]) -> bool:
+    return any(t.number in wanted for t in storage.trials(study_id, [TrialState.WAITING]))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
         raise CaviarError("search.executor 'ray' needs ray: pip install 'caviar[ray]'") from None
-    spec, storage, study_id = ctx.spec, ctx.storage, ctx.study_id
-    if not ray.is_initialized():
-        ray.init(address=spec.search.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    task = ray.remote(num_cpus=1)(worker_process)
-    pending = [task.remote(spec.to_dict(), study_id, 1) for _ in range(spec.search.workers)]
-    while pending:
-        done, pending = ray.wait(pending, timeout=POLL_S)
-        ray.get(done)  # re-raise a worker's error here
-        if on_progress is not None:
-            on_progress(storage.counts(study_id), storage.best_trial(study_id))
-    run_in_process(ctx, numbers, on_progress)
+    return ray
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """The (host, port) a Ray address names: ``host:port`` (GCS, default 6379) or ``ray://host:port``."""
+    client = address.startswith("ray://")
+    rest = address[len("ray://") :] if client else address
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest, 10001 if client else 6379
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise CaviarError(f"search.ray_address {address!r} is not HOST:PORT or ray://HOST:PORT") from None
+
+
+def connect_ray(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address`` (checked first: an unreachable one fails in seconds, in one line),
+    or start a local one bound to 127.0.0.1 only; nothing when Ray is already initialized."""
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if address is None or address == "local":
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        return
+    if address != "auto":
+        host, port = _host_port(address)
+        try:
+            socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise CaviarError(
+                f"search.ray_address {address!r}: nothing answers at {host}:{port} "
+                f"({exc.strerror or exc}); start the head there with `ray start --head`"
+            ) from None
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise CaviarError(f"search.ray_address {address!r}: cannot join the Ray cluster: {_first_line(exc)}") from None
+
+
+_DATA_REFS: dict[int, tuple[Any, Any]] = {}
+
+
+def _data_ref(ray: Any, ctx: WorkerContext) -> Any:
+    """The study's data in Ray's object store, put once per study run (every round reuses it)."""
+    held = _DATA_REFS.get(id(ctx))
+    if held is None or held[0] is not ctx:
+        held = (ctx, ray.put(ctx.data))
+        _DATA_REFS.clear()
+        _DATA_REFS[id(ctx)] = held
+    return held[1]
+
+
+def requeue_slot(storage: Any, study_id: int, slot: str, keep: str | None = None) -> int:
+    """Requeue the RUNNING trials of every attempt of a Ray task slot (worker ids ``host:pid:<slot>``)."""
+    owners = {
+        w for t in storage.trials(study_id, [TrialState.RUNNING]) if (w := t.worker_id) and w.endswith(f":{slot}")
+    }
+    return sum(storage.requeue_worker(study_id, w) for w in owners if w != keep)
+
+
+def ray_worker(spec: StudySpec, study_id: int, data: Any, slot: str) -> None:
+    """A Ray task: requeue what an earlier attempt of this slot held, then work until nothing waits.
+
+    ``data`` comes from the object store, so the node needs no data file; the spec comes as it was
+    validated (not re-read, which would look for the file).
+    """
+    from threadpoolctl import threadpool_limits
+
+    storage = open_storage(spec.search.storage)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}"
+    requeue_slot(storage, study_id, slot, keep=worker_id)
+    with threadpool_limits(limits=1):
+        work(WorkerContext(spec, data, storage, study_id, worker_id))
 
 
 EXECUTORS: dict[str, Executor] = {"local": run_in_process, "processes": run_processes, "ray": run_ray}
 
 
 def executor_for(spec: StudySpec) -> Executor:
-    """The executor ``search.executor`` names; ``local`` with ``search.workers`` > 1 means worker processes."""
+    """The executor ``search.executor`` names; ``local`` with ``search.workers`` > 1 means worker processes.
+
+    For ``ray`` it joins the cluster first (an unreachable ``ray_address`` is a one-line CaviarError)."""
     name: str = spec.search.executor
     if name == "local" and spec.search.workers > 1:
         name = "processes"
+    if name == "ray":  # join the cluster now: an unreachable address fails before anything is stored
+        connect_ray(_import_ray(), spec.search.ray_address)
     return EXECUTORS[name]
 
 

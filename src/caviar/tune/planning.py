@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from caviar.data.checks import check_weights_fit
 from caviar.errors import DataError
 from caviar.prepared import PreparedData, prepare_data
 from caviar.storage import Storage, TrialRecord, TrialState
@@ -55,7 +56,8 @@ def resolve_spec(
 
 
 def load_data(spec: StudySpec) -> PreparedData:
-    """The study's data, split and standardized the same way by every worker."""
+    """The study's data, split and standardized the same way by every worker, and checked
+    (caviar.data.checks): a validation metric needs a validation part."""
     d = spec.data
     if d.in_memory and spec.memory_data is None:
         raise DataError(f"study '{spec.name}': its data was given in memory; pass it again (run_study(spec, data=...))")
@@ -69,7 +71,23 @@ def load_data(spec: StudySpec) -> PreparedData:
         seed=spec.search.seed or 0,
         standardize=d.standardize,
         source=spec.memory_data,
+        metric=spec.search.metric,
     )
+
+
+def check_first_round(spec: StudySpec, data: PreparedData) -> None:
+    """Refuse, before the study is stored, a first round whose populations' weights cannot fit in memory.
+
+    The first round is known before anything trains (what ``--dry-run`` shows); its populations are
+    packed as :func:`plan_round` packs them, and each one's weights are sized from its shape. A sampler
+    of its own proposes them, so the study's sampler (Optuna's keeps state) is left untouched.
+    """
+    sampler = spec.sampler()
+    numbers = sampler.round_numbers(spec.search.trials)[0]
+    plans = plans_for(spec, numbers, sampler.propose(numbers, []), 0)
+    for members in pack(plans, data.n_features, data.n_classes, spec.search.max_population):
+        hidden = members[0].model.hidden
+        check_weights_fit(data.n_features, hidden, data.n_classes, len(members), where="model: ")
 
 
 def plans_for(spec: StudySpec, numbers: Sequence[int], units: Sequence[np.ndarray], rnd: int) -> list[TrialPlan]:

@@ -324,7 +324,9 @@ _KINDS = {"float": "float", "int": "int", "bool": "bool", "choice": "str", "widt
 def _domain(p: HParam) -> Domain:
     """A registered hyperparameter's domain: its kind, bounds (or choices) and natural scale."""
     if p.kind == "widths":
-        return Domain("hidden", "a list of positive integer widths", _is_widths, scale=p.scale)
+        return Domain(
+            "hidden", p.allowed, lambda v: _is_widths(v) and all(p.bounds.contains(w) for w in v), scale=p.scale
+        )
     if p.kind in ("bool", "choice"):
         return Domain(_KINDS[p.kind], p.allowed, p.accepts, tuple(p.choices), p.scale)
     return Domain(_KINDS[p.kind], p.bounds.describe(p.name), p.accepts, scale=p.scale)

@@ -44,9 +44,10 @@ from pydantic import (
 from caviar.config import ModelConfig, TrainConfig, with_values
 from caviar.data.datasets import TABLE_SUFFIXES, Dataset, in_memory, table_suffix
 from caviar.errors import SpecError
-from caviar.hparams import BY_NAME, HPARAMS, RULES, HParam, canonical, is_bool
+from caviar.hparams import BY_NAME, HPARAMS, RULES, Bounds, HParam, canonical, is_bool
 from caviar.metrics import CLASSIFICATION, check_metric_for_task, get_metric
 from caviar.metrics import METRICS as METRIC_REGISTRY
+from caviar.storage.names import check_study_name
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
 from caviar.tune.space import TUNABLE, ChoiceParam, Space, did_you_mean
 
@@ -59,6 +60,8 @@ DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 DATA_SUFFIXES = TABLE_SUFFIXES
 METRICS = tuple(METRIC_REGISTRY)  # caviar.metrics is the one list (task, direction, function)
+#: The most trials one study may ask for: every trial is a stored row, planned before it trains.
+MAX_TRIALS = 100_000
 
 
 class _Section(BaseModel):
@@ -71,7 +74,12 @@ class StudySection(_Section):
     """``[study]``: the study's name (default: the spec file's stem) and its root seed."""
 
     name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return None if value is None else check_study_name(value)
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -137,10 +145,13 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-def _positive_widths(value: tuple[int, ...]) -> tuple[int, ...]:
-    if any(w < 1 for w in value):
-        raise ValueError(f"widths must be positive integers, got {list(value)}")
-    return value
+def _widths_in(bounds: Bounds) -> Any:
+    def check(value: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(bounds.contains(w) for w in value):
+            raise ValueError(f"widths must be integers {bounds.words()}, got {list(value)}")
+        return value
+
+    return check
 
 
 def _annotation(p: HParam) -> Any:
@@ -150,7 +161,7 @@ def _annotation(p: HParam) -> Any:
     if p.kind == "choice":
         return Literal[p.choices]
     if p.kind == "widths":
-        return Annotated[tuple[Annotated[int, BeforeValidator(_not_a_bool)], ...], AfterValidator(_positive_widths)]
+        return Annotated[tuple[Annotated[int, BeforeValidator(_not_a_bool)], ...], AfterValidator(_widths_in(p.bounds))]
     finite: dict[str, Any] = {"allow_inf_nan": False} if p.kind == "float" else {}
     number = int if p.kind == "int" else float
     return Annotated[number, BeforeValidator(_not_a_bool), Field(**p.bounds.limits(), **finite)]
@@ -232,13 +243,13 @@ class SearchSection(_Section):
     """``[search]``: the strategy, the budget, where results go and what is maximized."""
 
     strategy: Literal[SEARCH_STRATEGIES] = "random"  # type: ignore[valid-type]
-    trials: int = Field(default=20, ge=1)
+    trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
     rounds: int = Field(default=3, ge=1)
     top_fraction: float = Field(default=0.25, gt=0, le=1)
     margin: float = Field(default=0.1, ge=0)
     min_width: float = Field(default=0.02, ge=0, le=1)
     points_per_axis: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
     workers: int = Field(default=1, ge=1)
     storage: str | None = None
     metric: Literal[METRICS] = "val_accuracy"  # type: ignore[valid-type]
@@ -598,6 +609,10 @@ def _format_error(err: Mapping[str, Any]) -> str:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file '{path}' is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+        ) from None
     except FileNotFoundError:
         raise SpecError(f"spec file '{path}' not found") from None
     except OSError as exc:

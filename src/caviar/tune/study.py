@@ -14,10 +14,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from caviar.data.checks import fingerprint_diff
 from caviar.errors import StorageError
 from caviar.storage import Storage, StudyStatus, TrialRecord, TrialState, open_storage
 from caviar.tune.executors import executor_for
-from caviar.tune.planning import load_data, plan_from_record, plan_round, resolve_spec
+from caviar.tune.planning import check_first_round, load_data, plan_from_record, plan_round, resolve_spec
 from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.spec import StudySpec, spec_diff
 from caviar.tune.worker import MODEL_ARTIFACT, Progress, WorkerContext, new_worker_id, recover_zombies
@@ -183,8 +184,10 @@ def run_study(
     resuming with other data is refused; pass the same data again to resume.
     """
     spec = resolve_spec(spec, trials, workers, storage, seed, data=data)
+    data = load_data(spec)  # before the storage is opened: a data mistake leaves it as it was
+    check_first_round(spec, data)  # weights that cannot fit in memory: refused before it too
+    execute = executor_for(spec)  # Ray joins its cluster here: an unreachable address stores nothing
     store = open_storage(spec.storage_url)
-    data = load_data(spec)  # before the study is stored: a data mistake leaves the storage as it was
     study_id = store.get_or_create_study(
         spec.name,
         spec.to_dict(),
@@ -192,9 +195,10 @@ def run_study(
         metric=spec.search.metric,
         direction="maximize" if spec.search.maximize else "minimize",
         differs=spec_diff,
+        fingerprint=data.fingerprint(),  # a resume with other data is refused, nothing written
+        data_differs=fingerprint_diff,
     )
     sampler = spec.sampler()
-    execute = executor_for(spec)
     ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
     store.set_study_status(study_id, StudyStatus.RUNNING)
     recover_zombies(store, study_id)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from caviar.errors import CaviarError
+from caviar.errors import CaviarError, StorageError
 from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
@@ -167,6 +167,8 @@ def train_claimed(
             if pbt is not None:
                 for k, outcome in enumerate(outcomes):
                     outcome.metrics.update(pbt.record(k))
+        except StorageError:
+            raise  # the storage, not the trial, failed (past its retries): the trials stay to be requeued
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             storage.finish_trials(ctx.worker_id, [TrialEnd(r.id, TrialState.FAILED, error=error) for r in claimed])

@@ -29,11 +29,10 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from caviar.errors import StorageError
-from caviar.storage import Storage, TrialState, open_storage, to_url
+from caviar.storage import Storage, TrialState, open_storage
 from caviar.web import data as views
 from caviar.web.figures import KINDS, best_so_far_figure, edf_figure, figure
 from caviar.web.importance import param_importance
@@ -67,16 +66,11 @@ FigureKind = Enum("FigureKind", {k: k for k in KINDS}, type=str)  # type: ignore
 
 
 def open_existing(storage_url: str | os.PathLike[str] | Storage) -> Storage:
-    """Open a storage for reading; a SQLite file that does not exist is an error (never created)."""
+    """Open a storage read-only: a SQLite file that does not exist is an error (never created), nothing
+    is written, a database without caviar's tables is refused (caviar.storage's read-only open)."""
     if isinstance(storage_url, Storage):
         return storage_url
-    url = to_url(storage_url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        db = parsed.database or ""
-        if db and db != ":memory:" and not db.startswith("file:") and not Path(db).is_file():
-            raise StorageError(f"no study storage at {db}: run `caviar tune SPEC` first, or pass --storage")
-    return open_storage(url)
+    return open_storage(storage_url, read_only=True)
 
 
 def plotly_js_path() -> Path | None:

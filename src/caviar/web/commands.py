@@ -56,6 +56,7 @@ def dashboard(
     """Serve the dashboard of the studies in a storage (read-only; live while a study runs)."""
     import uvicorn
 
+    from caviar.console import say_error
     from caviar.errors import CaviarError
     from caviar.web.app import create_app
 
@@ -72,7 +73,7 @@ def dashboard(
     console.print(f"caviar dashboard for {app.state.storage.url}", highlight=False)
     console.print(f"open {address}   (Ctrl-C stops it)", highlight=False)
     if host not in LOOPBACK:
-        console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can read your studies")
+        say_error(f"listening on {host}: anyone who can reach it can read your studies", "warning", "yellow")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)
     try:
         uvicorn.Server(config).run(sockets=[sock])
@@ -92,6 +93,8 @@ def report(
     from caviar.web.app import open_existing
     from caviar.web.data import load_study
 
+    if out.exists() and not out.is_dir():
+        fail(f"--out: {out} is a file; give a folder to write report.html and the PNGs to")
     try:
         data = load_study(study, open_existing(_storage(storage)))
     except CaviarError as exc:
