@@ -636,7 +636,7 @@ def _is_objective_toml(path: Path) -> bool:
 
     try:
         return is_objective_spec(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False  # the spec loader reports it, with the file name
 
 

@@ -38,6 +38,7 @@ from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
 from caviar.tune.planning import load_data
 from caviar.tune.space import did_you_mean
 from caviar.tune.spec import StudySpec, load_spec
+from caviar.tune.worker import Heartbeat, new_worker_id
 from caviar.validation import check_value
 
 #: Hyperparameters a panda may change while the model trains (caviar.hparams.LIVE: per-member, no shape changes).
@@ -53,7 +54,6 @@ RUNNING, PAUSED, FINISHED, DIVERGED_STATUS, STOPPED, FAILED_STATUS = (
     "stopped",
     "failed",
 )
-PANDA_WORKER = "panda"
 
 
 def canonical_name(name: str) -> str:
@@ -254,7 +254,10 @@ class PandaSession:
         )
         self.storage = open_storage(storage if storage is not None else cast(str, self.spec.search.storage))
         self.study_name = study_name or self._default_name()
+        self.worker_id = new_worker_id()  # host:pid:random, as a tuning worker: a dead session is recognized
         self.study_id, self.trial_id = self._create_study()
+        # Beats like a worker's (every 5 s, paused or not), so a killed session's trial goes stale and is requeued.
+        self._heartbeat = Heartbeat(self.storage, [self.trial_id], self.worker_id).__enter__()
         self._hp = self._read_hp()
         self._log(
             "start",
@@ -321,7 +324,7 @@ class PandaSession:
                 }
             ],
         )
-        claimed = self.storage.claim_trials(study_id, PANDA_WORKER)
+        claimed = self.storage.claim_trials(study_id, self.worker_id)
         self.storage.set_study_status(study_id, StudyStatus.RUNNING)
         return study_id, claimed[0].id
 
@@ -756,8 +759,8 @@ class PandaSession:
         row = {**rows.get(0, {}), "step": t.step}
         with self._cond:
             self.epochs.append(row)
-            self.storage.add_curve_rows(self.trial_id, [clean(row)], PANDA_WORKER)
-            self.storage.heartbeat([self.trial_id], PANDA_WORKER)
+            self.storage.add_curve_rows(self.trial_id, [clean(row)], self.worker_id)
+            self.storage.heartbeat([self.trial_id], self.worker_id)
             if self.checkpoint_every and t.epoch % self.checkpoint_every == 0:
                 self._take_checkpoint("auto", auto=True)
             if t.epoch >= self.total_epochs and self.status == RUNNING:
@@ -829,9 +832,10 @@ class PandaSession:
         )
         value = metrics.get(self.spec.search.metric)
         objective = self.spec.search.objective(value) if state == TrialState.COMPLETE and value is not None else None
+        self._heartbeat.__exit__(None, None, None)
         self.storage.finish_trial(
             self.trial_id,
-            PANDA_WORKER,
+            self.worker_id,
             state,
             clean(metrics),
             objective,

@@ -236,15 +236,17 @@ EXECUTORS: dict[str, Executor] = {"local": run_in_process, "processes": run_proc
 
 
 def executor_for(spec: StudySpec) -> Executor:
-    """The executor ``search.executor`` names; ``local`` with ``search.workers`` > 1 means worker processes.
-
-    For ``ray`` it joins the cluster first (an unreachable ``ray_address`` is a one-line CaviarError)."""
+    """The executor ``search.executor`` names; ``local`` with ``search.workers`` > 1 means worker processes."""
     name: str = spec.search.executor
     if name == "local" and spec.search.workers > 1:
         name = "processes"
-    if name == "ray":  # join the cluster now: an unreachable address fails before anything is stored
-        connect_ray(_import_ray(), spec.search.ray_address)
     return EXECUTORS[name]
+
+
+def join_cluster(spec: StudySpec) -> None:
+    """Before anything is stored: the Ray executor joins its cluster (an unreachable address is one line)."""
+    if spec.search.executor == "ray":
+        connect_ray(_import_ray(), spec.search.ray_address)
 
 
 # ------------------------------------------------------------------------------- worker processes

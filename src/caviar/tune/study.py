@@ -17,7 +17,7 @@ from typing import Any
 from caviar.data.checks import fingerprint_diff
 from caviar.errors import StorageError
 from caviar.storage import Storage, StudyStatus, TrialRecord, TrialState, open_storage
-from caviar.tune.executors import executor_for
+from caviar.tune.executors import executor_for, join_cluster
 from caviar.tune.planning import check_first_round, load_data, plan_from_record, plan_round, resolve_spec
 from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.spec import StudySpec, spec_diff
@@ -186,7 +186,8 @@ def run_study(
     spec = resolve_spec(spec, trials, workers, storage, seed, data=data)
     data = load_data(spec)  # before the storage is opened: a data mistake leaves it as it was
     check_first_round(spec, data)  # weights that cannot fit in memory: refused before it too
-    execute = executor_for(spec)  # Ray joins its cluster here: an unreachable address stores nothing
+    join_cluster(spec)  # Ray joins its cluster here: an unreachable address stores nothing
+    execute = executor_for(spec)
     store = open_storage(spec.storage_url)
     study_id = store.get_or_create_study(
         spec.name,

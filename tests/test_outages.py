@@ -1,0 +1,164 @@
+"""Storage outages: transient errors are retried for a bounded time; a PostgreSQL restart mid-study is survived.
+
+The restart test runs its own throwaway PostgreSQL (.ci/postgres.sh on another port and folder, via
+CAVIAR_PG_PORT / CAVIAR_PG_DIR), since other tests share the default server; it stops and starts it
+while the study trains, synchronized by polling storage, and checks the study finishes in the same
+call (no resume) with every trial stored exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc
+
+from caviar.errors import StorageError
+from caviar.storage import Storage, TrialState, open_storage
+from caviar.storage import retry as retry_module
+from caviar.storage.retry import is_transient, retrying
+from caviar.storage.sql import TRANSACTIONS, SqlStorage
+from caviar.tune.study import run_study
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
+
+
+class _Orig(Exception):
+    pass
+
+
+def _operational(text: str) -> exc.OperationalError:
+    return exc.OperationalError("SELECT 1", {}, _Orig(text))
+
+
+def test_transient_errors_are_told_from_real_ones() -> None:
+    assert is_transient(_operational("server closed the connection unexpectedly"))
+    assert is_transient(_operational("connection to server at 127.0.0.1 failed: Connection refused"))
+    assert is_transient(_operational("database is locked"))
+    wrapped = StorageError("storage x: server closed the connection")
+    wrapped.__cause__ = _operational("server closed the connection unexpectedly")
+    assert is_transient(wrapped)
+    assert not is_transient(exc.IntegrityError("INSERT", {}, _Orig("UNIQUE constraint failed")))
+    assert not is_transient(_operational("no such table: caviar_studies"))
+    assert not is_transient(StorageError("no study 'x'"))
+
+
+class _Flaky:
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.calls = failures, error, 0
+
+    @retrying
+    def call(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+def test_retrying_runs_again_until_it_works_or_the_budget_is_spent(monkeypatch) -> None:
+    monkeypatch.setenv(retry_module.ENV, "30")
+    flaky = _Flaky(3, _operational("terminating connection due to administrator command"))
+    assert flaky.call() == "done" and flaky.calls == 4
+    real = _Flaky(3, exc.IntegrityError("INSERT", {}, _Orig("UNIQUE constraint failed")))
+    with pytest.raises(exc.IntegrityError):
+        real.call()
+    assert real.calls == 1  # not retried
+    monkeypatch.setenv(retry_module.ENV, "0.3")
+    down = _Flaky(10**9, _operational("Connection refused"))
+    start = time.monotonic()
+    with pytest.raises(exc.OperationalError):
+        down.call()
+    assert time.monotonic() - start < 3 and down.calls >= 2
+    monkeypatch.setenv(retry_module.ENV, "0")
+    off = _Flaky(1, _operational("Connection refused"))
+    with pytest.raises(exc.OperationalError):
+        off.call()
+    assert off.calls == 1
+
+
+def test_every_storage_transaction_is_retried() -> None:
+    abstract = {n for n in Storage.__abstractmethods__ if n not in ("close",)}
+    assert abstract <= set(TRANSACTIONS)
+    assert all(getattr(SqlStorage, n).__wrapped__ for n in TRANSACTIONS)
+
+
+# --------------------------------------------------------------------------- a PostgreSQL restart
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg(port: int, folder: str, *args: str) -> None:
+    env = {**os.environ, "CAVIAR_PG_PORT": str(port), "CAVIAR_PG_DIR": folder}
+    done = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def own_postgres():
+    """A throwaway PostgreSQL cluster of this test alone; yields (url, restart)."""
+    port = _free_port()
+    folder = f"/tmp/caviar-pg-outage-{port}"  # the server's user must reach it: not under pytest's 0700 tmp
+    _pg(port, folder)
+
+    def restart() -> None:
+        _pg(port, folder, "stop")
+        _pg(port, folder)
+
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/caviar_test", restart
+    finally:
+        _pg(port, folder, "stop")
+        subprocess.run(["rm", "-rf", folder, f"{folder}.log", f"{folder}.log.init"], check=False)
+
+
+def test_a_postgresql_restart_mid_study_is_survived_without_a_resume(own_postgres) -> None:
+    url, restart = own_postgres
+    spec = {
+        "study": {"name": "blink", "seed": 1},
+        "data": {"dataset": "iris"},
+        "model": {"hidden": [8]},
+        "training": {"epochs": 30, "batch_size": 16},
+        "search": {"trials": 8, "max_population": 1, "storage": url},
+        "space": {"learning_rate": {"low": 1e-3, "high": 1e-1, "scale": "log"}},
+    }
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["study"] = run_study(spec)
+        except BaseException as err:  # handed to the test thread
+            result["error"] = err
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    watcher = None
+    deadline = time.monotonic() + 300
+    while True:  # poll storage until the study has finished a trial and has more to train
+        assert runner.is_alive() and time.monotonic() < deadline, result.get("error", "finished before the restart")
+        try:
+            watcher = watcher or open_storage(url)
+            counts = watcher.counts(watcher.get_study("blink").id)
+        except StorageError:
+            counts = {}
+        if counts.get(TrialState.COMPLETE, 0) >= 1 and counts.get(TrialState.WAITING, 0) >= 2:
+            break
+        time.sleep(0.05)
+    watcher.close()
+    restart()
+    runner.join(300)
+    assert not runner.is_alive()
+    assert "error" not in result, result.get("error")
+    trials = result["study"].trials
+    assert sorted(t.number for t in trials) == list(range(8))
+    assert all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state, t.error) for t in trials]
+    curves = result["study"].curves()
+    for rows in curves.values():  # every epoch stored once, none missing
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == list(range(epochs[0], epochs[0] + len(epochs)))
