@@ -591,7 +591,7 @@ class PandaSession:
         self.epochs.extend(clean(r) for r in rows)
         self.storage.drop_curve_after(self.trial_id, start_epoch - 1)
         if rows:
-            self.storage.add_curve_rows(self.trial_id, [clean(r) for r in rows], PANDA_WORKER)
+            self.storage.add_curve_rows(self.trial_id, [clean(r) for r in rows], self.worker_id)
         self._hp = self._read_hp()
         self.generation += 1  # the page reloads its curves
         self.status = PAUSED if trainer.epoch < self.total_epochs else FINISHED

@@ -225,7 +225,7 @@ def ray_worker(spec: StudySpec, study_id: int, data: Any, slot: str) -> None:
     """
     from threadpoolctl import threadpool_limits
 
-    storage = open_storage(spec.search.storage)
+    storage = open_storage(spec.storage_url)
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}"
     requeue_slot(storage, study_id, slot, keep=worker_id)
     with threadpool_limits(limits=1):
