@@ -421,3 +421,19 @@ def test_a_read_only_storage_refuses_writes(stored) -> None:
     storage = open_storage(stored / "good.db", read_only=True)
     with pytest.raises(StorageError, match="is opened read-only"):
         storage.create_study("x", {})
+
+
+# ------------------------------------------------------------------------------- names are data
+def test_a_study_name_is_text_in_figure_titles(stored, tmp_path) -> None:
+    """Plotly reads titles as HTML-ish markup: a name holding a link must be shown, not followed."""
+    from caviar.web.data import load_study
+    from caviar.web.figures import figure
+
+    db = tmp_path / "copy.db"
+    shutil.copy(stored / "good.db", db)
+    name = "<a href='https://example.com'>x</a> & $y$"
+    with sqlite3.connect(db) as conn:  # a copy of 'done' under a hostile name
+        conn.execute("UPDATE caviar_studies SET name = ? WHERE name = 'done'", (name,))
+    data = load_study(name, open_storage(db, read_only=True))
+    title = figure(data, "history").layout.title.text
+    assert "&lt;a href='https://example.com'&gt;x&lt;/a&gt; &amp; $y$" in title and "<a " not in title

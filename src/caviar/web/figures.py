@@ -10,6 +10,7 @@ says which axis shows which parameter, so tests and scripts need not guess subpl
 from __future__ import annotations
 
 import functools
+import html
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,8 +101,9 @@ def finish(fig: go.Figure, width: int | None, title: str, sub: str | None = None
     rows between it and the plot (so it never narrows the plot or runs off its right edge), and a top
     margin that holds both."""
     room = (width or DEFAULT_WIDTH) - 40
-    lines = _wrap(title, room, TITLE_CHAR_PX)
-    subs = _wrap(sub, room, SUB_CHAR_PX) if sub else []
+    # Plotly reads titles as HTML-ish markup: names in them are escaped, so '<a href>' stays text.
+    lines = [html.escape(line, quote=False) for line in _wrap(title, room, TITLE_CHAR_PX)]
+    subs = [html.escape(line, quote=False) for line in _wrap(sub, room, SUB_CHAR_PX)] if sub else []
     text = "<br>".join(lines) + (f"<br><sup>{'<br>'.join(subs)}</sup>" if subs else "")
     names = _legend_names(fig)
     rows, used = (1, 0.0) if names else (0, 0.0)
@@ -818,7 +820,7 @@ def edf_figure(studies: Any, width: int | None = None) -> go.Figure:
                 mode="lines",
                 name=data.name,
                 line={"shape": "hv", "width": 2, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate=f"{data.name}<br>%{{y:.0%}} of trials at most %{{x:.4g}}<extra></extra>",
+                hovertemplate=f"{html.escape(data.name)}<br>%{{y:.0%}} of trials at most %{{x:.4g}}<extra></extra>",
             )
         )
     fig.update_layout(
@@ -854,7 +856,7 @@ def best_so_far_figure(studies: Any, width: int | None = None) -> go.Figure:
                 name=data.name,
                 marker={"size": 5},
                 line={"shape": "hv", "width": 2, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate=f"{data.name}<br>best after #%{{x}}: %{{y:.4g}}<extra></extra>",
+                hovertemplate=f"{html.escape(data.name)}<br>best after #%{{x}}: %{{y:.4g}}<extra></extra>",
             )
         )
     fig.update_layout(

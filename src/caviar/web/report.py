@@ -55,6 +55,7 @@ def _pyplot():
             "axes.spines.right": False,
             "axes.grid": True,
             "grid.alpha": 0.3,
+            "text.parse_math": False,  # names are text: a '$' in a study name is a dollar sign, not math
         }
     )
     return plt
