@@ -162,3 +162,32 @@ def test_a_postgresql_restart_mid_study_is_survived_without_a_resume(own_postgre
     for rows in curves.values():  # every epoch stored once, none missing
         epochs = [r["epoch"] for r in rows]
         assert epochs == list(range(epochs[0], epochs[0] + len(epochs)))
+
+
+# ------------------------------------------------------------------------------- panda heartbeats
+def test_a_panda_session_beats_like_a_worker_even_when_paused(tmp_path, monkeypatch) -> None:
+    """Its trial's heartbeat moves on while nothing trains (polled, bounded), under a host:pid:random id,
+    so a killed session's trial goes stale (or its dead pid is seen) and is requeued like a worker's."""
+    import caviar.tune.worker as worker
+    from caviar.panda.session import PandaSession
+
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY_S", 0.2)
+    spec = {
+        "study": {"name": "beats", "seed": 3},
+        "data": {"dataset": "iris"},
+        "model": {"hidden": [8]},
+        "training": {"epochs": 3, "batch_size": 16},
+        "search": {"storage": f"sqlite:///{tmp_path / 'panda.db'}"},
+    }
+    session = PandaSession(spec)  # created, not started: paused, no epoch ends
+    try:
+        storage = open_storage(tmp_path / "panda.db")
+        first = storage.trial(session.trial_id)
+        assert first.state == TrialState.RUNNING and first.worker_id == session.worker_id
+        assert session.worker_id.split(":")[1] == str(os.getpid())
+        deadline = time.monotonic() + 30
+        while storage.trial(session.trial_id).heartbeat_at == first.heartbeat_at:
+            assert time.monotonic() < deadline, "the session's trial never beat"
+            time.sleep(0.05)
+    finally:
+        session.close()
