@@ -379,6 +379,7 @@ TRANSACTIONS = (
     "counts",
     "next_number",
     "curves",
+    "drop_curve_after",
 )
 for _name in TRANSACTIONS:
     setattr(SqlStorage, _name, retrying(getattr(SqlStorage, _name)))
