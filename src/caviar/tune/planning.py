@@ -86,7 +86,8 @@ def check_first_round(spec: StudySpec, data: PreparedData) -> None:
     numbers = sampler.round_numbers(spec.search.trials)[0]
     plans = plans_for(spec, numbers, sampler.propose(numbers, []), 0)
     for members in pack(plans, data.n_features, data.n_classes, spec.search.max_population):
-        hidden = members[0].model.hidden
+        widths = [m.model.hidden for m in members]  # a padded population is as wide as its widest member
+        hidden = tuple(max(w) for w in zip(*widths, strict=True)) if len({len(w) for w in widths}) == 1 else widths[0]
         check_weights_fit(data.n_features, hidden, data.n_classes, len(members), where="model: ")
 
 
