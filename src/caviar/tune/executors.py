@@ -179,7 +179,8 @@ def connect_ray(ray: Any, address: str | None) -> None:
         return
     quiet = {"log_to_driver": False, "configure_logging": False}
     if address is None or address == "local":
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        # address="local": a new cluster even where /tmp/ray names an older (maybe dead) one
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
         return
     if address != "auto":
         host, port = _host_port(address)

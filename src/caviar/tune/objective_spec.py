@@ -44,7 +44,7 @@ class MedianSection(_Section):
     completed trials at the same epoch (after ``startup_trials`` completed, from ``warmup_epochs``)."""
 
     startup_trials: int = Field(5, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(default=0, ge=0)
 
 
 class ObjectiveSearch(SearchSection):

@@ -74,7 +74,7 @@ class StudySection(_Section):
     """``[study]``: the study's name (default: the spec file's stem) and its root seed."""
 
     name: str | None = None
-    seed: int = Field(0, ge=0, lt=2**63)
+    seed: int = Field(default=0, ge=0, lt=2**63)
 
     @field_validator("name")
     @classmethod
