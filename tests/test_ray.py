@@ -201,6 +201,9 @@ def _node_pids(node: subprocess.Popen) -> set[int]:
     return found | _group(node.pid)
 
 
+EPOCHS = 300  # per trial in the two-node test: about a second each, so the kill lands mid-training
+
+
 def test_two_nodes_data_only_on_the_head_and_a_node_killed_mid_study(tmp_path, monkeypatch, head):
     data = tmp_path / "head-only.csv"
     rng = np.random.default_rng(0)
@@ -221,7 +224,7 @@ def test_two_nodes_data_only_on_the_head_and_a_node_killed_mid_study(tmp_path, m
         _wait_for_nodes(2)
         spec = _spec(tmp_path, "two-nodes", ray_address=head, trials=4, max_population=1)
         spec["data"] = {"path": str(data)}
-        spec["training"]["epochs"] = 150
+        spec["training"]["epochs"] = EPOCHS  # long enough that a quiet machine leaves time to pick a victim
         result: dict = {}
 
         def run() -> None:
@@ -235,7 +238,7 @@ def test_two_nodes_data_only_on_the_head_and_a_node_killed_mid_study(tmp_path, m
         storage = None
         deadline = time.monotonic() + 120
         victim = None
-        while victim is None:  # poll storage until the second node trains one of the last populations
+        while victim is None:  # poll storage until the second node trains a population
             assert time.monotonic() < deadline and runner.is_alive(), result.get("error")
             if storage is None and (tmp_path / "two-nodes.db").exists():
                 storage = open_storage(tmp_path / "two-nodes.db")
@@ -243,11 +246,10 @@ def test_two_nodes_data_only_on_the_head_and_a_node_killed_mid_study(tmp_path, m
                 with contextlib.suppress(Exception):
                     study_id = storage.get_study("two-nodes").id
                     pids = _node_pids(node)
-                    if not storage.trials(study_id, [TrialState.WAITING]):
-                        for t in storage.trials(study_id, [TrialState.RUNNING]):
-                            early = len(storage.curves(study_id, [t.id]).get(t.id, [])) < 50  # of 150 epochs
-                            if int(t.worker_id.split(":")[1]) in pids and early:
-                                victim = t
+                    for t in storage.trials(study_id, [TrialState.RUNNING]):  # the node's first population
+                        early = len(storage.curves(study_id, [t.id]).get(t.id, [])) < EPOCHS // 3
+                        if int(t.worker_id.split(":")[1]) in pids and early:
+                            victim = t
             time.sleep(0.05)
         for pid in _node_pids(node):  # the whole node: ray start, its raylet and workers (some in own groups)
             with contextlib.suppress(ProcessLookupError):
