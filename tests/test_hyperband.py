@@ -1,5 +1,7 @@
 """Hyperband across populations: the bracket table, a study whose brackets prune at their own rungs and
-never share a population, and one-line refusals of a bad [search.hyperband]."""
+never share a population, ASHA's promotion across populations with two worker processes on one SQLite
+study (every trial once, every decision the rung rule's), and one-line refusals of a bad
+[search.hyperband]."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from caviar.errors import SpecError
+from caviar.tune.asha import promoted, ranked
 from caviar.tune.hyperband import bracket_of, brackets, max_brackets
 from caviar.tune.spec import load_spec
 from caviar.tune.study import run_study
@@ -59,6 +62,53 @@ def test_a_hyperband_study_prunes_each_bracket_at_its_rungs(tmp_path: Path) -> N
     assert full[0] == len(by_bracket[0])  # bracket 0 trains all of its trials fully
     assert full[2] == math.ceil(math.ceil(len(by_bracket[2]) / 3) / 3)  # two rungs of 1/3
     assert any(t.state.value == "PRUNED" for t in by_bracket[2])
+
+
+def test_the_rung_rule_ranks_a_population_against_the_whole_pool() -> None:
+    own = {1: 0.9, 2: 0.5}
+    assert promoted(own, {}, 3, maximize=True) == {1}  # alone: the in-population rule, ceil(2 / 3) = 1
+    assert promoted(own, {3: 0.95, 4: 0.1, 5: 0.2}, 3, maximize=True) == {1}  # 2 of 5 go on: #3 and #1
+    assert promoted(own, {3: 0.95, 6: 0.97}, 3, maximize=True) == set()  # 2 of 4: both others are better
+    assert promoted({1: 0.2, 2: 0.5}, {3: 0.3}, 3, maximize=False) == {1}  # a loss: the smaller goes on
+    assert ranked({4: float("nan"), 2: 0.5, 7: 0.5, 1: 0.1}, maximize=True) == [2, 7, 1, 4]  # ties: lower number
+
+
+def test_two_workers_promote_across_populations_by_the_rung_rule(tmp_path: Path) -> None:
+    raw = _spec(tmp_path / "asha.db", max_epochs=9, eta=3)
+    raw["search"].update(trials=18, workers=2, max_population=3)
+    raw["training"]["batch_size"] = 16  # populations long enough for both workers to train at once
+    study = run_study(raw)
+    spec = study.spec
+    table = spec.search.bracket_table(9)
+    trials = study.trials
+    assert sorted(t.number for t in trials) == list(range(18))  # every trial, once
+    assert all(t.attempts == 1 and t.state.value in ("COMPLETE", "PRUNED") for t in trials), [
+        (t.number, t.state, t.attempts) for t in trials
+    ]
+    curves = study.curves()
+    at = {t.number: {int(r["epoch"]): r["val_accuracy"] for r in curves[t.id]} for t in trials}
+    group = {t.number: t.group_key for t in trials}
+    across = 0
+    for t in trials:
+        b = bracket_of(t.number, table)
+        rungs = [b.min_epochs * 3**i for i in range(3) if b.min_epochs * 3**i < 9]
+        decisions = t.metrics["rungs"]
+        assert len(at[t.number]) == t.metrics["epochs_run"]  # a curve row per epoch trained, none twice
+        assert [d["epoch"] for d in decisions] == [r for r in rungs if r <= t.metrics["epochs_run"]]
+        for i, d in enumerate(decisions):
+            pool = [t.number, *d["against"]]
+            assert all(bracket_of(n, table).s == b.s for n in pool)  # judged inside its bracket
+            values = {n: at[n][d["epoch"] - 1] for n in pool}  # every one of them reached the rung
+            rank = ranked(values, maximize=True).index(t.number)
+            assert (d["rank"], d["of"]) == (rank, len(pool))
+            assert d["kept"] == (rank < math.ceil(len(pool) / 3))
+            assert d["kept"] == (i < len(decisions) - 1 or t.metrics["epochs_run"] > d["epoch"])
+            across += any(group[n] != t.group_key for n in d["against"])
+        if decisions and not decisions[-1]["kept"]:
+            assert t.state.value == "PRUNED" and t.metrics["epochs_run"] == decisions[-1]["epoch"]
+    # bracket 2 has four populations for two workers: the third one claimed sees another's rung results
+    assert across > 0
+    assert len({t.group_key for t in trials if bracket_of(t.number, table).s == 2}) == 4
 
 
 @pytest.mark.parametrize(

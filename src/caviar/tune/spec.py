@@ -222,6 +222,9 @@ class HyperbandSection(_Section):
     max_epochs: int | None = Field(default=None, ge=1)
     eta: int = Field(default=3, ge=2)
     brackets: int | None = Field(default=None, ge=1)
+    #: ASHA promotion: a rung judged against every result at it in the study so far (tune.asha);
+    #: None: when search.workers > 1
+    asynchronous: bool | None = None
 
 
 class PBTSection(_Section):

@@ -20,8 +20,7 @@ from caviar.errors import CaviarError, StorageError
 from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
-from caviar.tune.halving import SuccessiveHalving
-from caviar.tune.hyperband import bracket_of
+from caviar.tune.asha import AsynchronousHalving, halving_for
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
 from caviar.tune.runner import model_file_bytes, train_population
@@ -131,14 +130,7 @@ def train_claimed(
     ``on_epoch`` hears each of its epoch ends."""
     spec, storage = ctx.spec, ctx.storage
     by_number = {r.number: r for r in claimed}
-    halving = None
-    if spec.search.halving is not None:
-        h = spec.search.halving
-        halving = SuccessiveHalving(h.eta, h.min_epochs, spec.search.metric)
-    table = spec.search.bracket_table(spec.training.epochs)
-    if table:  # hyperband: this population's bracket says where its first rung is
-        bracket = bracket_of(min(by_number), table)
-        halving = SuccessiveHalving(spec.search.hyperband.eta, bracket.min_epochs, spec.search.metric)  # type: ignore[union-attr]
+    halving = halving_for(spec, storage, ctx.study_id, min(by_number))
 
     numbers = tuple(sorted(by_number))
     metric = spec.search.metric
@@ -167,6 +159,9 @@ def train_claimed(
             if pbt is not None:
                 for k, outcome in enumerate(outcomes):
                     outcome.metrics.update(pbt.record(k))
+            if isinstance(halving, AsynchronousHalving):  # its rung decisions, stored with each trial
+                for outcome in outcomes:
+                    outcome.metrics.update(halving.record(outcome.number))
         except StorageError:
             raise  # the storage, not the trial, failed (past its retries): the trials stay to be requeued
         except (CaviarError, ValueError, FloatingPointError, MemoryError) as exc:
