@@ -1,6 +1,7 @@
 """Population-based training: exploit copies exactly, explore follows each scale's law, PBT beats the best
 fixed learning rate where the best rate changes mid-training, its studies resume after SIGKILL with the
-same trials, and ``retrain`` replays a member's lineage and schedule to the same weights.
+same trials, and ``retrain`` replays a member's lineage and schedule to the same weights; panda's fork
+draws its members by the same explore law.
 
 Statistical tests use fixed seeds and bounds far outside the sampling noise (as tests/test_samplers.py)."""
 
@@ -22,7 +23,7 @@ from caviar.config import TrainConfig
 from caviar.errors import SpecError
 from caviar.nn.network import Architecture
 from caviar.train.trainer import Trainer, hyperparameters_from
-from caviar.tune.explore import explore, perturb, scaled
+from caviar.tune.explore import explore, factor_between, perturb, reach, scaled
 from caviar.tune.pbt import ancestry, apply_exploit, pbt_callback, quantile_size
 from caviar.tune.planning import load_data, plan_from_record
 from caviar.tune.runner import train_population
@@ -156,6 +157,51 @@ def test_only_the_named_hyperparameters_move() -> None:
     assert {k: v for k, v in out.items() if k != "learning_rate"} == {
         k: v for k, v in start.items() if k != "learning_rate"
     }
+
+
+def test_panda_forks_by_the_explore_law(tmp_path: Path) -> None:
+    """A fork's range is explore's moves by the factor and its inverse (tune.explore.reach); its members
+    are the centre moved by one factor g each, log g uniform on [-log f, log f] (Kolmogorov-Smirnov)."""
+    from caviar.panda.fork import centered_space
+    from caviar.panda.session import PandaSession
+
+    wide = Space.from_dict(
+        {
+            "learning_rate": {"low": 1e-9, "high": 10.0, "scale": "log"},
+            "beta1": {"low": 0.0, "high": 0.999999, "scale": "one_minus_log"},
+        }
+    )
+    scales = {"learning_rate": "log", "beta1": "one_minus_log"}
+    centre = {"learning_rate": 0.02, "beta1": 0.8}
+    for name, entry in centered_space(centre, list(centre), 2.0).items():
+        assert entry["scale"] == scales[name]
+        ends = {perturb(wide[name], centre[name], 2.0), perturb(wide[name], centre[name], 0.5)}
+        assert {entry["low"], entry["high"]} == ends == set(reach(centre[name], scales[name], 2.0))
+    assert reach(0.2, "one_minus_log", 2.0)[0] == 0.0  # 1 - beta = 1.6 would be a negative beta: clipped
+    spec = {
+        "study": {"name": "forked", "seed": 3},
+        "data": {"dataset": "digits"},
+        "model": {"hidden": [16]},
+        "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 128, "epochs": 2},
+        "search": {"storage": f"sqlite:///{tmp_path / 'panda.db'}"},
+    }
+    session = PandaSession(spec)
+    try:
+        session.run_steps(3)
+        session.set_hyperparameters(learning_rate=0.02, beta1=0.8)
+        session.run_steps(1)
+        result = session.fork(k=48, factor=2.0, epochs=1, params=["learning_rate", "beta1"]).wait()
+        fork = session.forks[0]
+        fork.join(120)
+        assert fork.status == "done", fork.error
+        trials = Study(session.storage.url, result["study"]).trials
+    finally:
+        session.close(30)
+    assert len(trials) == 48
+    for name, scale in scales.items():
+        x = np.log([factor_between(centre[name], t.params[name], scale) for t in trials]) / np.log(2.0)
+        assert np.all(np.abs(x) <= 1 + 1e-9), name
+        assert stats.kstest(x, "uniform", args=(-1, 2)).pvalue > 1e-4, name
 
 
 # ------------------------------------------------------------------------------- PBT finds a schedule

@@ -33,7 +33,7 @@ from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus, TrialRecord
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
-from caviar.tune.explore import scaled
+from caviar.tune.explore import reach
 from caviar.tune.planning import plans_for
 from caviar.tune.runner import model_file_bytes, population_outcomes
 from caviar.tune.spec import load_spec
@@ -108,21 +108,17 @@ def default_params(optimizer: str) -> list[str]:
 
 
 def centered_space(hp: dict[str, float], names: Sequence[str], factor: float) -> dict[str, dict[str, Any]]:
-    """A ``[space]`` table centred on ``hp`` within a factor ``factor`` on each parameter's scale."""
+    """A ``[space]`` table centred on ``hp`` within a factor ``factor`` on each parameter's scale: the range
+    of PBT's explore law (:func:`caviar.tune.explore.reach`), so each member the fork study's sampler draws
+    is the centre moved by one factor g, log g uniform on [-log factor, log factor]."""
     space: dict[str, dict[str, Any]] = {}
     for name in names:
-        v = float(hp[name])
-        # the range is PBT's explore law (caviar.tune.explore.scaled) applied with factor and 1 / factor
-        if name in LOG_NAMES:
-            if v <= 0:
-                raise ControlError(f"fork: {name} is {v:g}; a log range needs a positive centre")
-            space[name] = {"low": scaled(v, "log", 1 / factor), "high": scaled(v, "log", factor), "scale": "log"}
-        else:
-            gap = 1.0 - v
-            if not 0 < gap <= 1:
-                raise ControlError(f"fork: {name} is {v:g}; a one-minus-log range needs 0 <= {name} < 1")
-            low, high = scaled(v, "one_minus_log", factor), scaled(v, "one_minus_log", 1 / factor)
-            space[name] = {"low": max(0.0, low), "high": high, "scale": "one_minus_log"}
+        scale = "log" if name in LOG_NAMES else "one_minus_log"
+        try:
+            low, high = reach(float(hp[name]), scale, factor)
+        except ValueError as exc:
+            raise ControlError(f"fork: {name} is {exc}") from None
+        space[name] = {"low": low, "high": high, "scale": scale}
     return space
 
 

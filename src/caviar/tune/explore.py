@@ -1,7 +1,9 @@
 """Explore: move a hyperparameter value to a neighbour on its own scale (PBT's explore, panda's fork).
 
-One law per scale, used by both population-based training (:mod:`caviar.tune.pbt`) and panda's fork
-(:func:`caviar.panda.fork.centered_space`, whose range is the factor applied both ways):
+One law per scale, used by both population-based training (:mod:`caviar.tune.pbt`: :func:`explore`, a
+factor drawn from a finite set) and panda's fork (:func:`caviar.panda.fork.centered_space`: each member
+moved from the centre by one factor ``g`` with ``log g`` uniform on ``[-log f, log f]``, the range
+:func:`reach` gives, drawn by the fork study's sampler on the same scale):
 
 - ``log``: the value multiplied by the factor (0.8 or 1.2 divide or multiply);
 - ``one_minus_log``: the factor applied to 1 - value (an averaging beta moves towards or away from 1);
@@ -36,6 +38,28 @@ def scaled(value: float, scale: str, factor: float) -> float:
     if scale == "one_minus_log":
         return 1.0 - (1.0 - float(value)) * factor
     raise ValueError(f"scale {scale!r} has no multiplicative law (log or one_minus_log)")
+
+
+def factor_between(value: float, moved: float, scale: str) -> float:
+    """The factor that takes ``value`` to ``moved`` on a multiplicative scale (the inverse of :func:`scaled`)."""
+    if scale == "log":
+        return float(moved) / float(value)
+    if scale == "one_minus_log":
+        return (1.0 - float(moved)) / (1.0 - float(value))
+    raise ValueError(f"scale {scale!r} has no multiplicative law (log or one_minus_log)")
+
+
+def reach(value: float, scale: str, factor: float) -> tuple[float, float]:
+    """The (low, high) that ``value`` reaches on ``scale`` with a factor anywhere between 1 / ``factor``
+    and ``factor`` (> 1): [v / f, v * f] on log; 1 - v within a factor f on one_minus_log, beta >= 0.
+    ValueError where the law has no range: a log value not positive, a beta outside [0, 1)."""
+    v = float(value)
+    if scale == "log" and not v > 0:
+        raise ValueError(f"{v:g}; a log range needs a positive centre")
+    if scale == "one_minus_log" and not 0 < 1.0 - v <= 1:
+        raise ValueError(f"{v:g}; a one-minus-log range needs 0 <= value < 1")
+    low, high = sorted((scaled(v, scale, 1 / factor), scaled(v, scale, factor)))
+    return (max(0.0, low) if scale == "one_minus_log" else low), high
 
 
 def perturb(param: Param, value: Any, factor: float) -> Any:
