@@ -223,3 +223,58 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+# ------------------------------------------------------------------------------ the measured bound
+def memory_bandwidth(threads: int, mbytes: int = 64, repeats: int = 5) -> float:
+    """Bytes per second that ``threads`` threads stream at once, each copying its own ``mbytes`` MB
+    float32 array (a read and a write per element; numpy releases the GIL on such copies): the best
+    of ``repeats``, a ceiling like ``gemm_gflops``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = mbytes * 1024 * 1024 // 4
+    src = [np.ones(n, np.float32) for _ in range(threads)]
+    dst = [np.empty(n, np.float32) for _ in range(threads)]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats + 1):  # the first run pages the arrays in
+            start = time.perf_counter()
+            list(pool.map(lambda i: np.copyto(dst[i], src[i]), range(threads)))
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * 4 * n * threads / best
+
+
+def step_matmuls(widths: Sequence[int], batch: int) -> list[tuple[int, int, int]]:
+    """Every matmul (m, k, n) of one member's training step: forward (batch, in) @ (in, out), the weight
+    gradient (in, batch) @ (batch, out), and the input gradient (batch, out) @ (out, in) of every layer
+    but the first (the flops ``mlp_flops`` counts)."""
+    shapes = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False)):
+        shapes += [(batch, a, b), (a, batch, b)] + ([(batch, b, a)] if i > 0 else [])
+    return shapes
+
+
+def step_bound(widths: Sequence[int], batch: int, K: int, cores: int, repeats: int = 3) -> tuple[float, str]:
+    """The least time one step of a K-member population (BN + ReLU MLP, Adam, float32) can take on
+    ``cores`` cores, measured: each of the step's matmuls at the rate numpy reaches for its shape on
+    one thread, stacked over a slice's members, with the slices on every core at once (perfect
+    scaling: how caviar splits a population); plus Adam's memory traffic (parameter, gradient and two
+    moments read, three written: 28 bytes per parameter) at the bandwidth ``cores`` threads stream.
+    Batch norm, activations and the loss count nothing: a bound no engine of these matmuls can beat.
+    Returns (seconds, a line saying what it is made of)."""
+    from threadpoolctl import threadpool_limits
+
+    members = max(1, min(32, -(-K // cores)))  # a slice's members (32 at most: the rate has settled)
+    shapes = step_matmuls(widths, batch)
+    with threadpool_limits(limits=1, user_api="blas"):
+        rates = gemm_gflops(shapes, members, repeats)
+    gemm_s = sum(2.0 * K * m * k * n / (rates[f"{m}x{k}x{n}" + (f" (x{members})" if members > 1 else "")] * 1e9)
+                 for m, k, n in shapes) / cores  # fmt: skip
+    n_params = sum(a * b + 2 * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    bandwidth = memory_bandwidth(cores)
+    adam_s = 28.0 * K * n_params / bandwidth
+    total = gemm_s + adam_s
+    return total, (
+        f"matmuls {gemm_s * 1e3:.2f} ms (one-thread rates x {cores} cores) + Adam {adam_s * 1e3:.2f} ms "
+        f"({28 * K * n_params / 1e6:.1f} MB at {bandwidth / 1e9:.1f} GB/s) = {total * 1e3:.2f} ms per step"
+    )

@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     mlp_gemm_shapes,
     set_threads,
     spread,
+    step_bound,
     table,
     timed,
     torch_threads,
@@ -147,6 +148,105 @@ def caviar_fit(case: Case, K: int, epochs: int) -> Callable[[], float]:
         return time.perf_counter() - start
 
     return run
+
+
+def phase_profile(case: Case, K: int, cores: int, steps: int = 20) -> tuple[float, list[tuple[str, float]]]:
+    """Where one slice's step goes: the K / cores members one core trains, on one BLAS thread.
+
+    Returns the step's seconds (the median of 5 runs of ``steps`` steps) and (phase, seconds) for each
+    matmul, each fused kernel, the softmax and Adam, timed alone on the trainer's own arrays (the
+    median of 5 runs of 20 calls), the remainder (Python, dispatch, the small copies) last."""
+    from threadpoolctl import threadpool_limits
+
+    from caviar.nn import kernels
+
+    members = max(1, K // cores)
+    data = batches(case, steps)
+    n_layers = len(HIDDEN) + 1
+
+    def clock(fn: Callable[[], object], calls: int = 20) -> float:
+        fn()
+        ts = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            ts.append((time.perf_counter() - start) / calls)
+        return float(np.median(ts))
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        trainer = caviar_trainer(case, members)
+        trainer.threads = 1
+        run = caviar_steps(trainer, data)
+        step = clock(run, 1) / steps
+        p, st = trainer.params, trainer.state
+        xb, yb = data[0]
+        m = np.full(members, 0.1)
+        phases: list[tuple[str, float]] = []
+        a, acts, caches = xb, [], []
+        for i in range(n_layers):  # forward: the matmul, then batch norm + ReLU (one kernel)
+            name = f"dense{i}" if i < n_layers - 1 else "out"
+            W = p[f"{name}.W"]
+            phases.append((f"forward matmul {name} ({a.shape[-2]}x{W.shape[1]}x{W.shape[2]})",
+                           clock(lambda a=a, W=W: np.matmul(a, W))))  # fmt: skip
+            z = np.matmul(a, W)
+            acts.append(a)
+            if i == n_layers - 1:
+                break
+            bn = (
+                p[f"bn{i}.gamma"],
+                p[f"bn{i}.beta"],
+                1e-5,
+                "relu",
+                st[f"bn{i}.running_mean"],
+                st[f"bn{i}.running_var"],
+            )
+
+            def bn_forward(z: np.ndarray = z, bn: tuple = bn) -> tuple:
+                return kernels.batchnorm_activation_forward_(z.copy(), *bn, m)
+
+            phases.append((f"batch norm + ReLU forward {i} (kernel)", clock(bn_forward)))
+            a, cache, _, _ = kernels.batchnorm_activation_forward_(z.copy(), *bn, m)
+            caches.append((a, cache))
+        logits = z + p["out.b"]
+        phases.append(
+            ("softmax cross-entropy (kernel)", clock(lambda: kernels.softmax_cross_entropy_(logits.copy(), yb)))
+        )
+        da = kernels.softmax_cross_entropy_(logits.copy(), yb)[2]
+        for i in reversed(range(n_layers)):  # backward: weight gradient, input gradient, the kernel below
+            name = f"dense{i}" if i < n_layers - 1 else "out"
+            W, a_in = p[f"{name}.W"], acts[i]
+            at = a_in.T if a_in.ndim == 2 else a_in.transpose(0, 2, 1)
+            phases.append((f"weight-gradient matmul {name}", clock(lambda at=at, da=da: np.matmul(at, da))))
+            if i == 0:
+                break
+            Wt = W.transpose(0, 2, 1)
+            phases.append((f"input-gradient matmul {name}", clock(lambda da=da, Wt=Wt: np.matmul(da, Wt))))
+            da = np.matmul(da, Wt)
+            h, cache = caches[i - 1]
+
+            def bn_backward(da: np.ndarray = da, h: np.ndarray = h, c: tuple = cache) -> tuple:
+                return kernels.batchnorm_activation_backward_(da.copy(), h, c, "relu")
+
+            phases.append((f"batch norm + ReLU backward {i - 1} (kernel)", clock(bn_backward)))
+        views = trainer._slice_views(0, members)  # the optimizer's fused plan over the slice, as a step uses it
+        coef = trainer.optimizer.coefficient_table(trainer.lr, trainer.hp, 2, trainer.hp["l2"], trainer.dtype)
+        phases.append(("Adam over every parameter (kernel)",
+                       clock(lambda: trainer.optimizer.apply_plan(views.plan, coef, 2, l2=False))))  # fmt: skip
+    phases.append(("the rest (Python, dispatch, small copies)", step - sum(t for _, t in phases)))
+    return step, phases
+
+
+def print_profile(case: Case, K: int, cores: int) -> None:
+    """``phase_profile`` as a table: each phase's share of a slice's step."""
+    step, phases = phase_profile(case, K, cores)
+    members = max(1, K // cores)
+    print(f"\nprofile: {case.name} K={K}, one slice of {members} members on one thread (what each of {cores} "
+          f"cores runs), step {step * 1e3:.2f} ms")  # fmt: skip
+    rows = [[name, f"{t * 1e3:.3f}", f"{t / step:.3f}"] for name, t in phases]
+    matmul = sum(t for name, t in phases if "matmul" in name)
+    rows.append(["all matmuls", f"{matmul * 1e3:.3f}", f"{matmul / step:.3f}"])
+    print(table(["phase", "ms", "of the step"], rows))
 
 
 # ----- PyTorch -----------------------------------------------------------------------------------
@@ -377,6 +477,26 @@ def report(cases: list[Case], results: dict, Ks: list[int], peaks: dict[str, flo
     return table(head, ratio_rows) + "\n\n" + table(head2, rate_rows), summary
 
 
+def bound_lines(cases: list[Case], results: dict, Ks: list[int], peaks: dict[str, float]) -> list[str]:
+    """Per case and K: the measured bound (``step_bound``) in model-samples/s and as a fraction of the
+    matmul rate, the share of it caviar reaches, and the share the JAX-scan target asks for."""
+    lines = []
+    for case in cases:
+        train = mlp_flops((case.n_in, *HIDDEN, 10))[1]
+        for K in Ks:
+            res = results[(case.name, K)]
+            bound, made_of = res["bound"]
+            caviar, jax = _med(res["rates"]["caviar K"]), _med(res["rates"]["jax scan"])
+            need = TARGETS[case.name]["jax scan"] * jax
+            lines.append(
+                f"bound {case.name} K={K}: {made_of} -> {bound:,.0f} model-samples/s "
+                f"({bound * train / 1e9 / peaks[case.name]:.3f} of the matmul rate); caviar {caviar:,.0f} = "
+                f"{caviar / bound:.2f} of the bound; the target {TARGETS[case.name]['jax scan']:g}x JAX scan = "
+                f"{need:,.0f} = {need / bound:.2f} of the bound"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a tiny run for the tests (K = 2, 2 steps, 1 repeat)")
@@ -386,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None, help="Trainer.fit epochs timed at the first K (default 1)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for BLAS, OpenMP and torch")
     ap.add_argument("--data-dir", type=Path, default=MNIST_DIR, help="MNIST's idx files (default: %(default)s)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-phase profile of a slice's step")
     ap.add_argument("--cases", default="digits,mnist", help="comma-separated: digits, mnist")
     ap.add_argument(
         "--seq-models",
@@ -424,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
         for i, K in enumerate(Ks):
             seq_models = args.seq_models or min(K, 32)
             res = bench_case(case, K, steps, repeats, seq_models, with_single=i == 0)
+            bound_s, bound_line = step_bound(widths, case.batch, K, args.threads, repeats=1 if args.smoke else 3)
+            res["bound"] = (K * case.batch / bound_s, bound_line)
             results[(case.name, K)] = res
             print(
                 f"  {case.name} K={K}: " + ", ".join(f"{k} {_med(v):,.0f}/s" for k, v in res["rates"].items()),
@@ -434,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                 fit_rows.append(
                     [case.name, f"K={K} Trainer.fit, {epochs} epoch(s)", f"{K * len(case.y) * epochs / fit_s:,.0f}"]
                 )
+        if not args.no_profile:
+            print_profile(case, Ks[0], args.threads)
     text, summary = report(cases, results, Ks, peaks)
     print()
     print(text)
@@ -442,6 +567,9 @@ def main(argv: list[str] | None = None) -> None:
         print(table(["data", "measure", "caviar (model-samples/s)"], fit_rows))
     print("\n## Summary (the strongest anchor first)")
     for line in summary:
+        print(line)
+    print("\n## The measured bound (the step's matmuls at their measured rates + Adam's memory traffic)")
+    for line in bound_lines(cases, results, Ks, peaks):
         print(line)
     del limiter
 

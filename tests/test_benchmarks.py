@@ -66,6 +66,16 @@ def test_engine_benchmark_prints_every_anchor_and_matmul_fraction() -> None:
         summary = re.search(rf"^{data} K=2: caviar / (.+) \(the strongest anchor\) = {NUMBER}x", text, re.M)
         assert summary and summary.group(1) in anchors
     assert text.index("## Summary") > text.index("| data")
+    for data in ("digits", "mnist"):  # the measured bound, and where a slice's step goes
+        assert re.search(
+            rf"^bound {data} K=2: matmuls {NUMBER} ms .* \+ Adam {NUMBER} ms .* -> {NUMBER} model-samples/s "
+            rf"\({NUMBER} of the matmul rate\); caviar {NUMBER} = {NUMBER} of the bound; the target .* of the bound$",
+            text,
+            re.M,
+        ), (data, text[-3000:])
+        assert re.search(rf"^profile: {data} K=2, one slice of \d+ members on one thread", text, re.M), data
+    for phase in ("forward matmul dense0", "Adam over every parameter", "the rest (Python", "all matmuls"):
+        assert len(re.findall(rf"^\| {re.escape(phase)}.*\| {NUMBER}\s+\| -?{NUMBER}\s+\|$", text, re.M)) == 2, phase
 
 
 @pytest.fixture(scope="module")
