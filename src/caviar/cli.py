@@ -646,7 +646,8 @@ def _tune_objective(spec_path, target, trials, workers, storage, seed, settings,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from caviar.tune.asktell import ObjectiveStudy
-    from caviar.tune.objective import resolve_objective_spec, run_objective
+    from caviar.tune.objective import run_objective
+    from caviar.tune.objective_spec import resolve_objective_spec
 
     spec = resolve_objective_spec(
         spec_path, trials=trials, workers=workers, storage=storage, seed=seed, target=target, settings=settings

@@ -19,7 +19,7 @@ _EXPORTS = {
     "Space": "caviar.tune.space",
     "open_storage": "caviar.storage",
     # external objectives (bring your own training code): docs/objective.md
-    "optimize": "caviar.tune.objective",
+    "optimize": "caviar.tune.asktell",
     "create_study": "caviar.tune.asktell",
     "load_study": "caviar.tune.asktell",
     "ObjectiveStudy": "caviar.tune.asktell",

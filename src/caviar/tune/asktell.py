@@ -1,4 +1,5 @@
-"""Ask/tell: the user drives the loop. ``study.ask()`` hands out a trial, ``study.tell(trial, value)`` ends it.
+"""The study of an external objective, as its user holds it: ``optimize``, ``create_study``, ``load_study``,
+and ask/tell, where the user drives the loop: ``study.ask()`` hands out a trial, ``study.tell(trial, value)`` ends it.
 
 Any number of processes may ask and tell on one storage. ``ask`` claims a WAITING trial through the
 storage work queue (planning the next trial number from the study's sampler when none waits), so two
@@ -15,24 +16,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caviar.errors import CaviarError, StorageError
-from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
-from caviar.tune.objective import (
-    Objective,
-    ObjectiveContext,
-    Progress,
-    TrialCallback,
-    open_objective_study,
-    pruner_for,
-    resolve_objective_spec,
-    run_objective,
-)
-from caviar.tune.objective_spec import ObjectiveSpec, load_objective_spec
-from caviar.tune.planning import observations
+from caviar.storage import Storage, TrialRecord, TrialState
+from caviar.tune.objective import Objective, TrialCallback, run_objective
+from caviar.tune.objective_queue import end_trial, enqueue_points, open_objective_study, pruner_for, trial_for
+from caviar.tune.objective_spec import ObjectiveSpec, load_objective_spec, resolve_objective_spec
 from caviar.tune.samplers import Sampler, TPESampler
 from caviar.tune.space import Space
 from caviar.tune.study import Study
-from caviar.tune.trial import Trial, outcome_of
-from caviar.tune.worker import HEARTBEAT_EVERY_S, new_worker_id, recover_zombies
+from caviar.tune.trial import Trial
+from caviar.tune.worker import HEARTBEAT_EVERY_S, Progress, new_worker_id, recover_zombies
 
 
 class _Beats:
@@ -124,28 +116,13 @@ class ObjectiveStudy(Study):
             self._plan_next(spec, self._sampler)
         record = claimed[0]
         self._beats.add(record.id)
-        ctx = ObjectiveContext(spec, self.storage, self.id, self.worker_id, _no_objective)
-        return ctx.trial(record)
+        return trial_for(spec, self.storage, record, self.worker_id)
 
     def _plan_next(self, spec: ObjectiveSpec, sampler: Sampler) -> None:
         """Enqueue the next trial number with the sampler's point (idempotent: another asker may win it)."""
-        records = self.storage.trials(self.id)
-        number = max((r.number for r in records), default=-1) + 1
+        number = max((r.number for r in self.storage.trials(self.id)), default=-1) + 1
         rnd = round_of_number(sampler, spec.search.trials, number)
-        history = [o for o in observations(records) if o.round is None or o.round < rnd]
-        if not any(r.round == rnd for r in records):
-            box = sampler.round_box(rnd, history)
-            if box is not None:
-                self.storage.add_box(self.id, rnd, box.as_dict())
-        (u,) = sampler.propose([number], history)
-        item = {
-            "number": number,
-            "params": spec.space.decode(u),
-            "unit": [float(x) for x in u],
-            "round": rnd,
-            "seed": spec.search.seed,
-        }
-        self.storage.enqueue_trials(self.id, [item])
+        enqueue_points(self.storage, self.id, spec, sampler, rnd, [number])
 
     def _record(self, trial: Trial | TrialRecord | int) -> TrialRecord:
         if isinstance(trial, (Trial, TrialRecord)):
@@ -175,26 +152,18 @@ class ObjectiveStudy(Study):
             raise CaviarError(f"tell: trial #{record.number} of study '{self.name}' was never asked")
         if record.finished:
             raise CaviarError(f"tell: trial #{record.number} of study '{self.name}' was already told ({record.state})")
-        search = self.spec.search
         wanted = None if state is None else _final_state(state)
-        rows = trial.rows if isinstance(trial, Trial) else []
-        stop = trial.stop_reason if isinstance(trial, Trial) else None
-        if wanted in (None, TrialState.COMPLETE):
-            end_state, metrics, objective, error = outcome_of(value, search.metric, search.maximize, stop, len(rows))
-        else:
-            end_state, objective, error = wanted, None, None
-            metrics = dict(value) if isinstance(value, Mapping) else ({} if value is None else {search.metric: value})
-            if wanted == TrialState.FAILED:
-                error = "told FAILED"
-        end = TrialEnd(record.id, end_state, metrics, objective, rows, error)
+        error = "told FAILED" if wanted == TrialState.FAILED else None
+        asked = trial if isinstance(trial, Trial) else None
         worker = record.worker_id or self.worker_id
-        if not self.storage.finish_trials(worker, [end])[0]:
+        end = end_trial(self.storage, worker, self.spec, record, value, asked, wanted, error)
+        if end is None:
             now = self.storage.trial(record.id)
             raise CaviarError(f"tell: trial #{record.number} of study '{self.name}' was already told ({now.state})")
         self._beats.discard(record.id)
-        if isinstance(trial, Trial):
-            trial.close()
-        return end_state
+        if asked is not None:
+            asked.close()
+        return end.state
 
     # ---- the whole loop
     def optimize(
@@ -225,10 +194,6 @@ class ObjectiveStudy(Study):
     def close(self) -> None:
         """Stop the heartbeat thread of asked trials."""
         self._beats.close()
-
-
-def _no_objective(trial: Trial) -> None:  # pragma: no cover - ask/tell trials are run by the user
-    raise CaviarError("ask/tell trials are run by the caller")
 
 
 def _final_state(state: TrialState | str) -> TrialState:
@@ -269,6 +234,45 @@ def create_study(
     return ObjectiveStudy(store, study_id)
 
 
+def optimize(
+    objective: Objective | str,
+    space_or_spec: ObjectiveSpec | Space | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    workers: int | None = None,
+    strategy: str | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    executor: str | None = None,
+    callbacks: Sequence[TrialCallback] = (),
+    on_progress: Progress | None = None,
+) -> ObjectiveStudy:
+    """Tune ``objective(trial)`` over a space (or a spec's ``[space]`` and ``[search]``); returns the study.
+
+    ``objective`` is a function or ``"module:function"`` (what worker processes and Ray tasks import).
+    ``trials``, ``storage``, ``workers``, ``strategy`` (random, sobol, grid, coarse_to_fine, tpe),
+    ``seed``, ``name``, ``metric`` (what it returns, default ``value``), ``direction`` and ``executor``
+    (``local`` or ``ray``) override the spec. Run again on the same storage and name, it resumes the study.
+    """
+    spec = resolve_objective_spec(
+        space_or_spec,
+        trials=trials,
+        storage=storage,
+        workers=workers,
+        strategy=strategy,
+        seed=seed,
+        name=name,
+        metric=metric,
+        direction=direction,
+        executor=executor,
+    )
+    store, study_id = run_objective(spec, objective, callbacks=callbacks, on_progress=on_progress)
+    return ObjectiveStudy(store, study_id)
+
+
 def load_study(name: str | int, storage: Storage | str) -> ObjectiveStudy:
     """Open an existing study of an external objective (for ask/tell from another process)."""
     study = ObjectiveStudy(storage, name)
@@ -277,4 +281,4 @@ def load_study(name: str | int, storage: Storage | str) -> ObjectiveStudy:
     return study
 
 
-__all__ = ["ObjectiveStudy", "create_study", "load_study", "pruner_for"]
+__all__ = ["ObjectiveStudy", "create_study", "load_study", "optimize", "pruner_for"]

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from caviar.errors import CaviarError
@@ -45,9 +45,11 @@ class Executor(Protocol):
     def __call__(self, ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None: ...
 
 
-def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
-    """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
-    storage, study_id = ctx.storage, ctx.study_id
+def until_finished(
+    storage: Any, study_id: int, numbers: Sequence[int], work_waiting: Callable[[], Any], poll_s: float = ROUND_POLL_S
+) -> None:
+    """Until every trial of ``numbers`` is finished: ``work_waiting()`` while some wait, else wait for
+    the ones other processes are running (a dead one's trials are requeued, then worked here)."""
     wanted = set(numbers)
     while True:
         recover_zombies(storage, study_id)
@@ -55,9 +57,14 @@ def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Prog
         if not pending:
             return
         if any(t.state == TrialState.WAITING for t in pending):
-            work(ctx, on_progress)
+            work_waiting()
         else:
-            time.sleep(ROUND_POLL_S)  # another process is training this round's last population
+            time.sleep(poll_s)  # another process is running this round's last trials
+
+
+def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
+    """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
+    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work(ctx, on_progress))
 
 
 def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
@@ -74,6 +81,15 @@ def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progr
         for _ in range(workers)
     ]
     try:
+        drive_processes(procs, storage, study_id, on_progress)
+    finally:
+        handoff.cleanup()
+    run_in_process(ctx, numbers, on_progress)
+
+
+def drive_processes(procs: Sequence[Any], storage: Any, study_id: int, on_progress: Progress | None) -> None:
+    """Start worker processes and report progress until they all end; any left alive is ended on the way out."""
+    try:
         for p in procs:
             p.start()
         while any(p.is_alive() for p in procs):
@@ -86,8 +102,6 @@ def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progr
             if p.is_alive():
                 p.terminate()
                 p.join()
-        handoff.cleanup()
-    run_in_process(ctx, numbers, on_progress)
 
 
 def run_ray(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
@@ -100,23 +114,51 @@ def run_ray(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | 
     ``ray.wait``), the study requeues the slot's trials and starts another task: a lost population is
     trained again on the cluster, within seconds, not on the driver after the heartbeat timeout.
     """
-    ray = _import_ray()
-    spec, storage, study_id = ctx.spec, ctx.storage, ctx.study_id
+    ray = import_ray()
+    spec, study_id = ctx.spec, ctx.study_id
     connect_ray(ray, spec.search.ray_address)
-    from ray.exceptions import RayTaskError
-
     data_ref = _data_ref(ray, ctx)
     task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(ray_worker)
+    drive_ray_tasks(
+        ray,
+        ctx.storage,
+        study_id,
+        spec.search.workers,
+        lambda slot: task.remote(spec, study_id, data_ref, slot),
+        numbers,
+        on_progress,
+    )
+    run_in_process(ctx, numbers, on_progress)
+
+
+def drive_ray_tasks(
+    ray: Any,
+    storage: Any,
+    study_id: int,
+    workers: int,
+    start: Callable[[str], Any],
+    numbers: Sequence[int],
+    on_progress: Progress | None,
+) -> None:
+    """Run ``workers`` Ray tasks (``start(slot)`` submits one and returns its ObjectRef) until they end.
+
+    A task's own exception is the study's error. A task Ray gave up on (its worker or node died past
+    the retries) has its slot's trials requeued and another task started, up to RAY_REPLACEMENTS per
+    worker; a task that ends while trials of ``numbers`` wait again (requeued by a lost attempt)
+    gets a successor.
+    """
+    from ray.exceptions import RayTaskError
+
     wanted = set(numbers)
 
     def submit() -> Any:
         slot = uuid.uuid4().hex[:12]
-        ref = task.remote(spec, study_id, data_ref, slot)
+        ref = start(slot)
         slots[ref] = slot
         return ref
 
     slots: dict[Any, str] = {}
-    for _ in range(spec.search.workers):
+    for _ in range(workers):
         submit()
     lost = 0
     while slots:
@@ -131,7 +173,7 @@ def run_ray(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | 
             except ray.exceptions.RayError as err:  # the worker or its node died and Ray gave up retrying
                 lost += 1
                 requeue_slot(storage, study_id, slot)
-                if lost > RAY_REPLACEMENTS * spec.search.workers:
+                if lost > RAY_REPLACEMENTS * workers:
                     raise CaviarError(f"Ray lost {lost} worker tasks; the last: {_first_line(err)}") from None
                 submit()
                 continue
@@ -139,7 +181,6 @@ def run_ray(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | 
                 submit()
         if on_progress is not None:
             on_progress(storage.counts(study_id), storage.best_trial(study_id))
-    run_in_process(ctx, numbers, on_progress)
 
 
 def _waiting(storage: Any, study_id: int, wanted: set[int]) -> bool:
@@ -151,7 +192,7 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -247,7 +288,7 @@ def executor_for(spec: StudySpec) -> Executor:
 def join_cluster(spec: StudySpec) -> None:
     """Before anything is stored: the Ray executor joins its cluster (an unreachable address is one line)."""
     if spec.search.executor == "ray":
-        connect_ray(_import_ray(), spec.search.ray_address)
+        connect_ray(import_ray(), spec.search.ray_address)
 
 
 # ------------------------------------------------------------------------------- worker processes
@@ -256,7 +297,7 @@ def worker_process(spec_dict: dict, study_id: int, threads: int, data_dir: str |
     into ``data_dir`` (or loads it itself, without one) and works until nothing waits."""
     from threadpoolctl import threadpool_limits
 
-    _die_with_parent()
+    die_with_parent()
     spec = load_spec(spec_dict)
     with threadpool_limits(limits=threads):
         storage = open_storage(spec.storage_url)
@@ -265,7 +306,7 @@ def worker_process(spec_dict: dict, study_id: int, threads: int, data_dir: str |
         work(ctx)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """On Linux, end this worker when the process that started it dies (even by SIGKILL).
 
     Its RUNNING trials are then requeued by the next run (their worker's pid is gone), instead

@@ -24,23 +24,49 @@ import secrets
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from caviar.errors import ControlError
+from caviar.storage import Storage
 from caviar.tune.space import ChoiceParam, IntParam, did_you_mean
-
-if TYPE_CHECKING:
-    from caviar.tune.trial import Trial
 
 CONTROL_TIMEOUT_S = 30.0
 STATE_FILE = ".caviar-panda.json"
 #: The panda's short names, accepted when the trial has the long one (``caviar ctl set lr=...``).
 ALIASES = {"lr": "learning_rate", "learning_rate": "lr", "eps": "epsilon", "weight_decay": "l2"}
 RUNNING, PAUSED, STOPPED, FINISHED = "running", "paused", "stopped", "finished"
+
+
+class SteeredTrial(Protocol):
+    """What live control needs of a trial (:class:`caviar.tune.trial.Trial` is one): who it is, its
+    reported rows and current values, and the two ways a control changes it."""
+
+    storage: Storage
+    study_name: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def study_id(self) -> int: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]: ...
+
+    def _set_hp(self, changes: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def _request_stop(self, reason: str) -> None: ...
 
 
 class _Pending:
@@ -65,7 +91,7 @@ class LiveControl:
 
     def __init__(
         self,
-        trial: Trial,
+        trial: SteeredTrial,
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
@@ -223,7 +249,7 @@ class LiveControl:
         return out
 
     # ---- in the objective's thread, at each reported epoch
-    def at_epoch(self, trial: Trial, epoch: int) -> None:
+    def at_epoch(self, trial: SteeredTrial, epoch: int) -> None:
         """Apply the queued controls (from epoch + 1); hold here while paused."""
         with self._cond:
             self.version += 1
@@ -238,7 +264,7 @@ class LiveControl:
         pending, self._pending = self._pending, []
         return pending
 
-    def _apply(self, trial: Trial, pending: _Pending, step: int) -> None:
+    def _apply(self, trial: SteeredTrial, pending: _Pending, step: int) -> None:
         kind, payload = pending.kind, pending.payload
         if kind == "set":
             old = trial._set_hp(payload["changes"])
@@ -278,7 +304,7 @@ class LiveControl:
             _remove_state(self._state_path, self.url)
 
 
-def _space_of(trial: Trial) -> dict[str, Any]:
+def _space_of(trial: SteeredTrial) -> dict[str, Any]:
     from caviar.tune.objective_spec import is_objective_spec, load_objective_spec
 
     raw = trial.storage.get_study(trial.study_id).spec

@@ -1,12 +1,13 @@
-"""Tuning the user's own training code: ``optimize(objective, space_or_spec, ...)``.
+"""Running the user's own training code: the study's rounds, in this process, worker processes or Ray tasks.
 
 ``objective(trial)`` reads ``trial.params`` (drawn by caviar's samplers on each parameter's scale),
 may ``trial.report(epoch, **metrics)`` each epoch and ask ``trial.should_stop()``, and returns the
 metric (or a dict holding it). The study runs the way caviar's own do: per round, the sampler's
-trials are enqueued in storage; workers (this process, or ``workers`` spawned processes that die with
-their parent) claim one trial at a time through the storage work queue, with heartbeats, run the
-objective and finish the trial. A study killed at any point resumes when run again: a trial whose
-process died is requeued and run again, and a trial is never finished twice.
+trials are enqueued in storage; workers (this process, ``workers`` spawned processes that die with
+their parent, or Ray tasks) claim one trial at a time through the storage work queue, with
+heartbeats, run the objective and finish the trial. A study killed at any point resumes when run
+again: a trial whose process died is requeued and run again, and a trial is never finished twice.
+The user's entry points (``optimize``, ``create_study``) are in :mod:`caviar.tune.asktell`.
 """
 
 from __future__ import annotations
@@ -15,102 +16,34 @@ import importlib
 import multiprocessing as mp
 import os
 import pickle
+import socket
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caviar.errors import CaviarError, SpecError
-from caviar.storage import Storage, StudyStatus, TrialEnd, TrialRecord, TrialState, open_storage
+from caviar.storage import Storage, StudyStatus, TrialRecord, TrialState, open_storage
+from caviar.tune.executors import (
+    RAY_RETRIES,
+    connect_ray,
+    die_with_parent,
+    drive_processes,
+    drive_ray_tasks,
+    import_ray,
+    requeue_slot,
+    until_finished,
+)
+from caviar.tune.objective_queue import end_trial, enqueue_points, open_objective_study, trial_for
 from caviar.tune.objective_spec import ObjectiveSpec, check_target, load_objective_spec
-from caviar.tune.planning import observations
-from caviar.tune.pruning import Pruner
-from caviar.tune.samplers import Sampler
-from caviar.tune.space import Space
-from caviar.tune.spec import NONMATERIAL_SPEC_KEYS, spec_diff
-from caviar.tune.trial import Trial, TrialPruned, error_line, outcome_of
+from caviar.tune.trial import Trial, TrialPruned, error_line
 from caviar.tune.worker import Heartbeat, Progress, new_worker_id, recover_zombies
-
-if TYPE_CHECKING:
-    from caviar.tune.asktell import ObjectiveStudy
 
 Objective = Callable[[Trial], Any]
 #: Called in the process that ran it after each trial is stored: ``callback(storage, trial_record)``.
 TrialCallback = Callable[[Storage, TrialRecord], None]
 
-POLL_S = 0.5  # how often progress is reported while worker processes run
 ROUND_POLL_S = 0.5  # how often a round another process is finishing is looked at again
-#: Spec keys that may differ when a study is resumed (besides the budget and execution settings).
-RESUMABLE_KEYS = NONMATERIAL_SPEC_KEYS | {"target"}
-
-
-def stored_spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What makes two objective specs different experiments (the objective's import path does not)."""
-    return spec_diff(old, new, RESUMABLE_KEYS)
-
-
-# ------------------------------------------------------------------------------------------ the spec
-def resolve_objective_spec(
-    space_or_spec: ObjectiveSpec | Space | str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    trials: int | None = None,
-    storage: str | None = None,
-    workers: int | None = None,
-    strategy: str | None = None,
-    seed: int | None = None,
-    name: str | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
-    target: str | None = None,
-    settings: Mapping[str, Any] | None = None,
-) -> ObjectiveSpec:
-    """An objective's spec from a spec (file, dict, ObjectiveSpec) or a bare space (Space or table), with overrides.
-
-    A mapping with a ``space`` key is a spec; any other mapping is a ``[space]`` table.
-    """
-    overrides: dict[str, Any] = dict(settings or {})
-    for key, value in (
-        ("search.trials", trials),
-        ("search.workers", workers),
-        ("search.strategy", strategy),
-        ("study.name", name),
-        ("search.metric", metric),
-        ("search.direction", direction),
-        ("objective.target", target),
-    ):
-        if value is not None:
-            overrides[key] = value
-    if storage is not None:
-        overrides["search.storage"] = storage if "://" in storage else str(Path(storage).resolve())
-    if seed is not None:
-        overrides["study.seed"] = seed
-        overrides["search.seed"] = seed
-    source: str | os.PathLike[str] | Mapping[str, Any]
-    if isinstance(space_or_spec, ObjectiveSpec):
-        if not overrides:
-            return space_or_spec
-        source = space_or_spec.to_dict()
-    elif isinstance(space_or_spec, Space):
-        source = {"space": space_or_spec.as_dict()}
-    elif isinstance(space_or_spec, Mapping):
-        source = dict(space_or_spec) if "space" in space_or_spec else {"space": dict(space_or_spec)}
-    else:
-        source = space_or_spec
-    return load_objective_spec(source, overrides or None)
-
-
-def pruner_for(spec: ObjectiveSpec) -> Pruner | None:
-    """The rule ``trial.should_stop()`` answers from: ``[search.halving]``, ``[search.median]`` or none."""
-    s = spec.search
-    sign = 1.0 if s.maximize else -1.0
-    if s.halving is not None:
-        return Pruner("halving", s.metric, sign, eta=s.halving.eta, min_epochs=s.halving.min_epochs)
-    if s.median is not None:
-        m = s.median
-        return Pruner("median", s.metric, sign, startup_trials=m.startup_trials, warmup_epochs=m.warmup_epochs)
-    return None
 
 
 # ------------------------------------------------------------------------------------------ the objective
@@ -171,11 +104,6 @@ class ObjectiveContext:
     objective: Objective
     callbacks: Sequence[TrialCallback] = field(default_factory=tuple)
 
-    def trial(self, record: TrialRecord) -> Trial:
-        """The Trial object the objective gets for a claimed record."""
-        name, metric, pruner = self.spec.study.name or "", self.spec.search.metric, pruner_for(self.spec)
-        return Trial(self.storage, record, self.worker_id, study_name=name, metric=metric, pruner=pruner)
-
 
 def run_trial(ctx: ObjectiveContext, record: TrialRecord) -> TrialState | None:
     """Run the objective on one claimed trial and finish it; the state stored (None: no longer ours).
@@ -183,28 +111,28 @@ def run_trial(ctx: ObjectiveContext, record: TrialRecord) -> TrialState | None:
     An exception, or a return value that is not a finite number, ends it FAILED with a one-line
     reason; the study goes on. KeyboardInterrupt and SystemExit go up (the trial is requeued).
     """
-    storage, search = ctx.storage, ctx.spec.search
-    trial = ctx.trial(record)
+    storage = ctx.storage
+    trial = trial_for(ctx.spec, storage, record, ctx.worker_id)
+    returned: Any = None
+    state: TrialState | None = None
+    error: str | None = None
     with Heartbeat(storage, [record.id], ctx.worker_id):
         try:
             returned = ctx.objective(trial)
-            state, metrics, objective, error = outcome_of(
-                returned, search.metric, search.maximize, trial.stop_reason, len(trial.rows)
-            )
         except TrialPruned:
-            state, metrics, objective, error = TrialState.PRUNED, {}, None, None
+            state = TrialState.PRUNED
         except Exception as exc:  # the user's code: any error ends this trial, not the study
-            state, metrics, objective, error = TrialState.FAILED, {}, None, error_line(exc)
+            state, error = TrialState.FAILED, error_line(exc)
         finally:
             trial.close()
-    end = TrialEnd(record.id, state, metrics, objective, trial.rows, error)
-    if not storage.finish_trials(ctx.worker_id, [end])[0]:
+    end = end_trial(storage, ctx.worker_id, ctx.spec, record, returned, trial, state, error)
+    if end is None:
         return None
     if ctx.callbacks:
         finished = storage.trial(record.id)
         for callback in ctx.callbacks:
             callback(storage, finished)
-    return state
+    return end.state
 
 
 def work_trials(ctx: ObjectiveContext, on_progress: Progress | None = None) -> int:
@@ -221,49 +149,9 @@ def work_trials(ctx: ObjectiveContext, on_progress: Progress | None = None) -> i
 
 
 # ------------------------------------------------------------------------------------------ rounds
-def enqueue_round(
-    storage: Storage, study_id: int, spec: ObjectiveSpec, sampler: Sampler, rnd: int, numbers: Sequence[int]
-) -> None:
-    """Enqueue round ``rnd``'s trials that are not stored yet (idempotent), and store its box.
-
-    The sampler proposes the whole round from the finished trials of earlier rounds, so a resumed
-    round gets the same points as a fresh one.
-    """
-    records = storage.trials(study_id)
-    have = {r.number for r in records}
-    if all(n in have for n in numbers):
-        return
-    history = [o for o in observations(records) if o.round is None or o.round < rnd]
-    box = sampler.round_box(rnd, history)
-    if box is not None:
-        storage.add_box(study_id, rnd, box.as_dict())
-    units = sampler.propose(numbers, history)
-    items = [
-        {
-            "number": int(n),
-            "params": spec.space.decode(u),
-            "unit": [float(x) for x in u],
-            "round": rnd,
-            "seed": spec.search.seed,
-        }
-        for n, u in zip(numbers, units, strict=True)
-        if n not in have
-    ]
-    storage.enqueue_trials(study_id, items)
-
-
 def finish_round(ctx: ObjectiveContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
     """Until every trial of the round is finished: run waiting ones, wait for others' running ones."""
-    storage, study_id, wanted = ctx.storage, ctx.study_id, set(numbers)
-    while True:
-        recover_zombies(storage, study_id)
-        pending = [t for t in storage.trials(study_id, [TrialState.WAITING, TrialState.RUNNING]) if t.number in wanted]
-        if not pending:
-            return
-        if any(t.state == TrialState.WAITING for t in pending):
-            work_trials(ctx, on_progress)
-        else:
-            time.sleep(ROUND_POLL_S)  # another process is running this round's last trials
+    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work_trials(ctx, on_progress), ROUND_POLL_S)
 
 
 def run_worker_processes(
@@ -275,19 +163,40 @@ def run_worker_processes(
     spawn = mp.get_context("spawn")
     args = (ctx.spec.to_dict(), ctx.study_id, target, search_paths(ctx.spec), threads, tuple(ctx.callbacks))
     procs = [spawn.Process(target=objective_worker, args=args, daemon=True) for _ in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        while any(p.is_alive() for p in procs):
-            for p in procs:
-                p.join(timeout=POLL_S / len(procs))
-            if on_progress is not None:
-                on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+    drive_processes(procs, ctx.storage, ctx.study_id, on_progress)
     finish_round(ctx, numbers, on_progress)
+
+
+def run_ray_tasks(
+    ctx: ObjectiveContext, target: Objective | str, numbers: Sequence[int], on_progress: Progress | None
+) -> None:
+    """``search.workers`` Ray tasks (one CPU each) on ``search.ray_address`` share the round; then it is
+    finished here. A task whose process or node died is run again by Ray, and its new attempt first
+    requeues what the lost one held (its slot), so a trial is never finished twice."""
+    ray = import_ray()
+    connect_ray(ray, ctx.spec.search.ray_address)
+    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(objective_ray_task)
+    # the driver's import path goes along: on this machine's cluster the objective's module is found as here
+    paths = [*search_paths(ctx.spec), *(p for p in sys.path if p)]
+    args = (ctx.spec.to_dict(), ctx.study_id, target, paths)
+    callbacks = tuple(ctx.callbacks)
+    start = lambda slot: task.remote(*args, slot, callbacks)  # noqa: E731
+    drive_ray_tasks(ray, ctx.storage, ctx.study_id, ctx.spec.search.workers, start, numbers, on_progress)
+    finish_round(ctx, numbers, on_progress)
+
+
+def _worker_context(
+    spec_dict: dict[str, Any],
+    study_id: int,
+    target: Objective | str,
+    paths: Sequence[str],
+    worker_id: str,
+    callbacks: Sequence[TrialCallback],
+) -> ObjectiveContext:
+    spec = load_objective_spec(spec_dict)
+    objective = resolve_target(target, paths) if isinstance(target, str) else target
+    storage = open_storage(str(spec.search.storage))
+    return ObjectiveContext(spec, storage, study_id, worker_id, objective, callbacks)
 
 
 def objective_worker(
@@ -301,31 +210,32 @@ def objective_worker(
     """Entry point of a worker process: import the objective, then run trials until none waits."""
     from threadpoolctl import threadpool_limits
 
-    from caviar.tune.executors import _die_with_parent
-
-    _die_with_parent()
-    spec = load_objective_spec(spec_dict)
-    objective = resolve_target(target, paths) if isinstance(target, str) else target
+    die_with_parent()
+    ctx = _worker_context(spec_dict, study_id, target, paths, new_worker_id(), callbacks)
     if "torch" in sys.modules:  # one thread per process: the workers share the cores
         sys.modules["torch"].set_num_threads(threads)
     with threadpool_limits(limits=threads):
-        storage = open_storage(str(spec.search.storage))
-        work_trials(ObjectiveContext(spec, storage, study_id, new_worker_id(), objective, callbacks))
+        work_trials(ctx)
 
 
-# ------------------------------------------------------------------------------------------ a study
-def open_objective_study(spec: ObjectiveSpec, storage: Storage | None = None) -> tuple[Storage, int]:
-    """Create the spec's study, or resume it (a different experiment under the same name is refused)."""
-    store = storage if storage is not None else open_storage(str(spec.search.storage))
-    study_id = store.get_or_create_study(
-        spec.study.name or "objective",
-        spec.to_dict(),
-        seed=spec.search.seed,
-        metric=spec.search.metric,
-        direction="maximize" if spec.search.maximize else "minimize",
-        differs=stored_spec_diff,
-    )
-    return store, study_id
+def objective_ray_task(
+    spec_dict: dict[str, Any],
+    study_id: int,
+    target: Objective | str,
+    paths: Sequence[str],
+    slot: str,
+    callbacks: Sequence[TrialCallback] = (),
+) -> None:
+    """A Ray task: requeue what an earlier attempt of this slot held, then run trials until none waits."""
+    from threadpoolctl import threadpool_limits
+
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}"
+    ctx = _worker_context(spec_dict, study_id, target, paths, worker_id, callbacks)
+    requeue_slot(ctx.storage, study_id, slot, keep=worker_id)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    with threadpool_limits(limits=1):
+        work_trials(ctx)
 
 
 def run_objective(
@@ -335,18 +245,28 @@ def run_objective(
     callbacks: Sequence[TrialCallback] = (),
     on_progress: Progress | None = None,
 ) -> tuple[Storage, int]:
-    """Run (or resume) the study: per round, enqueue the sampler's trials, then run them to the end."""
+    """Run (or resume) the study: per round, enqueue the sampler's trials, then run them to the end.
+
+    ``[search] executor = "ray"`` runs them as Ray tasks (the cluster is joined before anything is
+    stored); ``workers`` > 1 as worker processes; else in this process.
+    """
+    search = spec.search
     func = resolve_target(objective, search_paths(spec)) if isinstance(objective, str) else objective
-    target = portable(objective) if spec.search.workers > 1 else objective
+    remote = search.executor == "ray" or search.workers > 1
+    target = portable(objective) if remote else objective
+    if search.executor == "ray":
+        connect_ray(import_ray(), search.ray_address)
     store, study_id = open_objective_study(spec)
     ctx = ObjectiveContext(spec, store, study_id, new_worker_id(), func, tuple(callbacks))
     sampler = spec.sampler()
     store.set_study_status(study_id, StudyStatus.RUNNING)
     recover_zombies(store, study_id)
     try:
-        for rnd, numbers in enumerate(sampler.round_numbers(spec.search.trials)):
-            enqueue_round(store, study_id, spec, sampler, rnd, numbers)
-            if spec.search.workers > 1:
+        for rnd, numbers in enumerate(sampler.round_numbers(search.trials)):
+            enqueue_points(store, study_id, spec, sampler, rnd, numbers)
+            if search.executor == "ray":
+                run_ray_tasks(ctx, target, numbers, on_progress)
+            elif search.workers > 1:
                 run_worker_processes(ctx, target, numbers, on_progress)
             else:
                 finish_round(ctx, numbers, on_progress)
@@ -355,42 +275,3 @@ def run_objective(
         raise
     store.set_study_status(study_id, StudyStatus.COMPLETE)
     return store, study_id
-
-
-def optimize(
-    objective: Objective | str,
-    space_or_spec: ObjectiveSpec | Space | str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    trials: int | None = None,
-    storage: str | None = None,
-    workers: int | None = None,
-    strategy: str | None = None,
-    seed: int | None = None,
-    name: str | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
-    callbacks: Sequence[TrialCallback] = (),
-    on_progress: Progress | None = None,
-) -> ObjectiveStudy:
-    """Tune ``objective(trial)`` over a space (or a spec's ``[space]`` and ``[search]``); returns the study.
-
-    ``objective`` is a function or ``"module:function"`` (what ``workers`` > 1 processes import).
-    ``trials``, ``storage``, ``workers``, ``strategy`` (random, sobol, grid, coarse_to_fine, tpe),
-    ``seed``, ``name``, ``metric`` (what it returns, default ``value``) and ``direction`` override the
-    spec. Run again on the same storage and name, it resumes the study.
-    """
-    from caviar.tune.asktell import ObjectiveStudy
-
-    spec = resolve_objective_spec(
-        space_or_spec,
-        trials=trials,
-        storage=storage,
-        workers=workers,
-        strategy=strategy,
-        seed=seed,
-        name=name,
-        metric=metric,
-        direction=direction,
-    )
-    store, study_id = run_objective(spec, objective, callbacks=callbacks, on_progress=on_progress)
-    return ObjectiveStudy(store, study_id)

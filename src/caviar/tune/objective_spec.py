@@ -19,9 +19,10 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from caviar.errors import SpecError
-from caviar.tune.samplers import Sampler, make_sampler
+from caviar.tune.samplers import Sampler
 from caviar.tune.space import Space
 from caviar.tune.spec import (
+    NONMATERIAL_SPEC_KEYS,
     HalvingSection,
     SearchSection,
     StudySection,
@@ -33,10 +34,13 @@ from caviar.tune.spec import (
     apply_overrides,
     load_spec,
     resolve_storage,
+    spec_diff,
 )
 
 #: The sections an objective's spec may hold.
 SECTIONS = ("study", "search", "space", "objective")
+#: Spec keys that may differ when a study is resumed (besides the budget and execution settings).
+RESUMABLE_KEYS = NONMATERIAL_SPEC_KEYS | {"target"}
 
 
 class MedianSection(_Section):
@@ -53,13 +57,17 @@ class ObjectiveSearch(SearchSection):
     metric: str = "value"
     #: ``direction`` in the TOML (SearchSection's ``direction`` is the property that resolves it).
     goal: Literal["maximize", "minimize"] | None = Field(default=None, alias="direction")
-    executor: Literal["local"] = "local"
     median: MedianSection | None = None
 
     @model_validator(mode="after")
     def _one_pruner(self) -> ObjectiveSearch:
         if self.halving is not None and self.median is not None:
             raise ValueError("search: give [search.halving] or [search.median], not both")
+        if self.strategy == "pbt" or self.pbt is not None or self.hyperband is not None:
+            raise ValueError(
+                "search: PBT and hyperband act inside caviar's own populations; an external objective takes "
+                "strategy random, sobol, grid, coarse_to_fine or tpe, and [search.halving] or [search.median]"
+            )
         if not self.metric:
             raise ValueError("search.metric: must name what the objective returns, e.g. 'accuracy'")
         return self
@@ -118,11 +126,7 @@ class ObjectiveSpec(_Section):
         if not self._space.dim:
             raise SpecError("space: an objective needs at least one parameter, e.g. lr = {low = 1e-4, high = 1e-1}")
         self.space_table = self._space.as_dict()
-        if self.search.strategy == "coarse_to_fine" and self.search.rounds > self.search.trials:
-            raise SpecError(
-                f"search.rounds: {self.search.rounds} rounds need at least as many trials, got trials = "
-                f"{self.search.trials}"
-            )
+        self.search.check_rounds()
         context = info.context or {}
         base_dir = Path(context.get("base_dir") or os.getcwd())
         stem = context.get("stem")
@@ -143,18 +147,7 @@ class ObjectiveSpec(_Section):
 
     def sampler(self) -> Sampler:
         """The sampler ``[search]`` asks for, over this space."""
-        s = self.search
-        return make_sampler(
-            s.strategy,
-            self.space,
-            s.seed or 0,
-            trials=s.trials,
-            rounds=s.rounds,
-            top_fraction=s.top_fraction,
-            margin=s.margin,
-            min_width=s.min_width,
-            points_per_axis=s.points_per_axis,
-        )
+        return self.search.sampler_over(self.space)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that :func:`load_objective_spec` turns back into an equal spec."""
@@ -205,6 +198,62 @@ def load_objective_spec(
     return spec
 
 
+def stored_spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes two objective specs different experiments (the objective's import path does not)."""
+    return spec_diff(old, new, RESUMABLE_KEYS)
+
+
+def resolve_objective_spec(
+    space_or_spec: ObjectiveSpec | Space | str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    workers: int | None = None,
+    strategy: str | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    target: str | None = None,
+    executor: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> ObjectiveSpec:
+    """An objective's spec from a spec (file, dict, ObjectiveSpec) or a bare space (Space or table), with overrides.
+
+    A mapping with a ``space`` key is a spec; any other mapping is a ``[space]`` table.
+    """
+    overrides: dict[str, Any] = dict(settings or {})
+    for key, value in (
+        ("search.trials", trials),
+        ("search.workers", workers),
+        ("search.strategy", strategy),
+        ("study.name", name),
+        ("search.metric", metric),
+        ("search.direction", direction),
+        ("search.executor", executor),
+        ("objective.target", target),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if storage is not None:
+        overrides["search.storage"] = storage if "://" in storage else str(Path(storage).resolve())
+    if seed is not None:
+        overrides["study.seed"] = seed
+        overrides["search.seed"] = seed
+    source: str | os.PathLike[str] | Mapping[str, Any]
+    if isinstance(space_or_spec, ObjectiveSpec):
+        if not overrides:
+            return space_or_spec
+        source = space_or_spec.to_dict()
+    elif isinstance(space_or_spec, Space):
+        source = {"space": space_or_spec.as_dict()}
+    elif isinstance(space_or_spec, Mapping):
+        source = dict(space_or_spec) if "space" in space_or_spec else {"space": dict(space_or_spec)}
+    else:
+        source = space_or_spec
+    return load_objective_spec(source, overrides or None)
+
+
 def load_stored_spec(raw: Mapping[str, Any]) -> StudySpec | ObjectiveSpec:
     """The spec a study was stored with, of whichever kind it is."""
     return load_objective_spec(raw) if is_objective_spec(raw) else load_spec(raw)
@@ -220,4 +269,6 @@ __all__ = [
     "is_objective_spec",
     "load_objective_spec",
     "load_stored_spec",
+    "resolve_objective_spec",
+    "stored_spec_diff",
 ]

@@ -279,6 +279,27 @@ class SearchSection(_Section):
             return None
         return self.pbt or PBTSection()
 
+    def sampler_over(self, space: Space) -> Sampler:
+        """The sampler these settings ask for over ``space`` (PBT draws its starting points at random)."""
+        return make_sampler(
+            "random" if self.strategy == "pbt" else self.strategy,
+            space,
+            self.seed or 0,
+            trials=self.trials,
+            rounds=self.rounds,
+            top_fraction=self.top_fraction,
+            margin=self.margin,
+            min_width=self.min_width,
+            points_per_axis=self.points_per_axis,
+        )
+
+    def check_rounds(self) -> None:
+        """Coarse-to-fine needs a trial per round at least (a one-line SpecError)."""
+        if self.strategy == "coarse_to_fine" and self.rounds > self.trials:
+            raise SpecError(
+                f"search.rounds: {self.rounds} rounds need at least as many trials, got trials = {self.trials}"
+            )
+
     @property
     def population_cap(self) -> int:
         """The most members one population holds: ``max_population``, and PBT's ``population_size``."""
@@ -385,18 +406,7 @@ class StudySpec(_Section):
 
     def sampler(self) -> Sampler:
         """The sampler ``[search]`` asks for, over this space."""
-        s = self.search
-        return make_sampler(
-            "random" if s.strategy == "pbt" else s.strategy,
-            self.space,
-            s.seed or 0,
-            trials=s.trials,
-            rounds=s.rounds,
-            top_fraction=s.top_fraction,
-            margin=s.margin,
-            min_width=s.min_width,
-            points_per_axis=s.points_per_axis,
-        )
+        return self.search.sampler_over(self.space)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that ``load_spec`` turns back into an equal spec (paths resolved)."""
@@ -427,11 +437,7 @@ def _check_space_conflicts(spec: StudySpec) -> None:
         )
     _check_pbt(spec)
     _check_hyperband(spec)
-    if spec.search.strategy == "coarse_to_fine" and spec.search.rounds > spec.search.trials:
-        raise SpecError(
-            f"search.rounds: {spec.search.rounds} rounds need at least as many trials, "
-            f"got trials = {spec.search.trials}"
-        )
+    spec.search.check_rounds()
 
 
 def _check_hyperband(spec: StudySpec) -> None:
