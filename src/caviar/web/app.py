@@ -5,9 +5,11 @@
 
 - ``/``: the page (vanilla JS + plotly.js); ``/static/NAME``: a fixed whitelist of files, plotly.js
   coming from the installed plotly package; no other file can be read;
-- ``/study/{name}/trial/{number}``: a trial's page; ``/compare?studies=a,b``: studies side by side;
+- ``/study/{name}/trial/{number}``: a trial's page; ``/study/{name}/lineage``: a PBT study's lineage
+  tree and schedules; ``/compare?studies=a,b``: studies side by side;
 - ``/api/studies``, ``/api/studies/{name}``, ``.../trials``, ``.../trials/{number}`` (one trial, with
-  ``.../artifacts/{artifact}`` to download its model), ``.../curves``, ``.../boxes``, ``.../importance``,
+  ``.../artifacts/{artifact}`` to download its model), ``.../lineage``, ``.../curves``, ``.../boxes``,
+  ``.../importance``,
   ``.../figures/{kind}`` (plotly figure JSON built by :mod:`caviar.web.figures`); ``/api/compare``;
 - ``.../events``: server-sent events, one when the study's counts, best or running epochs change
   (storage is polled server-side every ``poll_s`` seconds), so the page re-fetches only then.
@@ -36,6 +38,7 @@ from caviar.storage import Storage, TrialState, open_storage
 from caviar.web import data as views
 from caviar.web.figures import KINDS, best_so_far_figure, edf_figure, figure
 from caviar.web.importance import param_importance
+from caviar.web.lineage import study_lineage
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The only files /static serves: name -> media type. plotly.min.js comes from the plotly package.
@@ -43,6 +46,7 @@ STATIC_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
     "trial.js": "text/javascript; charset=utf-8",
+    "lineage.js": "text/javascript; charset=utf-8",
     "compare.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "plotly.min.js": "text/javascript; charset=utf-8",
@@ -146,6 +150,11 @@ def _add_page_routes(app: FastAPI) -> None:
     def trial_page(name: str, number: str) -> HTMLResponse:
         """The trial page; its script fetches the trial and says so when there is no such trial."""
         return HTMLResponse((STATIC_DIR / "trial.html").read_text(encoding="utf-8"))
+
+    @app.get("/study/{name}/lineage", response_class=HTMLResponse, include_in_schema=False)
+    def lineage_page(name: str) -> HTMLResponse:
+        """A PBT study's lineage tree and every trial's hyperparameter schedule (caviar.web.lineage)."""
+        return HTMLResponse((STATIC_DIR / "lineage.html").read_text(encoding="utf-8"))
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare_page() -> HTMLResponse:
@@ -262,6 +271,11 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
             return views.trial_detail(data, number)
         except KeyError as exc:
             raise HTTPException(404, exc.args[0]) from None
+
+    @app.get("/api/studies/{name}/lineage")
+    def lineage(name: str) -> dict[str, Any]:
+        """A PBT study's trials (population, value, schedule) and copies (parent -> child after epoch e)."""
+        return study_lineage(_study(storage, name))
 
     @app.get("/api/studies/{name}/trials/{number}/artifacts/{artifact}")
     def artifact(name: str, number: int, artifact: str) -> Response:

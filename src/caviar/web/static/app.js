@@ -168,6 +168,9 @@ function renderFacts(d) {
     const best = el("a", { className: "fact", href: trialURL(d.name, d.best_trial.number) }, `best trial: #${d.best_trial.number}`);
     box.append(best);
   }
+  if (d.spec.search.strategy === "pbt") {   // population-based training: who copied whom, when
+    box.append(el("a", { className: "fact", id: "lineage-tree", href: `/study/${enc(d.name)}/lineage` }, "lineage tree"));
+  }
   for (const p of d.space) box.append(el("span", { className: "fact" }, `${p.name}: ${p.scale}`));
   $("#live").hidden = d.status !== "RUNNING";
 }

@@ -124,6 +124,9 @@ function drawLineage(study, number, lin, scales) {
     return tr;
   }));
   table.hidden = rows.length === 0;
+  const tree = $("#lineage-link");
+  tree.href = `/study/${enc(study)}/lineage`;
+  tree.hidden = false;
   if (!lin.schedule.length) return;
   const names = Object.keys(lin.schedule[0]).filter((k) => k !== "epoch");
   const end = lin.epochs || lin.schedule[lin.schedule.length - 1].epoch + 1;
