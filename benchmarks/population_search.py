@@ -9,8 +9,10 @@ one-minus-log, a fixed MLP):
 
 Each prints its wall time and the test accuracy of its best trial by validation accuracy. Then the
 ensemble of the top 5 trials (``Study.ensemble(5)``) against the best single trial of the random +
-halving and PBT studies: the test-accuracy margin. MNIST (``--mnist``) is read from
-``../shared/data/mnist`` relative to the repository root unless ``--data-dir`` says otherwise.
+halving and PBT studies: the test-accuracy margin. The data sets are digits, MNIST-1D and MNIST,
+MNIST read from ``../shared/data/mnist`` relative to the repository root unless ``--data-dir`` says
+otherwise. The caviar searches run in this process on every core (``--threads``: the population's
+slices side by side, one BLAS thread each), as Optuna gets a worker process per core.
 
     python benchmarks/population_search.py --seeds 5            # the full run (minutes per data set)
     python benchmarks/population_search.py --smoke              # seconds: the test suite's check
@@ -47,12 +49,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--trials", type=int, default=32, help="trials of each caviar search")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--hidden", default="128-64")
-    ap.add_argument("--mnist", action="store_true", help="MNIST too (the third data set)")
-    ap.add_argument("--datasets", default="digits,mnist1d", help="comma-separated, of digits, mnist1d")
+    ap.add_argument("--datasets", default="digits,mnist1d,mnist", help="comma-separated, of digits, mnist1d, mnist")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--smoke", action="store_true", help="tiny settings: the test suite's end-to-end check")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Optuna worker processes")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="caviar's threads (population slices)")
     args = ap.parse_args(argv)
+    unknown = set(args.datasets.split(",")) - {"digits", "mnist1d", "mnist"}
+    if unknown:
+        ap.error(f"--datasets: unknown {', '.join(sorted(unknown))}; of digits, mnist1d, mnist")
+    if "mnist" in args.datasets.split(",") and not any(Path(args.data_dir).glob("train-images-idx3-ubyte*")):
+        ap.error(f"--data-dir: no MNIST idx files in {args.data_dir} (or leave mnist out of --datasets)")
     if args.smoke:
         args.seeds, args.trials, args.epochs, args.hidden = 1, 8, 3, "32"
     return args
@@ -193,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     from caviar.tune.ensemble import ensemble_report
 
-    _limit = set_threads(1)  # noqa: F841 (kept alive: caviar's study process on one BLAS thread)
+    _limit = set_threads(args.threads)  # noqa: F841 (kept alive: caviar's population slices, one per thread)
     print(machine_state())
     print(
         f"settings: {args.trials} trials x {args.epochs} epochs, hidden {args.hidden}, {args.seeds} seeds, "
-        f"Optuna {args.workers} worker processes x 1 torch thread"
+        f"caviar {args.threads} threads in one process, Optuna {args.workers} worker processes x 1 torch thread"
     )
-    datasets = args.datasets.split(",") + (["mnist"] if args.mnist else [])
+    datasets = args.datasets.split(",")
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     margins: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -150,3 +150,49 @@ def test_sklearn_benchmark_prints_single_fits_and_sweeps() -> None:
             assert re.search(rf"^\| {model} \| {SPREAD} \| [\d.]+ \| [\d.]+x \|$", block, re.M), (data, model)
         assert re.search(rf"### {data}: learning-rate sweep of 2 models", text)
     assert len(re.findall(r"^speed-up: [\d.]+x$", text, re.M)) == 2
+
+
+POPULATION_METHODS = ("caviar PBT", "caviar random + halving", "caviar Hyperband", "Optuna TPE + median pruner")
+
+
+@pytest.mark.timeout(600)
+def test_population_search_benchmark_prints_its_tables() -> None:
+    """One seed, a few trials of a few epochs, digits only: every search's row and the ensemble margins."""
+    text = run_script(
+        "benchmarks/population_search.py", "--smoke", "--datasets", "digits", "--workers", "1", timeout=600
+    )
+    assert re.search(r"^machine: .+, \d+ cores, load average", text, re.M), text[:1000]
+    assert re.search(r"caviar \d+ threads in one process, Optuna 1 worker processes x 1 torch thread", text), text[
+        :1000
+    ]
+    assert re.search(r"^digits seed 0: Optuna ran \d+ trials in [\d.]+ s \(timeout [\d.]+ s", text, re.M), text
+    for method in POPULATION_METHODS:
+        row = re.search(rf"^\| digits \| {re.escape(method)} \| ([\d.]+) \| ([\d.]+) \+- [\d.]+ \|$", text, re.M)
+        assert row and 0 < float(row.group(2)) <= 1, (method, text[-2000:])
+    for study in ("caviar random + halving", "caviar PBT"):
+        assert re.search(rf"^\| digits \| {re.escape(study)} \| [+-][\d.]+ \+- [\d.]+ \|$", text, re.M), text[-1500:]
+
+
+def test_population_search_refuses_a_missing_mnist_folder(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "benchmarks/population_search.py", "--smoke", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and f"--data-dir: no MNIST idx files in {tmp_path}" in out.stderr, out.stderr
+
+
+@pytest.mark.timeout(600)
+def test_ray_pbt_benchmark_prints_both_times_and_their_ratio() -> None:
+    """caviar's PBT and Ray Tune's PBT reach a low target on digits; both times, the ratio, the machine."""
+    text = run_script("benchmarks/ray_pbt.py", "--smoke", timeout=600)
+    assert_machine_state(text)
+    assert text.count("\nmachine: ") == 1 and text.startswith("machine: ")  # before and after the run
+    seconds = rf"target ({NUMBER}) s \(epoch \d+\), best val_accuracy [\d.]+"
+    caviar = re.search(rf"^caviar PBT: {seconds}, \d+ copies, whole run {NUMBER} s", text, re.M)
+    ray = re.search(rf"^Ray Tune PBT: {seconds}, \d+ results, Tuner.fit {NUMBER} s \(ray.init {NUMBER} s", text, re.M)
+    assert caviar and ray, text[-3000:]
+    ratio = re.search(rf"^ratio: Ray / caviar time to val_accuracy 0.5: ({NUMBER})x$", text, re.M)
+    assert ratio and float(ratio.group(1)) > 0, text[-1000:]
