@@ -55,7 +55,9 @@ def test_check_estimator() -> None:
 
 def test_pipeline_cross_val_score(iris) -> None:
     X, y = iris
-    pipe = make_pipeline(StandardScaler(), Classifier(hidden=(16,), epochs=30, learning_rate=1e-2, standardize=False))
+    pipe = make_pipeline(
+        StandardScaler(), Classifier(hidden=(16,), epochs=30, learning_rate=1e-2, standardize=False, random_state=0)
+    )
     scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(3, shuffle=True, random_state=0))
     assert scores.shape == (3,) and scores.min() > 0.8
 
@@ -63,7 +65,9 @@ def test_pipeline_cross_val_score(iris) -> None:
 def test_grid_search(iris) -> None:
     X, y = iris
     grid = GridSearchCV(
-        Classifier(hidden=(8,), epochs=15), {"learning_rate": [1e-4, 3e-2], "batchnorm": [True, False]}, cv=3
+        Classifier(hidden=(8,), epochs=15, random_state=0),
+        {"learning_rate": [1e-4, 3e-2], "batchnorm": [True, False]},
+        cv=3,
     )
     grid.fit(X, y)
     assert set(grid.best_params_) == {"learning_rate", "batchnorm"}
@@ -75,13 +79,13 @@ def test_grid_search(iris) -> None:
 def test_fit_attributes_and_string_labels(iris) -> None:
     X, y = iris
     names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
-    clf = Classifier(hidden=(16,), epochs=20, learning_rate=1e-2).fit(X, names)
+    clf = Classifier(hidden=(16,), epochs=20, learning_rate=1e-2, random_state=0).fit(X, names)
     assert list(clf.classes_) == ["setosa", "versicolor", "virginica"]
     assert clf.n_features_in_ == 4 and clf.n_iter_ == 20 and clf.status_ == "done"
     assert len(clf.loss_curve_) == 20 and clf.loss_curve_[-1] < clf.loss_curve_[0]
     assert set(clf.predict(X)) <= set(clf.classes_)
     assert clf.score(X, names) > 0.85
-    assert clf.params_["dense0.W"].dtype == np.float32  # float32 by default
+    assert clf.params_["dense0.W"].dtype == np.float64  # float64 by default, as scikit-learn's MLP
 
 
 def test_predict_proba_rows_sum_to_one(iris) -> None:
@@ -96,7 +100,7 @@ def test_predict_proba_rows_sum_to_one(iris) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_partial_fit_in_order_equals_trainer(dtype: str) -> None:
     X, y = load_iris(return_X_y=True)
-    clf = Classifier(hidden=(8, 6), shuffle=False, batch_size=32, learning_rate=1e-2, seed=4, dtype=dtype)
+    clf = Classifier(hidden=(8, 6), shuffle=False, batch_size=32, learning_rate=1e-2, random_state=4, dtype=dtype)
     clf.partial_fit(X, y, classes=[0, 1, 2])
     clf.partial_fit(X, y)
     assert clf.n_iter_ == 2
@@ -117,7 +121,7 @@ def test_partial_fit_in_order_equals_trainer(dtype: str) -> None:
         np.testing.assert_allclose(clf.state_[name], a[0], rtol=tol, atol=tol, err_msg=name)
     # in order means in order: another order gives other weights
     order = np.random.default_rng(0).permutation(len(y))
-    other = Classifier(hidden=(8, 6), shuffle=False, batch_size=32, learning_rate=1e-2, seed=4, dtype=dtype)
+    other = Classifier(hidden=(8, 6), shuffle=False, batch_size=32, learning_rate=1e-2, random_state=4, dtype=dtype)
     other.partial_fit(X[order], y[order], classes=[0, 1, 2])
     other.partial_fit(X[order], y[order])
     assert not np.allclose(other.params_["out.W"], clf.params_["out.W"])
@@ -126,7 +130,7 @@ def test_partial_fit_in_order_equals_trainer(dtype: str) -> None:
 def test_partial_fit_with_early_stopping_never_retires(iris) -> None:
     """partial_fit is one pass: early stopping must not take the only member away (was an IndexError)."""
     X, y = iris
-    clf = Classifier(hidden=(8,), early_stopping=True, patience=1, learning_rate=1.0, optimizer="sgd")
+    clf = Classifier(hidden=(8,), early_stopping=True, patience=1, learning_rate=1.0, optimizer="sgd", random_state=0)
     for _ in range(25):  # lr 1.0: the training loss stops improving (pass 11 without the fix)
         clf.partial_fit(X, y, classes=[0, 1, 2])
     assert clf.n_iter_ == 25 and clf.predict(X).shape == (150,)
@@ -204,7 +208,7 @@ DIGITS_SETTINGS = dict(hidden=(256, 128), epochs=40, learning_rate=3e-3, decay="
 def test_digits_accuracy() -> None:
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    clf = Classifier(seed=0, **DIGITS_SETTINGS).fit(X_tr, y_tr)
+    clf = Classifier(random_state=0, dtype="float32", **DIGITS_SETTINGS).fit(X_tr, y_tr)
     assert clf.score(X_te, y_te) >= 0.97
 
 
@@ -219,7 +223,7 @@ MNIST_SETTINGS = dict(
 def test_mnist_accuracy() -> None:
     bundle = load_dataset("mnist", mnist_dir())
     start = time.perf_counter()
-    clf = Classifier(seed=0, **MNIST_SETTINGS).fit(bundle.train.X, bundle.train.y)
+    clf = Classifier(random_state=0, dtype="float32", **MNIST_SETTINGS).fit(bundle.train.X, bundle.train.y)
     elapsed = time.perf_counter() - start
     acc = clf.score(bundle.test.X, bundle.test.y)
     assert acc >= 0.98, f"test accuracy {acc:.4f} after {elapsed:.0f} s"

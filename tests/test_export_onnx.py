@@ -30,7 +30,7 @@ def run(model, X: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
 def test_classifier_probabilities_match(activation, batchnorm):
     clf = Classifier(
-        hidden=(16, 8), activation=activation, batchnorm=batchnorm, dropout=0.2, epochs=3, batch_size=32, seed=1
+        hidden=(16, 8), activation=activation, batchnorm=batchnorm, dropout=0.2, epochs=3, batch_size=32, random_state=1
     ).fit(X, y)
     got = run(clf.to_onnx(), X)
     np.testing.assert_allclose(got, clf.predict_proba(X), atol=1e-5)
@@ -38,7 +38,7 @@ def test_classifier_probabilities_match(activation, batchnorm):
 
 
 def test_without_standardization_and_hidden_layers():
-    clf = Classifier(hidden=(), standardize=False, epochs=2, seed=0).fit(X / 100, y)
+    clf = Classifier(hidden=(), standardize=False, epochs=2, random_state=0).fit(X / 100, y)
     np.testing.assert_allclose(run(to_onnx(clf), X / 100), clf.predict_proba(X / 100), atol=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_regression_graph_maps_the_target_back(batchnorm):
 
 
 def test_export_model_command(tmp_path):
-    clf = Classifier(hidden=(8,), epochs=2, seed=0).fit(X, y)
+    clf = Classifier(hidden=(8,), epochs=2, random_state=0).fit(X, y)
     clf.save(tmp_path / "m.npz")
     r = subprocess.run(
         [

@@ -21,7 +21,7 @@ from caviar import hparams
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, static_key
 from caviar.errors import CaviarError, SpecError
 from caviar.hparams import ALIASES, BY_NAME, FIELDS, HPARAMS, LIVE, HParam
-from caviar.sklearn import ESTIMATOR_PARAMETERS, Classifier
+from caviar.sklearn import CLASSIFIER_PARAMETERS, Classifier
 from caviar.tune.space import TUNABLE
 from caviar.tune.spec import ModelSection, TrainingSection, load_spec
 from caviar.validation import check_configs, check_value
@@ -254,7 +254,7 @@ def test_space_accepts_exactly_the_registered_values(p: HParam) -> None:
 def test_classifier_signature_lists_exactly_the_registered_fields() -> None:
     params = inspect.signature(Classifier.__init__).parameters
     names = [n for n in params if n != "self"]
-    assert set(names) == {p.name for p in FIELDS} | set(ESTIMATOR_PARAMETERS)
+    assert set(names) == {p.name for p in FIELDS} | set(CLASSIFIER_PARAMETERS)
     for p in FIELDS:
         assert params[p.name].default == p.default, p.name
     assert set(Classifier._parameter_constraints) == set(names)

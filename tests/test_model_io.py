@@ -234,7 +234,7 @@ def test_feature_names_n_iter_and_loss_curve_are_kept(tmp_path):
 
     frame = load_iris(as_frame=True).data
     y = load_iris().target
-    clf = caviar.Classifier(hidden=(8,), epochs=3, seed=0).fit(frame, y)
+    clf = caviar.Classifier(hidden=(8,), epochs=3, random_state=0).fit(frame, y)
     clf.save(tmp_path / "m.npz")
     back = caviar.load(tmp_path / "m.npz")
     assert list(back.feature_names_in_) == list(frame.columns)
@@ -246,3 +246,67 @@ def test_feature_names_n_iter_and_loss_curve_are_kept(tmp_path):
         back.predict(frame.rename(columns={frame.columns[0]: "other"}))
     with _pytest.raises(ValueError):
         back.predict(pd.DataFrame(frame.to_numpy()[:, :3], columns=frame.columns[:3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The Regressor's file; what a loaded model remembers; older files
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_regressor_round_trip_keeps_its_target_scaling(tmp_path: Path, batchnorm: bool) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(X[:, :3], columns=["sepal length", "sepal width", "petal length"])
+    target = X[:, 3] * 10 + 5
+    reg = caviar.Regressor(hidden=(8,), epochs=4, batchnorm=batchnorm, random_state=0).fit(frame, target)
+    reg.partial_fit(frame, target)
+    reg.save(tmp_path / "r.npz")
+    header = json.loads(str(arrays_of(tmp_path / "r.npz")["__caviar__"]))
+    assert header["kind"] == "regressor" and "classes" not in header
+    back = caviar.load(tmp_path / "r.npz")
+    assert isinstance(back, caviar.Regressor)
+    np.testing.assert_array_equal(back.predict(frame), reg.predict(frame))
+    np.testing.assert_array_equal(back.target_scaler_.mean, reg.target_scaler_.mean)
+    np.testing.assert_array_equal(back.target_scaler_.std, reg.target_scaler_.std)
+    assert back.n_iter_ == reg.n_iter_ == 5 and back.loss_curve_ == reg.loss_curve_ and back.history_ == reg.history_
+    assert list(back.feature_names_in_) == list(frame.columns)
+    assert back.get_params() == reg.get_params()
+    with pytest.raises(ValueError, match="same order"):
+        back.predict(frame[frame.columns[::-1]])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- other"):
+        back.predict(frame.rename(columns={"sepal width": "other"}))
+    with pytest.raises(ValueError, match="missing:\n- sepal width"):
+        back.predict(frame.drop(columns="sepal width").assign(extra=0.0)[["sepal length", "extra", "petal length"]])
+    back.partial_fit(frame, target)  # a loaded model trains on
+    assert back.n_iter_ == 6
+
+
+def test_regressor_file_without_its_target_scaling_is_refused(tmp_path: Path) -> None:
+    caviar.Regressor(hidden=(4,), epochs=1, random_state=0).fit(X[:, :3], X[:, 3]).save(tmp_path / "r.npz")
+    arrays = arrays_of(tmp_path / "r.npz")
+    del arrays["target.std"]
+    rewrite(tmp_path / "r.npz", arrays)
+    with pytest.raises(ModelFileError, match="array 'target.std' is missing"):
+        caviar.load(tmp_path / "r.npz")
+
+
+def test_random_state_in_the_file(tmp_path: Path) -> None:
+    """An int random_state is kept; a RandomState or Generator (no parameter JSON can hold) becomes None;
+    an older file's ``seed`` is read as random_state."""
+    fitted(random_state=7).save(tmp_path / "a.npz")
+    assert caviar.load(tmp_path / "a.npz").random_state == 7
+    fitted(random_state=np.random.RandomState(0)).save(tmp_path / "b.npz")
+    assert caviar.load(tmp_path / "b.npz").random_state is None
+    arrays = arrays_of(tmp_path / "a.npz")
+    header = json.loads(str(arrays["__caviar__"]))
+    del header["params"]["random_state"]
+    header["params"]["seed"] = 3  # as files were written before random_state
+    arrays["__caviar__"] = np.array(json.dumps(header))
+    rewrite(tmp_path / "a.npz", arrays)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FutureWarning for a file the user did not write with seed=
+        old = caviar.load(tmp_path / "a.npz")
+    assert old.random_state == 3 and old.seed == "deprecated"

@@ -73,7 +73,9 @@ def test_network_gradients_under_squared_error_match_torch(batchnorm):
 def test_regressor_beats_ridgecv_on_diabetes():
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0)
     ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(Xtr, ytr).score(Xte, yte)
-    reg = Regressor(hidden=(64,), epochs=60, batchnorm=False, dropout=0.3, seed=0).fit(Xtr, ytr)
+    reg = Regressor(hidden=(64,), epochs=60, batchnorm=False, dropout=0.3, random_state=0, dtype="float32").fit(
+        Xtr, ytr
+    )
     r2 = reg.score(Xte, yte)
     assert r2 > ridge, (r2, ridge)
     assert r2 == pytest.approx(r2_score(yte, reg.predict(Xte)))
@@ -84,7 +86,7 @@ def test_regressor_beats_ridgecv_on_diabetes():
 
 
 def test_huber_option_and_partial_fit_keeps_the_loss_curve():
-    reg = Regressor(hidden=(16,), loss="huber", batchnorm=False, seed=0)
+    reg = Regressor(hidden=(16,), loss="huber", batchnorm=False, random_state=0)
     for _ in range(3):
         reg.partial_fit(X, y)
     assert len(reg.loss_curve_) == 3 and reg.n_iter_ == 3
@@ -93,7 +95,7 @@ def test_huber_option_and_partial_fit_keeps_the_loss_curve():
 
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_regressor_onnx_matches(batchnorm):
-    reg = Regressor(hidden=(16, 8), activation="leaky_relu", batchnorm=batchnorm, epochs=5, seed=0).fit(X, y)
+    reg = Regressor(hidden=(16, 8), activation="leaky_relu", batchnorm=batchnorm, epochs=5, random_state=0).fit(X, y)
     session = ort.InferenceSession(reg.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run(None, {"X": X.astype(np.float32)})[0]
     np.testing.assert_allclose(got, reg.predict(X), rtol=1e-5, atol=1e-5 * np.abs(y).max())

@@ -110,7 +110,7 @@ def train(
         fail(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     _check_output_dir("--save", save)
     hp["hidden"] = _parse_hidden(hp["hidden"])
-    clf = Classifier(**hp, seed=seed, dtype=dtype)
+    clf = Classifier(**hp, random_state=seed, dtype=dtype)
     try:  # the registry's checks, before loading anything heavy
         clf.train_config()
     except CaviarError as exc:

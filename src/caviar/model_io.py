@@ -5,8 +5,11 @@ batch norm follows, ``bn{i}.gamma|beta|running_mean|running_var`` (n_out,), ``ou
 ``input.mean`` and ``input.std`` when inputs are standardized, and ``__caviar__``: the JSON header.
 Arrays are stored per model (no population axis), so other tools can read them directly.
 
+A Regressor's file has ``kind = "regressor"`` in its header, no ``classes``, and its target scaling
+as the arrays ``target.mean`` and ``target.std`` (1,).
+
 This module is the file format only: ``caviar.sklearn.load`` (``caviar.load``) builds the Classifier
-from what it reads, and ``save_classifier`` takes any fitted estimator with the Classifier's
+or Regressor from what it reads, and ``save_model`` takes any fitted estimator with their
 attributes; so the estimator imports the format and never the other way round.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from numbers import Integral
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -33,8 +37,25 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1) if a.ndim == 2 and a.shape[0] == 1 else a
 
 
-def save_classifier(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
-    """Write a fitted Classifier to ``path`` (``.npz`` is appended if missing) or a binary file object."""
+#: The header's ``kind`` of a Regressor's file (a Classifier's file has no ``kind``, as in version 1's first files).
+REGRESSOR = "regressor"
+
+
+def header_params(est: Any) -> dict[str, Any]:
+    """The estimator's constructor parameters as JSON: ``hidden`` as a list; a ``random_state`` that is a
+    generator object is stored as None (a generator's state is no parameter), the deprecated ``seed``
+    alias not at all."""
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in est.get_params().items()}
+    rs = params.get("random_state")
+    params["random_state"] = int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool) else None
+    if params.get("seed") == "deprecated":
+        del params["seed"]
+    return params
+
+
+def save_model(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """Write a fitted Classifier or Regressor to ``path`` (``.npz`` is appended if missing) or a binary
+    file object."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(clf, "params_")
@@ -44,16 +65,25 @@ def save_classifier(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     if clf.standardizer_ is not None:
         d = clf.standardizer_.to_dict()
         arrays["input.mean"], arrays["input.std"] = d["mean"], d["std"]
-    header = {
+    header: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in clf.get_params().items()},
+        "params": header_params(clf),
         "n_features_in": int(clf.n_features_in_),
-        "classes": np.asarray(clf.classes_).tolist(),
-        "history": clf.history_,
-        "n_iter": int(getattr(clf, "n_iter_", len(clf.history_))),
-        "loss_curve": [float(v) for v in getattr(clf, "loss_curve_", [r["train_loss"] for r in clf.history_])],
     }
+    if hasattr(clf, "classes_"):
+        header["classes"] = np.asarray(clf.classes_).tolist()
+    else:  # a regressor: its target scaling maps the network's output back to the target's units
+        header["kind"] = REGRESSOR
+        arrays["target.mean"] = np.asarray(clf.target_scaler_.mean, np.float64).reshape(1)
+        arrays["target.std"] = np.asarray(clf.target_scaler_.std, np.float64).reshape(1)
+    header.update(
+        {
+            "history": clf.history_,
+            "n_iter": int(getattr(clf, "n_iter_", len(clf.history_))),
+            "loss_curve": [float(v) for v in getattr(clf, "loss_curve_", [r["train_loss"] for r in clf.history_])],
+        }
+    )
     if hasattr(clf, "feature_names_in_"):  # predicting with other, missing or reordered names is refused
         header["feature_names_in"] = [str(n) for n in clf.feature_names_in_]
     arrays[HEADER] = np.array(json.dumps(header))
@@ -67,6 +97,10 @@ def save_classifier(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     with open(target, "wb") as fh:
         np.savez(fh, **arrays)
     return target
+
+
+#: The name every caller used before the Regressor had a file (the runner, the CLI, the ensemble).
+save_classifier = save_model
 
 
 def read_model_file(path: str | Path | BinaryIO) -> tuple[dict, dict[str, np.ndarray]]:
@@ -125,11 +159,26 @@ def model_weights(
 
 
 def check_header(path: str | Path | BinaryIO, header: dict) -> dict:
-    """The estimator's constructor parameters from a header (``hidden`` as a tuple); ModelFileError
-    if the header lacks what a model needs."""
-    missing = [key for key in ("params", "n_features_in", "classes") if key not in header]
+    """The estimator's constructor parameters from a header (``hidden`` as a tuple; an older file's
+    ``seed`` as ``random_state``); ModelFileError if the header lacks what a model needs."""
+    needed = ("params", "n_features_in") if header.get("kind") == REGRESSOR else ("params", "n_features_in", "classes")
+    missing = [key for key in needed if key not in header]
     if missing:
         raise ModelFileError(f"{_name(path)}: header lacks {', '.join(missing)}")
     params = dict(header["params"])
     params["hidden"] = tuple(params.get("hidden", ()))
+    seed = params.pop("seed", "deprecated")
+    if seed != "deprecated" and "random_state" not in params:  # written before random_state replaced seed
+        params["random_state"] = seed
     return params
+
+
+def target_scaling(path: str | Path | BinaryIO, arrays: dict[str, np.ndarray]) -> Standardizer:
+    """A regressor file's target scaling (``target.mean``, ``target.std``); ModelFileError naming a missing
+    or misshapen array."""
+    for name in ("target.mean", "target.std"):
+        if name not in arrays:
+            raise ModelFileError(f"{_name(path)}: array {name!r} is missing (a regressor's target scaling)")
+        if arrays[name].shape != (1,):
+            raise ModelFileError(f"{_name(path)}: array {name!r} has shape {arrays[name].shape}, expected (1,)")
+    return Standardizer(arrays["target.mean"].astype(np.float64), arrays["target.std"].astype(np.float64))

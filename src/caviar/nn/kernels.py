@@ -235,6 +235,48 @@ def softmax_xent_(logits, y, loss_out, correct_out):
         correct_out[k] = hits
 
 
+@kernel
+def softmax_xent_weighted_(logits, y, wn, loss_out, correct_out):
+    """``softmax_xent_`` with sample weights ``wn`` (B,) float64 already divided by their sum: dlogits =
+    (softmax - onehot) wn, loss_out the weighted mean loss, correct_out (K,) float64 the weighted
+    fraction of argmax hits."""
+    K, B, C = logits.shape
+    one = logits.dtype.type(1)
+    shared = y.shape[0] == 1
+    for k in range(K):
+        total = 0.0
+        hits = 0.0
+        row = 0 if shared else k
+        for b in range(B):
+            label = y[row, b]
+            scale = logits.dtype.type(wn[b])
+            best = 0
+            m = logits[k, b, 0]
+            for c in range(1, C):
+                if logits[k, b, c] > m:
+                    m = logits[k, b, c]
+                    best = c
+            if best == label:
+                hits += wn[b]
+            s = logits[k, b, 0] * 0
+            picked = 0.0
+            for c in range(C):
+                shifted = logits[k, b, c] - m
+                if c == label:
+                    picked = shifted
+                e = np.exp(shifted)
+                logits[k, b, c] = e
+                s += e
+            total += wn[b] * (picked - np.log(s))
+            for c in range(C):
+                p = logits[k, b, c] / s
+                if c == label:
+                    p -= one
+                logits[k, b, c] = p * scale
+        loss_out[k] = -total
+        correct_out[k] = hits
+
+
 # ---------------------------------------------------------------------------------- wrappers
 def batchnorm_activation_forward_(
     z: np.ndarray,
@@ -323,9 +365,12 @@ def batchnorm_activation_backward_(
     return da, dgamma, dbeta
 
 
-def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def softmax_cross_entropy_(
+    logits: np.ndarray, y: np.ndarray, wn: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``losses.softmax_cross_entropy`` and ``losses.accuracy`` in one pass: labels (B,) shared by
-    the members or (K, B), one row each.
+    the members or (K, B), one row each; optional sample weights ``wn`` (B,) float64 already divided
+    by their sum (``losses.normalized_weights``): weighted means.
 
     Returns (loss (K,), accuracy (K,), dlogits); the logits are overwritten with dlogits.
     """
@@ -337,6 +382,10 @@ def softmax_cross_entropy_(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
         raise ValueError(f"labels must be ({B},) or ({K}, {B}) integers in [0, {C}); got shape {labels.shape}")
     labels = labels.reshape(-1, B)
     loss = np.empty(K)
+    if wn is not None:
+        weighted = np.empty(K)
+        softmax_xent_weighted_(logits, labels, np.ascontiguousarray(wn, dtype=np.float64), loss, weighted)
+        return loss, weighted, logits
     correct = np.empty(K, np.int64)
     softmax_xent_(logits, labels, loss, correct)
     return loss, correct / B, logits

@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from caviar.backend import Backend
-from caviar.nn import kernels, layers, ragged
+from caviar.nn import kernels, layers, ragged, weighted
 from caviar.nn.init import init_weight
 
 Arrays = dict[str, np.ndarray]
@@ -81,6 +81,7 @@ def forward(
     rngs: list[np.random.Generator] | None = None,
     backend: Backend = Backend.NUMPY,
     member_hidden: list[tuple[int, ...]] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list, Arrays]:
     """Logits (K, B, C), the cache backward needs, and the new running statistics.
 
@@ -90,6 +91,7 @@ def forward(
     ``backend``: the fused kernels or the numpy passes (same caches; values agree to rounding).
     ``member_hidden``: each member's own widths when the population is padded (``caviar.nn.padding``):
     the matmuls run at those widths (``caviar.nn.ragged``) and dropout draws its masks at them.
+    ``sample_weight`` (B,): in training, batch norm's statistics are weighted (``caviar.nn.weighted``).
     """
     K = params["out.W"].shape[0]
     if train and arch.batchnorm and bn_momentum is None:
@@ -108,13 +110,23 @@ def forward(
             z = layers.dense_forward(a, W, None if fused else bias)
         else:
             z = ragged.dense_forward(a, W, None if fused else bias, spans[i])
-        bn_cache = None
+        bn_cache: Any = None
         if fused and bias is not None:
             z = kernels.bias_activation_forward_(z, bias, arch.activation)
         elif arch.batchnorm:
             gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
             rm, rv = f"bn{i}.running_mean", f"bn{i}.running_var"
-            if train and fused:
+            if train and sample_weight is not None:
+                z, bn_cache, mu_w, var_w = weighted.batchnorm_forward_weighted(
+                    z, gamma, beta, sample_weight, layers.BN_EPS
+                )
+                if mu_w is not None and var_w is not None:
+                    m = np.asarray(bn_momentum, dtype=z.dtype).reshape(K, 1, 1)
+                    new_state[rm] = layers.update_running(state[rm], mu_w, m)
+                    new_state[rv] = layers.update_running(state[rv], var_w, m)
+                if fused:  # the kernels would have applied the activation: the numpy pass does here
+                    z = layers.activation_forward_(z, arch.activation)
+            elif train and fused:
                 # z is ours (fresh from the matmul): it becomes z - mu, kept for backward
                 z, bn_cache, new_state[rm], new_state[rv] = kernels.batchnorm_activation_forward_(
                     z, gamma, beta, layers.BN_EPS, arch.activation, state[rm], state[rv], cast(np.ndarray, bn_momentum)
@@ -183,7 +195,12 @@ def backward(
         a_in, _, h, bn_cache, mask = caches[i]
         if mask is not None:
             da *= mask  # da is fresh from the matmul: ours to overwrite
-        if arch.batchnorm and fused:
+        if isinstance(bn_cache, weighted.WeightedBNCache):  # trained with sample weights, either backend
+            dz = layers.activation_backward_(da, h, arch.activation)
+            dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = weighted.batchnorm_backward_weighted(
+                dz, bn_cache, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
+            )
+        elif arch.batchnorm and fused:
             dz, grads[f"bn{i}.gamma"], grads[f"bn{i}.beta"] = kernels.batchnorm_activation_backward_(
                 da, h, bn_cache, arch.activation, into(f"bn{i}.gamma"), into(f"bn{i}.beta")
             )

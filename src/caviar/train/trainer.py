@@ -269,20 +269,21 @@ class Trainer:
         return int(where[0])
 
     # ----- one step --------------------------------------------------------------------------
-    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One gradient step of every active member on the batch; returns (loss, accuracy) (K,)."""
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, wb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One gradient step of every active member on the batch; returns (loss, accuracy) (K,).
+        ``wb`` (B,): sample weights, the batch's loss their weighted mean (``caviar.nn.losses``)."""
         self._ensure_grads()
         self.opt_state.step += 1
         new_state = {n: np.empty_like(a) for n, a in self.state.items()}
         table = None  # the optimizer's per-member coefficients, built once for all slices
         if self.backend.fused:
             table = self.optimizer.coefficient_table(self.lr, self.hp, self.opt_state.step, self.hp["l2"], self.dtype)
-        parts = self._by_slices(partial(self._step_members, new_state=new_state, table=table), xb, yb)
+        parts = self._by_slices(partial(self._step_members, new_state=new_state, table=table, wb=wb), xb, yb)
         loss = np.concatenate([p[0] for p in parts])
         acc = np.concatenate([p[1] for p in parts])
         self.state = new_state
         self.step += 1
-        n = len(yb)
+        n = len(yb) if wb is None else float(np.sum(wb, dtype=np.float64))  # the epoch's means are weighted too
         self._epoch_sums[:, 0] += loss * n
         self._epoch_sums[:, 1] += acc * n
         self._epoch_sums[:, 2] += n
@@ -292,7 +293,14 @@ class Trainer:
         return loss, acc
 
     def _step_members(
-        self, k0: int, k1: int, xb: np.ndarray, yb: np.ndarray, new_state: Arrays, table: np.ndarray | None = None
+        self,
+        k0: int,
+        k1: int,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        new_state: Arrays,
+        table: np.ndarray | None = None,
+        wb: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Forward, backward and update of members k0..k1 (rows of the stacked arrays).
 
@@ -316,8 +324,9 @@ class Trainer:
             rngs=self.rngs[k0:k1],
             backend=self.backend,
             member_hidden=own,
+            sample_weight=wb,
         )
-        loss, acc, dlogits = self._loss_fn(logits, yb, self.backend)  # fused: logits become dlogits
+        loss, acc, dlogits = self._loss(logits, yb, wb)  # fused: logits become dlogits
         backward(self.arch, params, caches, dlogits, out=grads, backend=self.backend, member_hidden=own)
         for n, a in state.items():
             new_state[n][rows] = a
@@ -415,19 +424,29 @@ class Trainer:
         """True when every mini-batch of the running epoch has been trained on (or none is running)."""
         return self._batches is None or self._batch_pos >= len(self._batches)
 
-    def train_next_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step on the running epoch's next mini-batch of (X, y); returns (loss, accuracy) (K,)."""
+    def train_next_batch(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One step on the running epoch's next mini-batch of (X, y) (and its rows of ``sample_weight``);
+        returns (loss, accuracy) (K,)."""
         if self._batches is None:
             raise RuntimeError("no epoch is running: call begin_epoch first")
         if self._batch_pos >= len(self._batches):
             raise RuntimeError("the epoch's mini-batches are spent: call end_epoch")
         idx = self._batches[self._batch_pos]
         self._batch_pos += 1
-        return self.train_step(X[idx], y[idx])
+        return self.train_step(X[idx], y[idx], None if sample_weight is None else sample_weight[idx])
 
-    def train_epoch(self, X: np.ndarray, y: np.ndarray, callbacks: Sequence[Callback] = ()) -> bool:
+    def train_epoch(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        callbacks: Sequence[Callback] = (),
+        sample_weight: np.ndarray | None = None,
+    ) -> bool:
         """One pass over (X, y) in fresh mini-batches (``begin_epoch`` and ``train_next_batch``; the
-        caller then calls ``end_epoch``); returns True if a callback asked to stop or none is left."""
+        caller then calls ``end_epoch``); returns True if a callback asked to stop or none is left.
+        ``sample_weight`` (N,): per-row weights of the loss (None: every row counts once)."""
         self.begin_epoch(len(y))
         with self._blas_context(self.config.batch_size, self._spans(self.config.batch_size)):
             self._blas_held = True
@@ -435,7 +454,7 @@ class Trainer:
                 while not self.epoch_done:
                     if self.K == 0:
                         return True
-                    loss, _ = self.train_next_batch(X, y)
+                    loss, _ = self.train_next_batch(X, y, sample_weight)
                     if any([cb.on_step_end(self, loss) for cb in callbacks if hasattr(cb, "on_step_end")]):
                         return True
             finally:
@@ -443,18 +462,22 @@ class Trainer:
         return False
 
     def end_epoch(
-        self, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None
+        self,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        sample_weight_val: np.ndarray | None = None,
     ) -> dict[int, dict[str, float]]:
         """Close the epoch: record its row for every active member (train metrics from its steps,
-        validation metrics on (X_val, y_val)), keep bests, retire the members out of patience, move
-        the learning rate to the next epoch. Returns the rows by original member."""
+        validation metrics on (X_val, y_val), weighted by ``sample_weight_val`` if given), keep bests,
+        retire the members out of patience, move the learning rate to the next epoch. Returns the rows
+        by original member."""
         sums = self._epoch_sums
         n = np.maximum(sums[:, 2], 1)
         train_loss, train_acc = sums[:, 0] / n, sums[:, 1] / n
         val_loss: np.ndarray | None = None
         val_acc: np.ndarray | None = None
         if X_val is not None and y_val is not None and len(y_val):
-            val_loss, val_acc = self.evaluate(X_val, y_val)
+            val_loss, val_acc = self.evaluate(X_val, y_val, sample_weight_val)
         rows: dict[int, dict[str, float]] = {}
         score = val_loss if val_loss is not None else train_loss
         c = self.config
@@ -493,13 +516,16 @@ class Trainer:
         y_val: np.ndarray | None = None,
         epochs: int | None = None,
         callbacks: Sequence[Callback] = (),
+        sample_weight: np.ndarray | None = None,
+        sample_weight_val: np.ndarray | None = None,
     ) -> list[MemberHistory]:
-        """Train until ``epochs`` (the config's by default), every member stopped, or a callback stops."""
+        """Train until ``epochs`` (the config's by default), every member stopped, or a callback stops;
+        ``sample_weight`` / ``sample_weight_val``: per-row weights of the training and validation losses."""
         total = self.config.epochs if epochs is None else epochs
         while self.epoch < total and self.K > 0:
-            if self.train_epoch(X, y, callbacks):
+            if self.train_epoch(X, y, callbacks, sample_weight):
                 break
-            rows = self.end_epoch(X_val, y_val)
+            rows = self.end_epoch(X_val, y_val, sample_weight_val)
             if any([cb.on_epoch_end(self, rows) for cb in callbacks if hasattr(cb, "on_epoch_end")]):
                 break
         self.finish()
@@ -549,10 +575,12 @@ class Trainer:
         """Evaluation-mode logits (K, N, C) of the active members, in chunks to bound memory."""
         return np.concatenate(self._by_slices(self._slice_logits, X), axis=0)
 
-    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(loss, accuracy) of each active member on (X, y), in evaluation mode: X (N, F) shared by
-        the members, labels (N,) or one row per member (K, N)."""
-        parts = self._by_slices(self._slice_evaluate, X, y)
+        the members, labels (N,) or one row per member (K, N); weighted means with ``sample_weight`` (N,)."""
+        parts = self._by_slices(partial(self._slice_evaluate, w=sample_weight), X, y)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _slice_logits(self, k0: int, k1: int, X: np.ndarray) -> np.ndarray:
@@ -567,12 +595,20 @@ class Trainer:
         ]
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
 
-    def _slice_evaluate(self, k0: int, k1: int, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _slice_evaluate(
+        self, k0: int, k1: int, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         z = self._slice_logits(k0, k1, X)
         if np.ndim(y) == 2:  # labels per member (K, N): this slice's rows
             y = y[k0:k1]
-        loss, acc, _ = self._loss_fn(z, y, self.backend)  # fused: one pass; z is ours to overwrite
+        loss, acc, _ = self._loss(z, y, w)  # fused: one pass; z is ours to overwrite
         return loss, acc
+
+    def _loss(self, z: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The loss function on outputs z: unweighted exactly as before weights existed, else weighted."""
+        if w is None:
+            return self._loss_fn(z, y, self.backend)
+        return self._loss_fn(z, y, self.backend, w)
 
     def _by_slices(self, fn: Callable, *args: np.ndarray) -> list:
         """``fn(k0, k1, *args)`` for each slice of the population, side by side like ``train_step``."""

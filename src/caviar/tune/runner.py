@@ -195,7 +195,7 @@ def model_file_bytes(
         **{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
         **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__},
     }
-    clf = Classifier(**params, standardize=data.standardizer is not None, seed=seed, dtype=dtype)
+    clf = Classifier(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
     clf.n_features_in_ = data.n_features
     clf.classes_ = np.asarray(data.classes)
     clf.params_ = outcome.params
