@@ -130,22 +130,37 @@ def stored(tmp_path_factory) -> Path:
     return folder
 
 
-def write_spec(path: Path, name: str = "new", data: str = "good.csv", trials: int = 2, **extra: str) -> Path:
+def write_spec(
+    path: Path, name: str = "new", data: str = "good.csv", trials: int = 2, db: str = "good.db", **extra: str
+) -> Path:
     keys = {f"{k}_extra": extra.get(f"{k}_extra", "") for k in ("data", "model", "training", "search")}
-    path.write_text(SPEC.format(name=name, data=data, trials=trials, db="good.db", **keys))
+    path.write_text(SPEC.format(name=name, data=data, trials=trials, db=db, **keys))
     return path
+
+
+def file_bytes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` but the tests' own inputs (specs, bad CSVs; good.csv, the stored
+    study's data, is kept) and SQLite's -shm index (readers write their marks there)."""
+    kept = [
+        p
+        for p in folder.iterdir()
+        if (p.suffix not in (".toml", ".csv") or p.name == "good.csv") and not p.name.endswith("-shm")
+    ]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in kept}
 
 
 @pytest.fixture
 def unchanged(stored):
-    """Asserts, after the test, that good.db holds what it held and no file appeared in the folder."""
+    """Asserts, after the test, that good.db holds what it held (row counts, bytes), that every file that
+    was there has the same bytes (``report -o good.csv`` must not overwrite it), and that no file but the
+    test's own inputs (specs, CSVs) appeared."""
     db = stored / "good.db"
-    before, files = state_of(db), sorted(p.name for p in stored.iterdir())
+    before, files = state_of(db), file_bytes(stored)
     yield stored
     assert state_of(db) == before
-    assert sorted(p.name for p in stored.iterdir() if not p.name.endswith((".toml", ".csv"))) == [
-        f for f in files if not f.endswith((".toml", ".csv"))
-    ]
+    after = file_bytes(stored)
+    assert {name: after.get(name) for name in files} == files
+    assert [name for name in after if name not in files and not name.endswith(".csv")] == []
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -170,6 +185,39 @@ def test_degenerate_data_is_refused_before_anything_is_stored(cli, unchanged, ca
         pd.read_csv(folder / data).assign(label=1).to_csv(folder / data, index=False)
     spec = write_spec(folder / "bad.toml", data=data, data_extra=extra)
     one_line_error(cli("tune", spec), pattern)
+
+
+DEGENERATE = {  # data file (and [data] lines) -> what the error says
+    "one class": ("one.csv", "", r"one: the training part holds one class only"),
+    "too few rows": ("tiny.csv", "", r"the training part has 1 row\(s\); training needs at least 2"),
+    "no validation part": ("good.csv", "validation_fraction = 0", r"metric val_accuracy needs a validation part"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+@pytest.mark.parametrize("where", ["a new path", "an existing database"])
+def test_degenerate_data_creates_no_storage_and_prints_one_line(cli, tmp_path, monkeypatch, case, where) -> None:
+    """The storage file is not created (a new path) or not touched (a database holding a study), and
+    nothing but the error is printed: no study header, no empty progress display."""
+    monkeypatch.chdir(tmp_path)
+    table(tmp_path / "good.csv")
+    table(tmp_path / "tiny.csv", rows=3)
+    pd.read_csv(tmp_path / "good.csv").assign(label=1).to_csv(tmp_path / "one.csv", index=False)
+    data, extra, pattern = DEGENERATE[case]
+    db = tmp_path / "study.db"
+    if where == "an existing database":
+        run_study(write_spec(tmp_path / "kept.toml", name="kept", db=db.name))
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = state_of(db)
+    spec = write_spec(tmp_path / "bad.toml", data=data, db=db.name, data_extra=extra)
+    r = cli("tune", spec)
+    one_line_error(r, pattern)
+    assert r.out.strip() == ""
+    if where == "a new path":
+        assert not db.exists() and not list(tmp_path.glob("study.db*"))
+    else:
+        assert state_of(db) == before
 
 
 def test_caviar_train_refuses_an_overflowing_column_in_one_line(cli, unchanged) -> None:

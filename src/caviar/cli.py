@@ -294,24 +294,12 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
     """Run the study under the live display (caviar.progress); Ctrl-C says how to resume, then exits 130."""
     import time as _time
 
-    from caviar.errors import StorageError
     from caviar.progress import TuneDisplay, summary_line
     from caviar.storage import TrialState, open_storage
     from caviar.tune.study import run_study
 
     total = spec.search.trials
-    store = open_storage(spec.storage_url)
-    try:
-        done = sum(v for k, v in store.counts(store.get_study(spec.name).id).items() if k.finished)
-    except StorageError:  # a new study
-        done = 0
-    if done:
-        console.print(f"resuming study {spec.study.name}: {summary_line(done, total)}", highlight=False)
-    console.print(
-        f"study {spec.study.name}: {total} trials, {spec.search.strategy} search over "
-        f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}",
-        highlight=False,
-    )
+    done = _finished_so_far(spec.storage_url, spec.name)
     start = _time.perf_counter()
     display = TuneDisplay(
         console,
@@ -319,15 +307,26 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
         done=done,
         metric=spec.search.metric,
         epochs=spec.training.epochs,
-        storage=store,
+        storage=lambda: open_storage(spec.storage_url, read_only=True),
         study=spec.name,
     )
+
+    def started() -> None:
+        """The data passed its checks and the study is stored: say what runs, then draw the display."""
+        if done:
+            console.print(f"resuming study {spec.study.name}: {summary_line(done, total)}", highlight=False)
+        console.print(
+            f"study {spec.study.name}: {total} trials, {spec.search.strategy} search over "
+            f"{', '.join(spec.space.names) or 'nothing'}; storage {spec.search.storage}",
+            highlight=False,
+        )
+        display.__enter__()
+
     try:
-        with display:
-            study = run_study(spec, on_progress=display)
+        study = run_study(spec, on_progress=display, on_start=started)
     except KeyboardInterrupt:
-        counts = store.counts(store.get_study(spec.name).id)
-        now_done = sum(v for k, v in counts.items() if k.finished)
+        display.__exit__(None, None, None)
+        now_done = _finished_so_far(spec.storage_url, spec.name)
         err_console.print(
             f"interrupted: {summary_line(now_done, total)}; the trials in training go back to the queue.\n"
             f"resume with: {resume or 'caviar tune SPEC'}",
@@ -335,6 +334,8 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
             soft_wrap=True,
         )
         raise
+    finally:
+        display.__exit__(None, None, None)
     elapsed = _time.perf_counter() - start
     counts = study.counts()
     best = study.best_trial
@@ -363,6 +364,24 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
     if not counts.get(TrialState.COMPLETE):
         first = next(iter(reasons), "no trial completed (every one diverged or was pruned)")
         fail(f"study '{spec.study.name}': no trial completed; {first}", code=1)
+
+
+def _finished_so_far(url: str, name: str) -> int:
+    """Finished trials of study ``name`` (0 for a new one), read without creating or writing anything:
+    the storage is created only once the study's data passed its checks (in run_study)."""
+    from caviar.errors import StorageError
+    from caviar.storage import open_storage
+
+    try:
+        store = open_storage(url, read_only=True)
+    except StorageError:  # no storage yet, or not a caviar database yet
+        return 0
+    try:
+        return sum(v for k, v in store.counts(store.get_study(name).id).items() if k.finished)
+    except StorageError:  # a new study
+        return 0
+    finally:
+        store.close()
 
 
 def failure_reasons(study) -> dict[str, int]:

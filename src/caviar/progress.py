@@ -88,18 +88,21 @@ class TuneDisplay:
         done: int,
         metric: str,
         epochs: int,
-        storage: Storage | None = None,
+        storage: Storage | Callable[[], Storage] | None = None,
         study: str | None = None,
         clock_fn: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.console, self.total, self.metric, self.epochs = console, total, metric, epochs
         self.done_at_start = self.done = done
-        self.storage, self.study = storage, study
+        # A storage, or how to open one (read-only, on the first poll: ``caviar tune`` must not create
+        # the storage before the study's data passed its checks).
+        self._storage, self.study = storage, study
         self.now = clock_fn
         self.best: float | None = None
         self.populations: dict[int, Population] = {}
         self.epoch_seconds: list[tuple[float, int, bool]] = []  # (seconds, epochs, from a population's start)
         self.running = 0
+        self.started = False
         self.progress = Progress(
             TextColumn("[bold]{task.description}", justify="right"),
             BarColumn(bar_width=24),
@@ -114,10 +117,14 @@ class TuneDisplay:
     # --------------------------------------------------------------------------------- context
     def __enter__(self) -> TuneDisplay:
         self.progress.start()
+        self.started = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        """Stop drawing; a display never started (or already stopped) prints nothing."""
+        if self.started:
+            self.progress.stop()
+            self.started = False
 
     # -------------------------------------------------------------------------- the two sources
     def on_epoch(self, ev: PopulationEpoch) -> None:
@@ -135,14 +142,26 @@ class TuneDisplay:
         self._poll_storage()
         self._redraw()
 
+    @property
+    def storage(self) -> Storage | None:
+        """The storage read from, opened on first use when given as an opener (None until it opens)."""
+        if callable(self._storage) and not isinstance(self._storage, Storage):
+            try:
+                self._storage = self._storage()
+            except StorageError:  # not there yet: try again at the next poll
+                return None
+        return self._storage
+
     def _poll_storage(self) -> None:
         """Populations trained elsewhere (worker processes, Ray): their RUNNING trials and curves."""
-        if self.storage is None or self.study is None:
+        if self.study is None or self.storage is None:
             return
         try:
-            study_id = self.storage.get_study(self.study).id
-            running = self.storage.trials(study_id, [TrialState.RUNNING])
-            curves = self.storage.curves(study_id, [t.id for t in running]) if running else {}
+            store = self.storage
+            assert store is not None
+            study_id = store.get_study(self.study).id
+            running = store.trials(study_id, [TrialState.RUNNING])
+            curves = store.curves(study_id, [t.id for t in running]) if running else {}
         except StorageError:
             return
         groups: dict[str, list[TrialRecord]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from caviar.data.checks import fingerprint_diff
@@ -175,13 +175,16 @@ def run_study(
     seed: int | None = None,
     on_progress: Progress | None = None,
     data: Any = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Study:
     """Run (or resume) the study a spec describes, and return it.
 
     ``trials``, ``workers``, ``storage`` and ``seed`` override the spec's ``[search]`` values.
     ``data``: the study's data in memory, a pandas DataFrame (``[data] label`` names the label column)
     or a pair ``(X, y)``, in place of ``[data]``'s dataset or path. It is stored by its fingerprint, so
-    resuming with other data is refused; pass the same data again to resume.
+    resuming with other data is refused; pass the same data again to resume. ``on_start`` is called
+    once the data passed its checks and the study is stored, before any trial trains (``caviar tune``
+    draws its display then, so a refused study prints only its error).
     """
     spec = resolve_spec(spec, trials, workers, storage, seed, data=data)
     data = load_data(spec)  # before the storage is opened: a data mistake leaves it as it was
@@ -203,6 +206,8 @@ def run_study(
     ctx = WorkerContext(spec, data, store, study_id, new_worker_id())
     store.set_study_status(study_id, StudyStatus.RUNNING)
     recover_zombies(store, study_id)
+    if on_start is not None:
+        on_start()
     try:
         for rnd, numbers in enumerate(sampler.round_numbers(spec.search.trials)):
             plan_round(store, study_id, spec, sampler, data, rnd, numbers)
