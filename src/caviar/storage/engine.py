@@ -160,8 +160,12 @@ def make_engine(url: URL, read_only: bool = False) -> Engine:
     if url.get_backend_name() == "sqlite" and read_only:
         db = url.database or ""
         uri = read_only_sqlite_uri(db)
+        # QueuePool, not the SingletonThreadPool a bare "sqlite://" gets: that one closes connections of
+        # other threads beyond five, under their feet (the dashboard reads from many threads: a segfault)
         engine = sa.create_engine(
-            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            "sqlite://",
+            creator=lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False),
+            poolclass=sa.pool.QueuePool,
         )
         event.listen(engine, "connect", _sqlite_read_only_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)

@@ -5,8 +5,10 @@
 
 - ``/``: the page (vanilla JS + plotly.js); ``/static/NAME``: a fixed whitelist of files, plotly.js
   coming from the installed plotly package; no other file can be read;
+- a study name is one path segment whatever it holds (``/``, ``%``, ``..``...): written by
+  :func:`caviar.web.urls.name_segment`, read back by the ``segment`` convertor;
 - ``/study/{name}/trial/{number}``: a trial's page; ``/study/{name}/lineage``: a PBT study's lineage
-  tree and schedules; ``/compare?studies=a,b``: studies side by side;
+  tree and schedules; ``/compare?study=a&study=b``: studies side by side;
 - ``/api/studies``, ``/api/studies/{name}``, ``.../trials``, ``.../trials/{number}`` (one trial, with
   ``.../artifacts/{artifact}`` to download its model), ``.../lineage``, ``.../curves``, ``.../boxes``,
   ``.../importance``,
@@ -27,11 +29,12 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from caviar.errors import StorageError
 from caviar.storage import Storage, TrialState, open_storage
@@ -39,6 +42,7 @@ from caviar.web import data as views
 from caviar.web.figures import KINDS, best_so_far_figure, edf_figure, figure
 from caviar.web.importance import param_importance
 from caviar.web.lineage import study_lineage
+from caviar.web.urls import name_segment, routing_path
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The only files /static serves: name -> media type. plotly.min.js comes from the plotly package.
@@ -67,6 +71,35 @@ Width = Annotated[int | None, Query(ge=200, le=5000, description="the plot's wid
 ParamName = Annotated[str | None, Query(max_length=200)]
 
 FigureKind = Enum("FigureKind", {k: k for k in KINDS}, type=str)  # type: ignore[misc]
+
+
+class EncodedSegments:
+    """ASGI middleware: route on the raw path (``scope['raw_path']``), so a name's encoded ``/`` stays
+    inside its segment (caviar.web.urls.routing_path)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raw = scope.get("raw_path") if scope.get("type") in ("http", "websocket") else None
+        if raw:
+            scope = {**scope, "path": routing_path(raw)}
+        await self.app(scope, receive, send)
+
+
+class SegmentConvertor(Convertor[str]):
+    """``{name:segment}``: one path segment of the routing path, decoded back to the name it encodes."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return name_segment(value)
+
+
+register_url_convertor("segment", SegmentConvertor())
 
 
 def open_existing(storage_url: str | os.PathLike[str] | Storage) -> Storage:
@@ -107,6 +140,10 @@ def create_app(
     """The dashboard app over one storage. ``allowed_hosts`` (None = any) guards against DNS rebinding
     when served on localhost; ``poll_s`` is how often the events stream looks at storage."""
     storage = open_existing(storage_url)
+    # plotly imports pandas lazily, inside the request threads: importing it here, once, keeps two first
+    # figure requests from racing on a half-imported module ("partially initialized module 'pandas'").
+    import pandas  # noqa: F401
+
     app = FastAPI(title="caviar dashboard", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.storage = storage
     _add_middleware(app, allowed_hosts)
@@ -117,6 +154,7 @@ def create_app(
 
 
 def _add_middleware(app: FastAPI, allowed_hosts: list[str] | None) -> None:
+    app.add_middleware(EncodedSegments)  # a study name's encoded '/' stays in its segment (caviar.web.urls)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -141,17 +179,17 @@ def _add_page_routes(app: FastAPI) -> None:
     def index() -> HTMLResponse:
         return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
-    @app.get("/study/{name}", include_in_schema=False)
+    @app.get("/study/{name:segment}", include_in_schema=False)
     def study_page(name: str) -> RedirectResponse:
         """The study's view lives on the index page, under #NAME."""
-        return RedirectResponse("/#" + quote(name, safe=""), status_code=307)
+        return RedirectResponse("/#" + name_segment(name), status_code=307)
 
-    @app.get("/study/{name}/trial/{number}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/study/{name:segment}/trial/{number}", response_class=HTMLResponse, include_in_schema=False)
     def trial_page(name: str, number: str) -> HTMLResponse:
         """The trial page; its script fetches the trial and says so when there is no such trial."""
         return HTMLResponse((STATIC_DIR / "trial.html").read_text(encoding="utf-8"))
 
-    @app.get("/study/{name}/lineage", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/study/{name:segment}/lineage", response_class=HTMLResponse, include_in_schema=False)
     def lineage_page(name: str) -> HTMLResponse:
         """A PBT study's lineage tree and every trial's hyperparameter schedule (caviar.web.lineage)."""
         return HTMLResponse((STATIC_DIR / "lineage.html").read_text(encoding="utf-8"))
@@ -185,12 +223,12 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         """Every study: name, status, counts per state, best metric."""
         return {"storage": storage.url, "studies": [views.study_summary(r) for r in storage.list_studies()]}
 
-    @app.get("/api/studies/{name}")
+    @app.get("/api/studies/{name:segment}")
     def study(name: str) -> dict[str, Any]:
         """The study's spec summary and space (each parameter with its scale)."""
         return views.study_detail(_study(storage, name))
 
-    @app.get("/api/studies/{name}/trials")
+    @app.get("/api/studies/{name:segment}/trials")
     def trials(
         name: str,
         sort: Annotated[str, Query(max_length=200)] = "number",
@@ -206,7 +244,7 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
             raise HTTPException(400, exc.args[0]) from None
         return {"metric": data.metric, "params": [p.as_dict() for p in data.params], "trials": rows}
 
-    @app.get("/api/studies/{name}/curves")
+    @app.get("/api/studies/{name:segment}/curves")
     def curves(
         name: str,
         trials: Annotated[str | None, Query(pattern=TRIALS_PATTERN, description="trial numbers, 1,2,3")] = None,
@@ -217,12 +255,12 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         chosen = _chosen(data, parse_numbers(trials), top)
         return views.curves_payload(data, chosen)
 
-    @app.get("/api/studies/{name}/boxes")
+    @app.get("/api/studies/{name:segment}/boxes")
     def boxes(name: str) -> dict[str, Any]:
         """The coarse-to-fine box of each round, in the user's variables."""
         return views.boxes_payload(_study(storage, name))
 
-    @app.get("/api/studies/{name}/figures/{kind}")
+    @app.get("/api/studies/{name:segment}/figures/{kind}")
     def figure_json(
         name: str,
         kind: FigureKind,
@@ -253,7 +291,7 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
             raise HTTPException(422, str(exc)) from None
         return Response(fig.to_json(), media_type="application/json")
 
-    @app.get("/api/studies/{name}/importance")
+    @app.get("/api/studies/{name:segment}/importance")
     def importance(name: str, method: Annotated[str, Query(max_length=40)] = "forest") -> dict[str, Any]:
         """Each hyperparameter's importance for the metric (random forest over the complete trials, or
         Optuna's fanova / ped_anova when installed)."""
@@ -263,7 +301,7 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.get("/api/studies/{name}/trials/{number}")
+    @app.get("/api/studies/{name:segment}/trials/{number}")
     def trial(name: str, number: int) -> dict[str, Any]:
         """One trial: params, metrics, curve, events, artifacts (404 for a number the study lacks)."""
         data = _study(storage, name)
@@ -272,12 +310,12 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
         except KeyError as exc:
             raise HTTPException(404, exc.args[0]) from None
 
-    @app.get("/api/studies/{name}/lineage")
+    @app.get("/api/studies/{name:segment}/lineage")
     def lineage(name: str) -> dict[str, Any]:
         """A PBT study's trials (population, value, schedule) and copies (parent -> child after epoch e)."""
         return study_lineage(_study(storage, name))
 
-    @app.get("/api/studies/{name}/trials/{number}/artifacts/{artifact}")
+    @app.get("/api/studies/{name:segment}/trials/{number}/artifacts/{artifact:segment}")
     def artifact(name: str, number: int, artifact: str) -> Response:
         """Download an artifact stored for a trial (its model file); only names storage lists."""
         data = _study(storage, name)
@@ -287,17 +325,23 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
             raise HTTPException(404, exc.args[0]) from None
         if artifact not in storage.artifact_names(t.id):
             raise HTTPException(404, f"no artifact '{artifact}' for trial #{number} of study '{name}'")
-        filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-trial{number}-{artifact}")
-        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        wanted = f"{name}-trial{number}-{artifact}"
+        plain = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in wanted)
+        # an ASCII name for every client, the exact one (RFC 6266's filename*) for those that read it
+        headers = {
+            "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(wanted, safe='')}"
+        }
         return Response(storage.load_artifact(t.id, artifact), media_type="application/octet-stream", headers=headers)
 
     @app.get("/api/compare")
     def compare(
-        studies: Annotated[str, Query(min_length=1, max_length=2000, description="study names, a,b")],
+        study: Annotated[list[str] | None, Query(description="a study name (repeat it)")] = None,
+        studies: Annotated[str | None, Query(max_length=2000, description="study names, a,b")] = None,
         width: Width = None,
     ) -> Response:
-        """Two or more studies side by side: their summaries, best-so-far curves and EDFs."""
-        names = [n.strip() for n in studies.split(",") if n.strip()]
+        """Two or more studies side by side: their summaries, best-so-far curves and EDFs. Names come as
+        ``study=a&study=b`` (any name, commas included) or ``studies=a,b`` (names without commas)."""
+        names = list(study or []) + [n.strip() for n in (studies or "").split(",") if n.strip()]
         if len(set(names)) < 2:
             raise HTTPException(422, f"compare needs at least two different study names, got {', '.join(names)}")
         known = [r.name for r in storage.list_studies()]
@@ -368,7 +412,7 @@ async def event_stream(
 
 
 def _add_events_route(app: FastAPI, storage: Storage, poll_s: float) -> None:
-    @app.get("/api/studies/{name}/events")
+    @app.get("/api/studies/{name:segment}/events")
     async def events(request: Request, name: str) -> StreamingResponse:
         """Server-sent events: the study's counts/best/status, whenever they change."""
         try:

@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from caviar.storage import FINISHED_STATES, Storage, StudyRecord, TrialRecord, TrialState, open_storage
 from caviar.tune.space import ChoiceParam, IntParam, Param, Space
 from caviar.web.scales import NUMERIC_SCALES
+from caviar.web.urls import name_segment
 
 DEFAULT_TOP_K = 5
 
@@ -410,7 +410,7 @@ def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
             "artifacts": [
                 {
                     "name": name,
-                    "url": f"/api/studies/{quote(data.name, safe='')}/trials/{number}/artifacts/{quote(name, safe='')}",
+                    "url": f"/api/studies/{name_segment(data.name)}/trials/{number}/artifacts/{name_segment(name)}",
                 }
                 for name in data.storage.artifact_names(trial.id)
             ],

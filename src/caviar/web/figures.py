@@ -800,6 +800,16 @@ def _metric_title(datas: Sequence[StudyData]) -> str:
     return metrics[0] if len(metrics) == 1 else " / ".join(metrics)
 
 
+def as_text(name: str) -> str:
+    """A name as plotly shows it literally: legend entries and titles read HTML-ish markup, so escape it."""
+    return html.escape(name, quote=False)
+
+
+def hover_text(name: str) -> str:
+    """A name inside a hovertemplate: escaped, and its '%{' kept from being read as a placeholder."""
+    return as_text(name).replace("%{", "%&#123;")
+
+
 @_finished
 def edf_figure(studies: Any, width: int | None = None) -> go.Figure:
     """The empirical distribution function of the metric over COMPLETE trials: for each value, the
@@ -818,9 +828,9 @@ def edf_figure(studies: Any, width: int | None = None) -> go.Figure:
                 x=values,
                 y=[(k + 1) / n for k in range(n)],
                 mode="lines",
-                name=data.name,
+                name=as_text(data.name),
                 line={"shape": "hv", "width": 2, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate=f"{html.escape(data.name)}<br>%{{y:.0%}} of trials at most %{{x:.4g}}<extra></extra>",
+                hovertemplate=f"{hover_text(data.name)}<br>%{{y:.0%}} of trials at most %{{x:.4g}}<extra></extra>",
             )
         )
     fig.update_layout(
@@ -853,10 +863,10 @@ def best_so_far_figure(studies: Any, width: int | None = None) -> go.Figure:
                 x=[t.number for t in done],
                 y=best,
                 mode="lines+markers",
-                name=data.name,
+                name=as_text(data.name),
                 marker={"size": 5},
                 line={"shape": "hv", "width": 2, "color": PALETTE[i % len(PALETTE)]},
-                hovertemplate=f"{html.escape(data.name)}<br>best after #%{{x}}: %{{y:.4g}}<extra></extra>",
+                hovertemplate=f"{hover_text(data.name)}<br>best after #%{{x}}: %{{y:.4g}}<extra></extra>",
             )
         )
     fig.update_layout(

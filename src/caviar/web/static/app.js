@@ -75,7 +75,7 @@ async function loadStudies() {
 function updateCompareLink() {
   const link = $("#compare-link");
   const names = [...state.ticked];
-  link.href = `/compare?studies=${names.map(enc).join(",")}`;
+  link.href = compareURL(names);
   link.setAttribute("aria-disabled", names.length < 2 ? "true" : "false");
   link.textContent = names.length < 2 ? "tick two studies to compare" : `compare ${names.length} studies`;
 }
@@ -110,7 +110,7 @@ function listen(name) {
   if (state.source) state.source.close();
   state.source = null;
   if (!window.EventSource) return;
-  const source = new EventSource(`/api/studies/${enc(name)}/events`);
+  const source = new EventSource(`/api/studies/${encName(name)}/events`);
   let last = null;
   source.onmessage = (ev) => {
     if (ev.data === last) return;
@@ -135,8 +135,8 @@ async function refresh() {
   if (!name) return;
   try {
     const [detail, trials] = await Promise.all([
-      getJSON(`/api/studies/${enc(name)}`),
-      getJSON(`/api/studies/${enc(name)}/trials`),
+      getJSON(`/api/studies/${encName(name)}`),
+      getJSON(`/api/studies/${encName(name)}/trials`),
     ]);
     if (gen !== state.generation) return;
     renderFacts(detail);
@@ -169,14 +169,14 @@ function renderFacts(d) {
     box.append(best);
   }
   if (d.spec.search.strategy === "pbt") {   // population-based training: who copied whom, when
-    box.append(el("a", { className: "fact", id: "lineage-tree", href: `/study/${enc(d.name)}/lineage` }, "lineage tree"));
+    box.append(el("a", { className: "fact", id: "lineage-tree", href: `/study/${encName(d.name)}/lineage` }, "lineage tree"));
   }
   for (const p of d.space) box.append(el("span", { className: "fact" }, `${p.name}: ${p.scale}`));
   $("#live").hidden = d.status !== "RUNNING";
 }
 
 function figureURL(kind) {
-  const base = `/api/studies/${enc(state.study)}/figures/${kind}`;
+  const base = `/api/studies/${encName(state.study)}/figures/${kind}`;
   const q = new URLSearchParams();
   if (kind === "curves" && state.selected.size) q.set("trials", [...state.selected].join(","));
   if (kind === "importance" && $("#importance-method").value !== "forest") q.set("method", $("#importance-method").value);
@@ -213,7 +213,7 @@ const METHOD_LABELS = { forest: "random forest", fanova: "fANOVA (optuna)", ped_
 
 async function loadMethods(name) {
   if (state.methods) return;
-  const body = await getJSON(`/api/studies/${enc(name)}/importance`);
+  const body = await getJSON(`/api/studies/${encName(name)}/importance`);
   state.methods = body.methods;
   const select = $("#importance-method");
   const current = select.value;

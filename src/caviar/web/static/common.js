@@ -4,6 +4,13 @@
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 const $ = (sel) => document.querySelector(sel);
 const enc = encodeURIComponent;
+// A study name as one URL path segment, whatever it holds (caviar/web/urls.py has the same rule): encoded,
+// and "." / ".." with a literal "=" after them, since browsers drop dot segments even when encoded.
+const DOT_MARK = "=";
+function encName(name) { return name === "." || name === ".." ? name + DOT_MARK : enc(name); }
+function decName(segment) {
+  return segment === "." + DOT_MARK || segment === ".." + DOT_MARK ? segment.slice(0, -1) : decodeURIComponent(segment);
+}
 
 async function getJSON(url) {
   const res = await fetch(url, { headers: { Accept: "application/json" } });
@@ -76,4 +83,11 @@ function onWidthChange(fn) {
 }
 
 function studyURL(name) { return `/#${enc(name)}`; }
-function trialURL(name, number) { return `/study/${enc(name)}/trial/${number}`; }
+function trialURL(name, number) { return `/study/${encName(name)}/trial/${number}`; }
+
+// The comparison page of these studies: ?studies=a,b, or one study= parameter each when a name holds a
+// comma or edge spaces (which the short form would split or trim).
+function compareURL(names) {
+  const plain = names.every((n) => !n.includes(",") && n.trim() === n);
+  return plain ? `/compare?studies=${names.map(enc).join(",")}` : `/compare?${names.map((n) => `study=${enc(n)}`).join("&")}`;
+}

@@ -1,9 +1,11 @@
-// caviar dashboard, the comparison page (/compare?studies=a,b): best-so-far curves and EDFs side by side.
+// caviar dashboard, the comparison page (/compare?study=a&study=b): best-so-far curves and EDFs side by side.
 "use strict";
 
+// The names asked for: study=a&study=b (any name), or studies=a,b (names without commas).
 function wanted() {
-  const text = new URLSearchParams(location.search).get("studies") || "";
-  return text.split(",").map((s) => s.trim()).filter(Boolean);
+  const query = new URLSearchParams(location.search);
+  const listed = (query.get("studies") || "").split(",").map((s) => s.trim()).filter(Boolean);
+  return [...query.getAll("study"), ...listed];
 }
 
 async function renderChoices(names) {
@@ -27,7 +29,7 @@ async function draw(names) {
   $("#compared").hidden = false;
   let d;
   try {
-    d = await getJSON(withWidth(`/api/compare?studies=${names.map(enc).join(",")}`, probe));
+    d = await getJSON(withWidth(`/api/${compareURL(names).slice(1)}`, probe));
   } catch (err) {
     $("#compared").hidden = true;
     showError(err);
@@ -48,7 +50,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#choose").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const ticked = [...document.querySelectorAll("#choices input:checked")].map((i) => i.value);
-    location.search = `?studies=${ticked.map(enc).join(",")}`;
+    location.href = compareURL(ticked);
   });
   renderChoices(names).catch(showError);
   draw(names).catch(showError);

@@ -4,7 +4,7 @@
 
 function route() {
   const m = /^\/study\/([^/]+)\/lineage\/?$/.exec(location.pathname);
-  return m ? decodeURIComponent(m[1]) : "";
+  return m ? decName(m[1]) : "";
 }
 
 // Lanes of the tree: trials grouped by population, then by number.
@@ -105,7 +105,7 @@ async function load() {
   $("#lineage-title").textContent = `${study}: lineage`;
   let d;
   try {
-    d = await getJSON(`/api/studies/${enc(study)}/lineage`);
+    d = await getJSON(`/api/studies/${encName(study)}/lineage`);
   } catch (err) {
     showError(err);
     return;

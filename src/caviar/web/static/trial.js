@@ -3,7 +3,7 @@
 
 function route() {
   const m = /^\/study\/([^/]+)\/trial\/([^/]+)\/?$/.exec(location.pathname);
-  return m ? { study: decodeURIComponent(m[1]), number: decodeURIComponent(m[2]) } : { study: "", number: "" };
+  return m ? { study: decName(m[1]), number: decodeURIComponent(m[2]) } : { study: "", number: "" };
 }
 
 function kvRows(sel, entries) {
@@ -57,7 +57,7 @@ async function load() {
   }
   let d;
   try {
-    d = await getJSON(`/api/studies/${enc(study)}/trials/${number}`);
+    d = await getJSON(`/api/studies/${encName(study)}/trials/${number}`);
   } catch (err) {
     showError(err);
     return;
@@ -125,7 +125,7 @@ function drawLineage(study, number, lin, scales) {
   }));
   table.hidden = rows.length === 0;
   const tree = $("#lineage-link");
-  tree.href = `/study/${enc(study)}/lineage`;
+  tree.href = `/study/${encName(study)}/lineage`;
   tree.hidden = false;
   if (!lin.schedule.length) return;
   const names = Object.keys(lin.schedule[0]).filter((k) => k !== "epoch");
@@ -150,7 +150,7 @@ function drawLineage(study, number, lin, scales) {
 
 async function drawCurves(study, number) {
   const div = $("#plot-curves");
-  const fig = await getJSON(withWidth(`/api/studies/${enc(study)}/figures/curves?trials=${number}`, div));
+  const fig = await getJSON(withWidth(`/api/studies/${encName(study)}/figures/curves?trials=${number}`, div));
   await drawFigureInto(div, fig);
 }
 
