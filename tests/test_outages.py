@@ -193,3 +193,87 @@ def test_a_panda_session_beats_like_a_worker_even_when_paused(tmp_path, monkeypa
             time.sleep(0.05)
     finally:
         session.close()
+
+
+def epochs_stored(db: Path) -> int:
+    """Epochs the (only) panda session in ``db`` has stored; 0 while it is being created."""
+    try:
+        storage = open_storage(db, read_only=True)
+    except StorageError:  # its tables are not there yet
+        return 0
+    try:
+        sessions = [s for s in storage.list_studies() if s.kind == "session"]
+        trials = storage.trials(sessions[0].id) if sessions else []
+        return len(storage.curves(sessions[0].id, [trials[0].id]).get(trials[0].id, [])) if trials else 0
+    except StorageError:
+        return 0
+    finally:
+        storage.close()
+
+
+def test_a_killed_panda_session_is_recovered_by_the_next_one(tmp_path) -> None:
+    """`caviar panda` in its own process, SIGKILLed while it trains: its trial is left RUNNING (nothing in a
+    killed process can close it); the next session on that storage sees the dead pid and closes it as
+    FAILED with the reason, its stored epochs kept, its study COMPLETE; the new session runs as usual."""
+    import signal
+    import sys
+
+    from caviar.panda.recovery import recover_dead_sessions
+    from caviar.panda.session import PandaSession
+
+    db = tmp_path / "panda.db"
+    spec = {
+        "study": {"name": "killed", "seed": 3},
+        "data": {"dataset": "iris"},
+        "model": {"hidden": [8]},
+        "training": {"epochs": 100000, "batch_size": 16},
+        "search": {"storage": f"sqlite:///{db}"},
+    }
+    path = tmp_path / "panda.toml"
+    path.write_text(
+        f'[study]\nname = "killed"\nseed = 3\n[data]\ndataset = "iris"\n[model]\nhidden = [8]\n'
+        f'[training]\nepochs = 100000\nbatch_size = 16\n[search]\nstorage = "sqlite:///{db}"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "caviar", "panda", str(path), "--step-delay", "0.01"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the session has stored two epochs (polled, bounded)
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the session never stored two epochs"
+            if db.exists() and epochs_stored(db) >= 2:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    storage = open_storage(db)
+    (killed,) = [s for s in storage.list_studies() if s.kind == "session"]
+    (trial,) = storage.trials(killed.id)
+    assert trial.state == TrialState.RUNNING and trial.worker_id.split(":")[1] == str(proc.pid)
+    stored = len(storage.curves(killed.id, [trial.id])[trial.id])
+
+    session = PandaSession(spec, epochs=1)  # the next session on this storage
+    try:
+        assert session.recovered == [killed.name]
+        closed = storage.trial(trial.id)
+        assert closed.state == TrialState.FAILED
+        assert f"worker {trial.worker_id}, killed or crashed" in (closed.error or "")
+        assert closed.metrics["epochs_run"] == len(storage.curves(killed.id, [trial.id])[trial.id]) >= stored
+        assert [e.kind for e in storage.events(killed.id, trial.id, kind="recovered")] == ["recovered"]
+        assert storage.get_study(killed.name).status == "COMPLETE"
+        session.run_epochs(1)
+    finally:
+        session.close()
+    assert storage.trial(session.trial_id).state == TrialState.COMPLETE
+    assert recover_dead_sessions(storage) == []  # nothing left to recover
+    assert not [t for s in storage.list_studies() for t in storage.trials(s.id, [TrialState.RUNNING])]

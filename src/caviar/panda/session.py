@@ -32,6 +32,7 @@ from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, with_values
 from caviar.errors import CaviarError, ControlError
 from caviar.nn.network import Architecture
 from caviar.panda.fork import Fork, check_fork_request
+from caviar.panda.recovery import recover_dead_sessions
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus, TrialState, open_storage
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
@@ -253,6 +254,8 @@ class PandaSession:
             else (storage.url if isinstance(storage, Storage) else str(self.spec.search.storage))
         )
         self.storage = open_storage(storage if storage is not None else cast(str, self.spec.search.storage))
+        # Sessions killed earlier in this storage: their trials are closed, not left RUNNING for good.
+        self.recovered = recover_dead_sessions(self.storage)
         self.study_name = study_name or self._default_name()
         self.worker_id = new_worker_id()  # host:pid:random, as a tuning worker: a dead session is recognized
         self.study_id, self.trial_id = self._create_study()
