@@ -67,7 +67,7 @@ def test_every_route_opens_a_study_whatever_its_name(client, name) -> None:
     detail = client.get(f"/api/studies/{seg}")
     assert detail.status_code == 200, detail.text
     assert detail.json()["name"] == name
-    for tail in ("trials", "curves", "boxes", "importance", "trials/0", "figures/history", "figures/edf"):
+    for tail in ("trials", "curves", "boxes", "importance", "lineage", "trials/0", "figures/history", "figures/edf"):
         r = client.get(f"/api/studies/{seg}/{tail}")
         assert r.status_code == 200, (tail, r.text)
     trial = client.get(f"/api/studies/{seg}/trials/0").json()
@@ -76,8 +76,9 @@ def test_every_route_opens_a_study_whatever_its_name(client, name) -> None:
     assert artifacts, trial
     download = client.get(artifacts[0]["url"])
     assert download.status_code == 200 and download.content == MODEL
-    page = client.get(f"/study/{seg}/trial/0")
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for page_path in (f"/study/{seg}/trial/0", f"/study/{seg}/lineage"):
+        page = client.get(page_path)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], page_path
     redirect = client.get(f"/study/{seg}", follow_redirects=False)
     assert redirect.status_code == 307 and redirect.headers["location"] == "/#" + seg
 
