@@ -322,3 +322,22 @@ def test_bad_class_weight_is_one_line(class_weight, match: str) -> None:
     with pytest.raises(ValueError, match=match) as info:
         Classifier(**SMALL, class_weight=class_weight).fit(X_IRIS, Y_IRIS)
     assert "\n" not in str(info.value)
+
+
+def test_validation_weights_make_the_validation_loss_a_weighted_mean() -> None:
+    """validation_data's third element weighs the validation loss; held-out parts carry their weights."""
+    from sklearn.metrics import log_loss
+
+    w = np.random.default_rng(2).uniform(0.0, 3.0, size=len(Y_IRIS))
+    clf = Classifier(**SMALL, random_state=0).fit(X_IRIS, Y_IRIS, validation_data=(X_IRIS, Y_IRIS, w))
+    expected = log_loss(Y_IRIS, clf.predict_proba(X_IRIS), sample_weight=w)
+    assert clf.history_[-1]["val_loss"] == pytest.approx(expected, rel=1e-9)
+    es = Classifier(**SMALL, random_state=0, early_stopping=True).fit(X_IRIS, Y_IRIS, sample_weight=w)
+    assert all(np.isfinite(r["val_loss"]) for r in es.history_)
+
+
+def test_partial_fit_refuses_balanced_class_weight() -> None:
+    with pytest.raises(ValueError, match="class_weight='balanced' is not supported by partial_fit"):
+        Classifier(**SMALL, class_weight="balanced").partial_fit(X_IRIS, Y_IRIS, classes=[0, 1, 2])
+    clf = Classifier(**SMALL, random_state=0, class_weight={2: 3.0}).partial_fit(X_IRIS, Y_IRIS, classes=[0, 1, 2])
+    assert clf.n_iter_ == 1

@@ -520,7 +520,13 @@ class Classifier(ClassifierMixin, _Network):
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> Classifier:
         """One pass over (X, y), continuing from the current state (in order when shuffle=False);
-        ``classes`` on the first call when y may not hold them all."""
+        ``classes`` on the first call when y may not hold them all. ``class_weight="balanced"`` is refused
+        here, as by scikit-learn's SGDClassifier: one pass's counts are not the data's."""
+        if isinstance(self.class_weight, str):
+            raise DataError(
+                "class_weight='balanced' is not supported by partial_fit; pass a dict, e.g. from "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', classes=..., y=...)"
+            )
         return self._partial_fit(X, y, sample_weight, classes)
 
     def predict_proba(self, X) -> np.ndarray:
