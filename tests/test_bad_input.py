@@ -231,7 +231,7 @@ def test_estimator_refuses_values_that_overflow_its_dtype() -> None:
     X = np.random.default_rng(0).normal(size=(20, 2))
     X[3, 1] = 1e308
     with pytest.raises(ValueError, match="infinity or a value too large for dtype\\('float32'\\)"):
-        Classifier(hidden=(4,), epochs=1).fit(X, np.arange(20) % 2)
+        Classifier(hidden=(4,), epochs=1, dtype="float32").fit(X, np.arange(20) % 2)
 
 
 def test_fewer_rows_than_a_batch_train_as_one_batch(tmp_path) -> None:
