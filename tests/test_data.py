@@ -129,7 +129,7 @@ def test_mnist1d_shapes_and_global_rng_untouched() -> None:
 
 
 def test_datasets_listed() -> None:
-    assert set(DATASETS) == {"digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"}
+    assert set(DATASETS) == {"digits", "iris", "wine", "breast_cancer", "diabetes", "mnist", "mnist1d"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,12 +50,16 @@ def test_every_format_reads_the_same_table(tmp_path):
     ref = in_memory(frame, "species")
     assert ref.feature_names == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     for name in ("d.csv", "d.csv.gz", "d.parquet", "d.npz", "d.npy"):
-        got = load_table(tmp_path / name, "species")
+        got = load_table(tmp_path / name, "species", task="classification")
         np.testing.assert_array_equal(got.X, ref.X)
         np.testing.assert_array_equal(got.y, ref.y)
         assert got.name == "d"
         if name != "d.npy":  # a plain array has no column names
             assert got.feature_names == ref.feature_names
+    ask = 'whole numbers as floats.*set \\[data\\] task = "classification" or "regression"'
+    with pytest.raises(DataError, match=ask):
+        load_table(tmp_path / "d.npy", "species")  # a float array's last column: classes or a quantity?
+    assert load_table(tmp_path / "d.csv", "species").task == "classification"  # integer labels tell
     xy = in_memory((frame.drop(columns="species"), frame["species"]))
     np.testing.assert_array_equal(xy.X, ref.X)
     assert xy.feature_names == ref.feature_names
@@ -125,7 +129,7 @@ def test_bad_in_memory_data_is_one_line(tmp_path):
     with pytest.raises(DataError, match="a DataFrame or a pair"):
         in_memory(np.zeros((3, 3)))
     with pytest.raises(DataError, match="whole-number classes"):  # a float target in a classification study
-        in_memory((frame.drop(columns="species"), frame["sepal_length"]))
+        in_memory((frame.drop(columns="species"), frame["sepal_length"]), task="classification")
     assert not (tmp_path / "a.db").exists() or Study.load("fmt", str(tmp_path / "a.db")).trials == []
 
 

@@ -13,6 +13,7 @@ from caviar.console import console, err_console, fail, say_error
 from caviar.console import storage_url as _storage_url
 from caviar.errors import CaviarError
 from caviar.hparams import BY_NAME, FIELDS, HParam
+from caviar.metrics import TEST_HEADLINE
 from caviar.panda.commands import ctl, panda  # light: the session, FastAPI and uvicorn load on use
 from caviar.web.commands import dashboard, report  # light: fastapi, plotly and matplotlib load on use
 
@@ -83,9 +84,17 @@ def _option(p: HParam) -> inspect.Parameter:
 
 
 def train(
-    dataset: Annotated[str | None, typer.Argument(help="digits, iris, wine, breast_cancer, mnist, mnist1d")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A CSV or NPZ file instead of a named dataset")] = None,
+    dataset: Annotated[
+        str | None, typer.Argument(help="digits, iris, wine, breast_cancer, diabetes (regression), mnist, mnist1d")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="A CSV, parquet, NPY or NPZ file instead of a named dataset")
+    ] = None,
     label: Annotated[str, typer.Option(help="Label column of --file")] = "label",
+    task: Annotated[
+        str | None,
+        typer.Option(help="classification or regression (default: the dataset's, or told from the target)"),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Directory of the MNIST idx .gz files")] = None,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
@@ -94,17 +103,20 @@ def train(
     save: Annotated[Path | None, typer.Option(help="Write the trained model to this .npz file")] = None,
     **hp: Any,
 ) -> None:
-    """Train one model on a dataset or file; print validation and test accuracy.
+    """Train one model on a dataset or file; print validation and test accuracy (R² for a regression).
 
     Every hyperparameter of caviar.hparams is an option, with its aliases (--lr, --eps, ...).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from caviar.metrics import TASKS
     from caviar.prepared import prepare_data
-    from caviar.sklearn import Classifier
+    from caviar.sklearn import Classifier, Regressor
 
     if dataset is None and file is None:
-        fail("name a dataset (digits, iris, wine, breast_cancer, mnist, mnist1d) or give --file")
+        fail("name a dataset (digits, iris, wine, breast_cancer, diabetes, mnist, mnist1d) or give --file")
+    if task is not None and task not in TASKS:
+        fail(f"--task: {task!r} is not one of {', '.join(TASKS)}")
     _check_seed(seed)
     if dtype not in DTYPES:
         fail(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -118,9 +130,14 @@ def train(
         fail(f"--{name.replace('_', '-')}: {what}" if name in BY_NAME else str(exc))
     epochs = clf.epochs
     data = prepare_data(
-        dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False, dtype=dtype
+        dataset, file, label, data_dir, val_fraction, test_fraction, seed, standardize=False, dtype=dtype, task=task
     )
-    y_train, y_val, y_test = (data.classes[y] for y in (data.y_train, data.y_val, data.y_test))
+    if data.is_regression:  # the Regressor standardizes the target itself, by the same rule
+        clf = Regressor(**hp, random_state=seed, dtype=dtype)
+        y_train, y_val, y_test = (data.targets(y) for y in (data.y_train, data.y_val, data.y_test))
+    else:
+        y_train, y_val, y_test = (data.classes[y] for y in (data.y_train, data.y_val, data.y_test))
+    score = "R²" if data.is_regression else "accuracy"
     with Progress(
         TextColumn("[bold]epoch {task.completed}/{task.total}"),
         BarColumn(),
@@ -129,21 +146,24 @@ def train(
         console=console,
         transient=False,
     ) as bar:
-        task = bar.add_task("train", total=epochs, info="")
+        progress = bar.add_task("train", total=epochs, info="")
 
         class _Progress:
             def on_epoch_end(self, trainer, rows):
                 row: dict[str, float] = next(iter(rows.values()), {})
                 info = f"loss {row.get('train_loss', float('nan')):.4f}"
-                if "val_accuracy" in row:
+                if row.get("val_accuracy", float("nan")) == row.get("val_accuracy"):  # a regression's is NaN
                     info += f"  val acc {row['val_accuracy']:.4f}"
-                bar.update(task, advance=1, info=info)
+                elif "val_loss" in row:
+                    info += f"  val loss {row['val_loss']:.4f}"
+                bar.update(progress, advance=1, info=info)
 
         validation = (data.X_val, y_val) if len(y_val) else None
         clf.fit(data.X_train, y_train, validation_data=validation, callbacks=[_Progress()])
     if len(y_val):
-        console.print(f"validation accuracy: {clf.score(data.X_val, y_val):.4f}")
-    console.print(f"test accuracy:       {clf.score(data.X_test, y_test):.4f}   ({data.name}, status {clf.status_})")
+        console.print(f"validation {score}: {clf.score(data.X_val, y_val):.4f}")
+    head = f"test {score}:".ljust(len(f"validation {score}: "))
+    console.print(f"{head}{clf.score(data.X_test, y_test):.4f}   ({data.name}, status {clf.status_})")
     if save is not None:
         from caviar.model_io import save_classifier
 
@@ -345,9 +365,10 @@ def _run_with_progress(spec, resume: str | None = None) -> None:
         say_error(f"{n} trial(s) failed: {reason}", "failed", "yellow")
     if best is not None:
         m = best.metrics
+        test = TEST_HEADLINE[spec.task]
         console.print(
             f"best trial #{best.number}: {spec.search.metric} {_fmt(m.get(spec.search.metric))}, "
-            f"test accuracy {_fmt(m.get('test_accuracy'))}",
+            f"{test.replace('_', ' ')} {_fmt(m.get(test))}",
             highlight=False,
         )
         for k, v in best.params.items():
@@ -520,7 +541,8 @@ def show(
 
     seconds = own_seconds(s.trials)
     table = Table(title=f"study {s.name}: top {min(top, len(done))} of {len(s.trials)} trials by {metric}")
-    for col in ("#", "round", *names, metric, "test_accuracy", "epochs", "seconds", "state"):
+    test = TEST_HEADLINE[getattr(spec, "task", "classification")]  # test_r2 for a regression
+    for col in ("#", "round", *names, metric, test, "epochs", "seconds", "state"):
         table.add_column(col)
     for t in done[:top]:
         own = seconds.get(t.id)
@@ -529,7 +551,7 @@ def show(
             str(t.round),
             *[_fmt(t.params.get(k)) for k in names],
             _fmt(t.metrics.get(metric)),
-            _fmt(t.metrics.get("test_accuracy")),
+            _fmt(t.metrics.get(test)),
             _fmt(t.metrics.get("epochs_run")),
             "" if own is None else f"{own:.2f}",
             t.state,
@@ -608,6 +630,8 @@ def best(
         console.print(f"  {k} = {_fmt(v)}", highlight=False)
     if packed and ensemble is None:
         fail("--packed needs --ensemble k (how many members to train)")
+    if ensemble is not None and getattr(s.spec, "task", "classification") != "classification":
+        fail(f"--ensemble: members are averaged in probability, for classification; study '{s.name}' is a regression")
     if ensemble is not None:
         _best_ensemble(s, ensemble, packed, save)
     elif save is not None:

@@ -114,6 +114,15 @@ METRICS: dict[str, Metric] = {
 BUILTIN = ("val_loss", "val_accuracy")
 #: The default metric of each task.
 DEFAULT = {CLASSIFICATION: "val_accuracy", REGRESSION: "val_r2"}
+#: The test metric a study's summary shows beside its search metric, by task.
+TEST_HEADLINE = {CLASSIFICATION: "test_accuracy", REGRESSION: "test_r2"}
+#: Rows of a regression carry no accuracy: the trainer's NaN placeholders are dropped from them.
+NO_ACCURACY = ("train_accuracy", "val_accuracy")
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics computed from outputs for ``task`` (a regression's rows carry all of them)."""
+    return tuple(m.name for m in METRICS.values() if m.task == task and m.fn is not None)
 
 
 def get_metric(name: str) -> Metric:
@@ -187,7 +196,11 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
 class EpochMetrics:
     """A trainer callback adding the metrics of ``names`` that are not in every row already (balanced
     accuracy, F1...) to each active member's epoch row, computed on (X_val, y_val). Put it before
-    any callback that reads those metrics (successive halving)."""
+    any callback that reads those metrics (successive halving).
+
+    ``to_outputs`` turns the network's outputs into what the metrics take (class probabilities, or a
+    regression's predictions in the target's units, as ``y_val`` is); ``drop``: keys removed from
+    every row first (a regression's accuracy, which the trainer fills with NaN)."""
 
     def __init__(
         self,
@@ -195,13 +208,18 @@ class EpochMetrics:
         X_val: np.ndarray,
         y_val: np.ndarray,
         to_outputs: Callable[[np.ndarray], np.ndarray] = softmax_rows,
+        drop: tuple[str, ...] = (),
     ) -> None:
         self.names = extra_metrics(names)
         self.X_val = X_val
         self.y_val = y_val
         self.to_outputs = to_outputs
+        self.drop = drop
 
     def on_epoch_end(self, trainer, rows: Mapping[int, dict[str, float]]) -> None:
+        for each in rows.values():
+            for key in self.drop:
+                each.pop(key, None)
         if not self.names or len(self.y_val) == 0 or trainer.K == 0:
             return None
         with np.errstate(all="ignore"):

@@ -31,6 +31,7 @@ __all__ = [
     "check_weights_fit",
     "fingerprint",
     "fingerprint_diff",
+    "scaling_hash",
     "weight_bytes",
 ]
 
@@ -58,13 +59,16 @@ def as_training_dtype(
     return check_finite(cast, feature_names, where)
 
 
-def check_trainable(y_train: np.ndarray, n_val: int, metric: str | None = None, where: str = "") -> None:
-    """Refuse a training part that cannot train a classifier, or a missing validation part a metric needs."""
+def check_trainable(
+    y_train: np.ndarray, n_val: int, metric: str | None = None, where: str = "", task: str = "classification"
+) -> None:
+    """Refuse a training part that cannot train a classifier (or a regression: 2 rows), or a missing
+    validation part a metric needs."""
     n = len(y_train)
     if n < 2:
         raise DataError(f"{where}the training part has {n} row(s); training needs at least 2")
     present = np.unique(y_train)
-    if len(present) < 2:
+    if task == "classification" and len(present) < 2:
         raise DataError(
             f"{where}the training part holds one class only ({len(present)} distinct label); "
             "a classifier needs at least 2 classes"
@@ -109,7 +113,8 @@ def fingerprint(parts: Sequence[tuple[np.ndarray, np.ndarray]], classes: np.ndar
     """What identifies a study's data: rows, features, classes and a SHA-256 of every part's X and y."""
     digest = hashlib.sha256()
     for X, y in parts:
-        for a in (np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.int64)):
+        target = np.int64 if np.asarray(y).dtype.kind in "biu" else np.float64  # a regression's target is float
+        for a in (np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=target)):
             digest.update(f"{a.dtype.str}{a.shape}".encode())
             digest.update(a.tobytes())
     rows = sum(len(y) for _, y in parts)
@@ -120,6 +125,15 @@ def fingerprint(parts: Sequence[tuple[np.ndarray, np.ndarray]], classes: np.ndar
         "classes": [_plain(c) for c in classes],
         "sha256": digest.hexdigest(),
     }
+
+
+def scaling_hash(*scalers: Any) -> str:
+    """A SHA-256 of the scaling statistics (``mean``/``std`` of each scaler given, None for none)."""
+    digest = hashlib.sha256()
+    for scaler in scalers:
+        for a in (getattr(scaler, "mean", None), getattr(scaler, "std", None)):
+            digest.update(b"-" if a is None else np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -133,6 +147,7 @@ def fingerprint_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
         for key in ("rows", "features", "classes")
         if old.get(key) != new.get(key)
     ]
-    if not changed and old.get("sha256") != new.get("sha256"):
+    scaled = "scaling" in old and "scaling" in new and old["scaling"] != new["scaling"]  # older studies have none
+    if not changed and (old.get("sha256") != new.get("sha256") or scaled):
         changed.append("content (same shape and classes, other values)")
     return changed

@@ -13,12 +13,13 @@ import gzip
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from caviar.data.target import CLASSIFICATION, REGRESSION, TASKS, check_regression_target, infer_task
 from caviar.errors import DataError
 
 IDX_LABELS_MAGIC = 0x00000801
@@ -43,7 +44,8 @@ MNIST1D_SEED = 42
 
 @dataclass
 class Dataset:
-    """Features ``X`` (n, d) float, labels ``y`` (n,) int64 in 0..C-1, and what the codes stand for.
+    """Features ``X`` (n, d) float and a target ``y`` (n,): for classification int64 codes 0..C-1 and
+    what the codes stand for, for regression (``task``) float64 values and no classes.
 
     ``classes[c]`` is the original label of code ``c`` (strings, ints, ...), so predictions map back
     with ``decode``. ``classes`` is kept whole by ``subset``: a split never loses a class code.
@@ -54,27 +56,45 @@ class Dataset:
     name: str
     classes: np.ndarray
     feature_names: list[str] | None = None
+    task: str = CLASSIFICATION
 
     def __post_init__(self) -> None:
         if self.X.ndim != 2:
             raise DataError(f"dataset '{self.name}': X must be 2-D (n, d), got shape {self.X.shape}")
-        if self.y.ndim != 1 or self.y.dtype != np.int64:
+        if self.task not in TASKS:
+            raise DataError(f"dataset '{self.name}': task {self.task!r} is not one of {', '.join(TASKS)}")
+        want = np.int64 if self.task == CLASSIFICATION else np.float64
+        if self.y.ndim != 1 or self.y.dtype != want:
             got = f"{self.y.dtype} {self.y.shape}"
-            raise DataError(f"dataset '{self.name}': y must be 1-D int64 codes, got {got}")
+            what = "int64 codes" if self.task == CLASSIFICATION else "float64 values (a regression's target)"
+            raise DataError(f"dataset '{self.name}': y must be 1-D {what}, got {got}")
         if len(self.X) != len(self.y):
             raise DataError(f"dataset '{self.name}': X has {len(self.X)} rows but y has {len(self.y)} labels")
         if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
             raise DataError(f"dataset '{self.name}': {len(self.feature_names)} names for {self.X.shape[1]} features")
 
     @classmethod
-    def from_arrays(cls, X: Any, y: Any, name: str = "arrays", feature_names: Sequence[str] | None = None) -> Dataset:
-        """Check ``X`` (finite, 2-D, numeric) and encode any labels ``y`` to 0..C-1."""
+    def from_arrays(
+        cls,
+        X: Any,
+        y: Any,
+        name: str = "arrays",
+        feature_names: Sequence[str] | None = None,
+        task: str | None = None,
+    ) -> Dataset:
+        """Check ``X`` (finite, 2-D, numeric) and the target ``y``: labels of any kind encoded to 0..C-1
+        for classification, finite numbers for regression; ``task`` None: told from ``y``
+        (caviar.data.target)."""
         X = check_features(X, feature_names)
-        codes, classes = encode_labels(y)
+        task = infer_task(y) if task is None else task
+        if task == REGRESSION:
+            codes, classes = check_regression_target(y), np.array([], dtype=np.float64)
+        else:
+            codes, classes = encode_labels(y)
         if len(X) != len(codes):
             raise DataError(f"X has {len(X)} rows but y has {len(codes)} labels")
         names = [str(f) for f in feature_names] if feature_names is not None else None
-        return cls(X, codes, name, classes, names)
+        return cls(X, codes, name, classes, names, task)
 
     @property
     def n_samples(self) -> int:
@@ -88,12 +108,16 @@ class Dataset:
     def n_classes(self) -> int:
         return int(len(self.classes))
 
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
+
     def __len__(self) -> int:
         return self.n_samples
 
     def subset(self, index: np.ndarray, name: str | None = None) -> Dataset:
         """The rows ``index`` (a copy), with the same classes and feature names."""
-        return Dataset(self.X[index], self.y[index], name or self.name, self.classes, self.feature_names)
+        return replace(self, X=self.X[index], y=self.y[index], name=name or self.name)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Map label codes (e.g. predictions) back to the original class values."""
@@ -200,7 +224,10 @@ def _check_integer_like(arr: np.ndarray) -> None:
     frac = arr != np.round(arr)
     if frac.any():
         i = int(np.argmax(frac))
-        raise DataError(f"labels must be whole-number classes; row {i} holds {arr[i]} (regression is not supported)")
+        raise DataError(
+            f"labels must be whole-number classes; row {i} holds {arr[i]} "
+            '(for a regression set [data] task = "regression")'
+        )
 
 
 def encode_labels(y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -297,16 +324,19 @@ def _read_bytes(path: Path) -> bytes:
 # ----------------------------------------------------------------------------------------------
 
 
-def _sklearn(loader_name: str, name: str) -> DatasetBundle:
-    """A data set bundled inside scikit-learn's wheel; classes are its target names."""
+def _sklearn(loader_name: str, name: str, task: str = CLASSIFICATION) -> DatasetBundle:
+    """A data set bundled inside scikit-learn's wheel; classes are its target names (none for a regression)."""
     import sklearn.datasets
 
     bunch = getattr(sklearn.datasets, loader_name)()
     X = check_features(bunch.data)
-    y = bunch.target.astype(np.int64)
-    classes = np.asarray(bunch.target_names)
     raw_names = getattr(bunch, "feature_names", None)
     names = [str(f) for f in raw_names] if raw_names is not None else None
+    if task == REGRESSION:
+        y = check_regression_target(bunch.target)
+        return DatasetBundle(Dataset(X, y, name, np.array([], dtype=np.float64), names, REGRESSION))
+    y = bunch.target.astype(np.int64)
+    classes = np.asarray(bunch.target_names)
     return DatasetBundle(Dataset(X, y, name, classes, names))
 
 
@@ -378,12 +408,15 @@ _LOADERS: dict[str, Callable[[str | Path | None], DatasetBundle]] = {
     "iris": lambda _: _sklearn("load_iris", "iris"),
     "wine": lambda _: _sklearn("load_wine", "wine"),
     "breast_cancer": lambda _: _sklearn("load_breast_cancer", "breast_cancer"),
+    "diabetes": lambda _: _sklearn("load_diabetes", "diabetes", REGRESSION),
     "mnist": _load_mnist,
     "mnist1d": lambda _: _load_mnist1d(),
 }
 
 #: Names ``load_dataset`` knows.
 DATASETS = tuple(_LOADERS)
+#: The task of each named data set.
+DATASET_TASKS = {name: REGRESSION if name == "diabetes" else CLASSIFICATION for name in DATASETS}
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None) -> DatasetBundle:
@@ -415,31 +448,65 @@ def table_suffix(path: str | Path) -> str | None:
     return next((s for s in sorted(TABLE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
 
 
-def load_table(path: str | Path, label: str = "label") -> Dataset:
+def load_table(path: str | Path, label: str = "label", task: str | None = None) -> Dataset:
     """Load a labelled table from CSV (header row; plain or .csv.gz), parquet, NPZ or NPY.
 
     CSV and parquet: every column but ``label`` is a numeric feature. NPZ: either arrays ``X`` (n, d)
     and ``y`` (n,) (``label`` is then unused; an optional ``feature_names`` array names the columns),
     or one 1-D array per column, ``label`` among them. NPY: a structured array (named columns, as
     NPZ's) or a 2-D numeric array whose LAST column is the label. Labels of any kind are encoded
-    to 0..C-1.
+    to 0..C-1 for classification; a regression's target is a number per row. ``task`` None: told
+    from the target (caviar.data.target).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     kind = table_suffix(path)
     if kind == ".npz":
-        return _load_npz(path, label)
+        return _load_npz(path, label, task)
     if kind == ".npy":
-        return _load_npy(path, label)
+        return _load_npy(path, label, task)
     if kind in (".csv", ".csv.gz"):
-        return _load_csv(path, label)
+        return _load_csv(path, label, task)
     if kind == ".parquet":
-        return _load_parquet(path, label)
+        return _load_parquet(path, label, task)
     raise DataError(f"data file {path} has an unsupported type (expected {', '.join(TABLE_SUFFIXES)})")
 
 
-def _load_csv(path: Path, label: str) -> Dataset:
+def target_task(path: str | Path, label: str = "label") -> str:
+    """The task a data file's target is for (caviar.data.target's rule), reading only its target where
+    the format allows (a CSV's or parquet's label column, an NPZ's ``y``); a one-line DataError when
+    the file cannot be read, lacks the label or its target cannot tell."""
+    path = Path(path)
+    kind = table_suffix(path)
+    y: Any = None
+    try:
+        if kind in (".csv", ".csv.gz"):
+            import pandas as pd
+
+            header = pd.read_csv(path, nrows=0).columns
+            if label in header:
+                y = pd.read_csv(path, usecols=[label])[label].to_numpy()
+        elif kind == ".parquet":
+            import pyarrow.parquet as pq
+
+            if label in pq.read_schema(path).names:
+                y = pq.read_table(path, columns=[label]).column(label).to_numpy(zero_copy_only=False)
+        elif kind == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                key = "y" if "X" in npz.files and "y" in npz.files else label
+                y = npz[key] if key in npz.files else None
+    except Exception:  # unreadable: the full load below says why, in its own words
+        y = None
+    if y is None:
+        return load_table(path, label).task
+    try:
+        return infer_task(y)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def _load_csv(path: Path, label: str, task: str | None = None) -> Dataset:
     """A CSV with a header row, read by pandas (gzip told by the name)."""
     import pandas as pd
 
@@ -447,10 +514,10 @@ def _load_csv(path: Path, label: str) -> Dataset:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"cannot read CSV {path}: {str(exc).strip().splitlines()[0]}") from None
-    return load_frame(frame, label, where=str(path), name=_stem(path))
+    return load_frame(frame, label, where=str(path), name=_stem(path), task=task)
 
 
-def _load_parquet(path: Path, label: str) -> Dataset:
+def _load_parquet(path: Path, label: str, task: str | None = None) -> Dataset:
     """A parquet file, read by pandas with pyarrow (the ``parquet`` extra)."""
     import pandas as pd
 
@@ -462,20 +529,20 @@ def _load_parquet(path: Path, label: str) -> Dataset:
         frame = pd.read_parquet(path, engine="pyarrow")
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read parquet {path}: {str(exc).strip().splitlines()[0]}") from None
-    return load_frame(frame, label, where=str(path), name=_stem(path))
+    return load_frame(frame, label, where=str(path), name=_stem(path), task=task)
 
 
-def _load_npy(path: Path, label: str) -> Dataset:
+def _load_npy(path: Path, label: str, task: str | None = None) -> Dataset:
     """An NPY: named columns (a structured array) or a 2-D array whose last column is the label."""
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read NPY {path}: {exc}") from None
     if arr.dtype.names:
-        return _from_columns({n: arr[n] for n in arr.dtype.names}, label, path)
+        return _from_columns({n: arr[n] for n in arr.dtype.names}, label, path, task=task)
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise DataError(f"NPY {path} must be 2-D with the label as its last column, got shape {arr.shape}")
-    return _checked(arr[:, :-1], arr[:, -1], path, None)
+    return _checked(arr[:, :-1], arr[:, -1], path, None, task=task)
 
 
 def _stem(path: Path) -> str:
@@ -484,33 +551,41 @@ def _stem(path: Path) -> str:
     return path.name[: len(path.name) - len(kind)]
 
 
-def load_frame(frame: Any, label: str = "label", where: str = "DataFrame", name: str = "dataframe") -> Dataset:
+def load_frame(
+    frame: Any, label: str = "label", where: str = "DataFrame", name: str = "dataframe", task: str | None = None
+) -> Dataset:
     """A Dataset from a pandas DataFrame: ``label`` names the label column, every other column is a
     numeric feature (its name kept). Text or missing values are a one-line DataError."""
     columns = {str(c): frame[c].to_numpy() for c in frame.columns}
     if len(columns) != len(frame.columns):
         raise DataError(f"{where}: column names must be unique as text")
-    return _from_columns(columns, label, where, name)
+    return _from_columns(columns, label, where, name, task)
 
 
-def in_memory(data: Any, label: str | None = None, name: str = "arrays") -> Dataset:
+def in_memory(data: Any, label: str | None = None, name: str = "arrays", task: str | None = None) -> Dataset:
     """Data given in memory, checked: a pandas DataFrame (``label`` names its label column, default
-    'label'), a pair ``(X, y)`` of arrays (X may be a DataFrame: its column names are kept), or a Dataset."""
+    'label'), a pair ``(X, y)`` of arrays (X may be a DataFrame: its column names are kept), or a Dataset.
+    ``task`` None: told from the target (caviar.data.target)."""
     if isinstance(data, Dataset):
+        if task is not None and data.task != task:
+            raise DataError(f"data in memory: the Dataset is for {data.task}, the study for {task}")
         return data
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):
-        return load_frame(data, label or "label", name="dataframe")
+        return load_frame(data, label or "label", name="dataframe", task=task)
     if isinstance(data, tuple | list) and len(data) == 2:
         X, y = data
         names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         if hasattr(X, "columns"):
             for c in X.columns:
                 _check_numeric_column(X[c].to_numpy(), str(c), "X")
-        return Dataset.from_arrays(np.asarray(X), np.asarray(y), name=name, feature_names=names)
+        try:
+            return Dataset.from_arrays(np.asarray(X), np.asarray(y), name=name, feature_names=names, task=task)
+        except DataError as exc:
+            raise DataError(f"data in memory: {exc}") from None
     raise DataError(f"data in memory must be a DataFrame or a pair (X, y), got {type(data).__name__}")
 
 
-def _load_npz(path: Path, label: str) -> Dataset:
+def _load_npz(path: Path, label: str, task: str | None = None) -> Dataset:
     """An NPZ holding ``X`` and ``y``, or one 1-D array per column."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -519,17 +594,19 @@ def _load_npz(path: Path, label: str) -> Dataset:
         raise DataError(f"cannot read NPZ {path}: {exc}") from None
     if "X" in arrays and "y" in arrays:
         names = [str(n) for n in arrays["feature_names"]] if "feature_names" in arrays else None
-        return _checked(arrays["X"], arrays["y"], path, names)
+        return _checked(arrays["X"], arrays["y"], path, names, task=task)
     if len(arrays) == 1 and next(iter(arrays.values())).dtype.names:
         table = next(iter(arrays.values()))
         arrays = {n: table[n] for n in table.dtype.names}
     bad = [k for k, v in arrays.items() if v.ndim != 1]
     if bad:
         raise DataError(f"NPZ {path} must hold arrays 'X' and 'y' or 1-D columns; '{bad[0]}' is not 1-D")
-    return _from_columns(arrays, label, path)
+    return _from_columns(arrays, label, path, task=task)
 
 
-def _from_columns(columns: dict[str, np.ndarray], label: str, path: Path | str, name: str | None = None) -> Dataset:
+def _from_columns(
+    columns: dict[str, np.ndarray], label: str, path: Path | str, name: str | None = None, task: str | None = None
+) -> Dataset:
     """Split named columns into numeric features and the label column."""
     if label not in columns:
         raise DataError(f"label column '{label}' not in {path}; columns: {', '.join(columns)}")
@@ -539,7 +616,7 @@ def _from_columns(columns: dict[str, np.ndarray], label: str, path: Path | str, 
     for column in names:
         _check_numeric_column(columns[column], column, path)
     X = np.column_stack([columns[n].astype(np.float64) for n in names])
-    return _checked(X, columns[label], path, names, name)
+    return _checked(X, columns[label], path, names, name, task)
 
 
 def _check_numeric_column(col: np.ndarray, name: str, path: Path | str) -> None:
@@ -557,10 +634,12 @@ def _check_numeric_column(col: np.ndarray, name: str, path: Path | str) -> None:
             ) from None
 
 
-def _checked(X: Any, y: Any, path: Path | str, names: list[str] | None, name: str | None = None) -> Dataset:
+def _checked(
+    X: Any, y: Any, path: Path | str, names: list[str] | None, name: str | None = None, task: str | None = None
+) -> Dataset:
     """A Dataset from a file's arrays, with the file named in any error."""
     try:
-        return Dataset.from_arrays(X, y, name=name or Path(path).stem, feature_names=names)
+        return Dataset.from_arrays(X, y, name=name or Path(path).stem, feature_names=names, task=task)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
 
@@ -619,6 +698,9 @@ def _split(ds: Dataset, n_out: int, seed: int, stream: int, part: str) -> tuple[
     state = int(np.random.SeedSequence(int(seed), spawn_key=(0x5917, stream)).generate_state(1)[0])
     from sklearn.model_selection import train_test_split
 
+    if ds.is_regression:  # a continuous target has no classes to stratify by
+        keep, out = train_test_split(index, test_size=n_out, random_state=state)
+        return ds.subset(np.sort(keep)), ds.subset(np.sort(out), f"{ds.name}-{part}")
     try:
         keep, out = train_test_split(index, test_size=n_out, random_state=state, stratify=ds.y)
     except ValueError:

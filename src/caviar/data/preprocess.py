@@ -1,11 +1,16 @@
 """Standardization: zero mean and unit variance per feature, with statistics from the training split only.
 
+A regression's target follows the same rule (``fit_target_scaler``, ``scale_target``,
+``unscale_target``: one place for both ``caviar.Regressor`` and regression studies): standardized on
+the training part with float64 statistics, predictions mapped back with the same two numbers.
+
 Fitting on the training split alone keeps validation and test data unseen (no leakage); the same
 mean and std are then applied to every split and stored with the model for prediction time.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -98,6 +103,27 @@ def standardize(splits: Splits) -> tuple[Splits, Standardizer]:
 
     def apply(ds: Dataset) -> Dataset:
         X = scaler.transform(ds.X)
-        return Dataset(X, ds.y, ds.name, ds.classes, ds.feature_names)
+        return replace(ds, X=X)
 
     return Splits(apply(splits.train), apply(splits.validation), apply(splits.test)), scaler
+
+
+def fit_target_scaler(y_train: Any) -> Standardizer:
+    """The target's mean and std on the training part (a constant target gets std 1)."""
+    return Standardizer().fit(np.asarray(y_train, dtype=np.float64).reshape(-1, 1))
+
+
+def scale_target(scaler: Standardizer, y: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``(y - mean) / std`` in ``dtype``: what the network is trained on."""
+    assert scaler.mean is not None and scaler.std is not None, "a fitted target scaler"
+    y64 = np.asarray(y, dtype=np.float64).reshape(-1)
+    return ((y64 - float(scaler.mean[0])) / float(scaler.std[0])).astype(np.dtype(dtype))
+
+
+def unscale_target(scaler: Standardizer, outputs: Any) -> np.ndarray:
+    """Network outputs (..., 1) or (...) mapped back to the target's units, float64 (``out * std + mean``)."""
+    assert scaler.mean is not None and scaler.std is not None, "a fitted target scaler"
+    out = np.asarray(outputs, dtype=np.float64)
+    if out.ndim >= 1 and out.shape[-1] == 1 and out.ndim > 1:
+        out = out[..., 0]
+    return out * float(scaler.std[0]) + float(scaler.mean[0])

@@ -29,13 +29,14 @@ import numpy as np
 from caviar import hparams
 from caviar.config import TrainConfig
 from caviar.errors import CaviarError, ControlError
+from caviar.metrics import is_maximized
 from caviar.nn.network import Architecture
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus, TrialRecord
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
 from caviar.tune.explore import reach
 from caviar.tune.planning import plans_for
-from caviar.tune.runner import model_file_bytes, population_outcomes
+from caviar.tune.runner import metric_hook, model_file_bytes, population_outcomes
 from caviar.tune.spec import load_spec
 from caviar.tune.study import run_study
 from caviar.tune.worker import MODEL_ARTIFACT, new_worker_id
@@ -139,11 +140,13 @@ def check_fork_request(
     return {"k": int(k), "factor": float(factor), "params": names, "epochs": epochs}
 
 
-def member_lines(trials: Sequence[TrialRecord], final: Checkpoint | None) -> list[dict[str, Any]]:
-    """One line per fork trial, best validation accuracy first: number, state, params, the best
-    epoch's validation accuracy and loss (as stored), the last epoch's validation accuracy (the state
-    "adopt" continues from) and whether it can be adopted (a warm fork's member still training at
-    its end)."""
+def member_lines(
+    trials: Sequence[TrialRecord], final: Checkpoint | None, metric: str = "val_accuracy"
+) -> list[dict[str, Any]]:
+    """One line per fork trial, best by the study's ``metric`` first (in its direction): number, state,
+    params, the best epoch's ``metric`` (``score``), validation accuracy and loss (as stored), the last
+    epoch's validation accuracy (the state "adopt" continues from) and whether it can be adopted (a
+    warm fork's member still training at its end)."""
     lines = []
     for t in trials:
         adoptable = final is not None and t.number in final.members
@@ -153,6 +156,8 @@ def member_lines(trials: Sequence[TrialRecord], final: Checkpoint | None) -> lis
                 "number": t.number,
                 "state": t.state.value,
                 "params": dict(t.params),
+                "metric": metric,
+                "score": _number(t.metrics.get(metric)),
                 "val_accuracy": _number(t.metrics.get("val_accuracy")),
                 "val_loss": _number(t.metrics.get("val_loss")),
                 "last_val_accuracy": _number(rows[-1].get("val_accuracy")) if rows else None,
@@ -160,7 +165,8 @@ def member_lines(trials: Sequence[TrialRecord], final: Checkpoint | None) -> lis
                 "adoptable": adoptable,
             }
         )
-    return sorted(lines, key=lambda m: (-(m["val_accuracy"] if m["val_accuracy"] is not None else -1.0), m["number"]))
+    sign = -1.0 if is_maximized(metric) else 1.0
+    return sorted(lines, key=lambda m: (math.inf if m["score"] is None else sign * m["score"], m["number"]))
 
 
 def _number(x: Any) -> float | None:
@@ -265,7 +271,8 @@ class Fork:
                 run_study(self.spec_dict)
             store = self.session.storage
             study_id = store.get_study(self.name).id
-            self.members = member_lines(store.trials(study_id), self.final)
+            metric = str(self.spec_dict["search"].get("metric") or "val_accuracy")
+            self.members = member_lines(store.trials(study_id), self.final, metric)
             best = store.best_trial(study_id)
             if best is not None:
                 self.best = {
@@ -313,7 +320,7 @@ class Fork:
         try:
             first = plans[0]
             hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
-            t = Trainer(s.arch, first.train, hp, numbers, seed=s.seed, dtype=np.dtype(s.dtype))
+            t = Trainer(s.arch, first.train, hp, numbers, seed=s.seed, dtype=np.dtype(s.dtype), loss=s.data.loss)
             t.replicate(ck.trainer, member=0)  # every member from the session's model, its own hyperparameters
 
             fork = self
@@ -328,12 +335,13 @@ class Fork:
 
             data = s.data
             has_val = len(data.y_val) > 0
+            rows_hook = metric_hook(data, spec.search.metric)  # a regression's metrics in the rows, first
             t.fit(
                 data.X_train,
                 data.y_train,
                 data.X_val if has_val else None,
                 data.y_val if has_val else None,
-                callbacks=[_Stream()],
+                callbacks=[*([rows_hook] if rows_hook is not None else []), _Stream()],
             )
             outcomes = population_outcomes(
                 t, numbers, data, spec.search.metric, extra_metrics={"warm_start_step": ck.trainer.step}

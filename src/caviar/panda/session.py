@@ -30,6 +30,7 @@ import numpy as np
 from caviar import hparams
 from caviar.config import PER_MEMBER, ModelConfig, TrainConfig, with_values
 from caviar.errors import CaviarError, ControlError
+from caviar.metrics import METRICS
 from caviar.nn.network import Architecture
 from caviar.panda.fork import Fork, check_fork_request
 from caviar.panda.recovery import recover_dead_sessions
@@ -37,6 +38,7 @@ from caviar.prepared import PreparedData
 from caviar.storage import Storage, StudyStatus, TrialState, open_storage
 from caviar.train.trainer import Checkpoint, Trainer, hyperparameters_from
 from caviar.tune.planning import load_data
+from caviar.tune.runner import metric_hook
 from caviar.tune.space import did_you_mean
 from caviar.tune.spec import StudySpec, load_spec
 from caviar.tune.worker import Heartbeat, new_worker_id
@@ -226,8 +228,9 @@ class PandaSession:
         self.checkpoint_every = int(checkpoint_every)
         self.keep_auto_checkpoints = max(1, int(keep_auto_checkpoints))
         self.step_delay_s = float(step_delay_s)
+        self._rows_hook = metric_hook(self.data, self.spec.search.metric)
         self.arch = Architecture(
-            self.data.n_features, self.data.n_classes, model.hidden, model.activation, model.batchnorm
+            self.data.n_features, self.data.n_outputs, model.hidden, model.activation, model.batchnorm
         )
         self.trainer = self._new_trainer()
 
@@ -277,7 +280,9 @@ class PandaSession:
     # ------------------------------------------------------------------------------- set-up
     def _new_trainer(self) -> Trainer:
         hp = hyperparameters_from([self._member_values()], self.train_config, self.model_config.dropout)
-        return Trainer(self.arch, self.train_config, hp, [0], seed=self.seed, dtype=np.dtype(self.dtype))
+        return Trainer(
+            self.arch, self.train_config, hp, [0], seed=self.seed, dtype=np.dtype(self.dtype), loss=self.data.loss
+        )
 
     def _member_values(self) -> dict[str, float]:
         values = {name: getattr(self.train_config, name) for name in PER_MEMBER if name != "dropout"}
@@ -373,6 +378,8 @@ class PandaSession:
                     "optimizer": self.train_config.optimizer,
                     "batch_size": self.train_config.batch_size,
                     "hidden": list(self.model_config.hidden),
+                    "task": self.data.task,
+                    "metric": self.spec.search.metric,
                     "study": self.study_name,
                     "study_id": self.study_id,
                     "trial_id": self.trial_id,
@@ -759,6 +766,8 @@ class PandaSession:
         t, data = self.trainer, self.data
         has_val = len(data.y_val) > 0
         rows = t.end_epoch(data.X_val if has_val else None, data.y_val if has_val else None)
+        if self._rows_hook is not None:  # the study's metric (a regression's: all of them) in the row
+            self._rows_hook.on_epoch_end(t, rows)
         row = {**rows.get(0, {}), "step": t.step}
         with self._cond:
             self.epochs.append(row)
@@ -825,7 +834,7 @@ class PandaSession:
         """Close the session's trial in storage: COMPLETE with the last epoch's metrics, or DIVERGED/FAILED."""
         last = self.epochs[-1] if self.epochs else {}
         metrics: dict[str, Any] = {
-            k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if k in last
+            k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", *METRICS) if k in last
         }
         metrics.update(status="panda", epochs_run=len(self.epochs), steps=self.trainer.step)
         state = (

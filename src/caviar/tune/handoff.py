@@ -31,6 +31,9 @@ def write_prepared(data: PreparedData, folder: str | Path) -> Path:
         np.save(folder / "mean.npy", scaler.mean)
         np.save(folder / "std.npy", scaler.std)
     meta = {"name": data.name, "standardized": scaler is not None, "fitted": scaler is not None and scaler.fitted}
+    target = data.target_scaler
+    if target is not None and target.mean is not None and target.std is not None:  # a regression's target
+        meta.update(task=data.task, target_mean=float(target.mean[0]), target_std=float(target.std[0]))
     (folder / META).write_text(json.dumps(meta))
     return folder
 
@@ -50,4 +53,8 @@ def read_prepared(folder: str | Path) -> PreparedData:
     if meta["standardized"]:
         scaler = Standardizer(np.load(folder / "mean.npy"), np.load(folder / "std.npy")) if meta["fitted"] else None
         scaler = scaler or Standardizer()
-    return PreparedData(**arrays, standardizer=scaler, name=meta["name"])
+    extra = {}
+    if "target_mean" in meta:
+        mean, std = np.array([meta["target_mean"]]), np.array([meta["target_std"]])
+        extra = {"task": meta["task"], "target_scaler": Standardizer(mean, std)}
+    return PreparedData(**arrays, standardizer=scaler, name=meta["name"], **extra)

@@ -72,6 +72,7 @@ def load_data(spec: StudySpec) -> PreparedData:
         standardize=d.standardize,
         source=spec.memory_data,
         metric=spec.search.metric,
+        task=spec.task,
     )
 
 
@@ -85,10 +86,10 @@ def check_first_round(spec: StudySpec, data: PreparedData) -> None:
     sampler = spec.sampler()
     numbers = sampler.round_numbers(spec.search.trials)[0]
     plans = plans_for(spec, numbers, sampler.propose(numbers, []), 0)
-    for members in pack(plans, data.n_features, data.n_classes, spec.search.max_population):
+    for members in pack(plans, data.n_features, data.n_outputs, spec.search.max_population):
         widths = [m.model.hidden for m in members]  # a padded population is as wide as its widest member
         hidden = tuple(max(w) for w in zip(*widths, strict=True)) if len({len(w) for w in widths}) == 1 else widths[0]
-        check_weights_fit(data.n_features, hidden, data.n_classes, len(members), where="model: ")
+        check_weights_fit(data.n_features, hidden, data.n_outputs, len(members), where="model: ")
 
 
 def plans_for(spec: StudySpec, numbers: Sequence[int], units: Sequence[np.ndarray], rnd: int) -> list[TrialPlan]:
@@ -176,7 +177,7 @@ def plan_round(
     pad_bound = None if spec.search.pbt_settings is not None else DEFAULT_PAD_BOUND
     populations = []
     for part in _by_bracket(spec, plans):  # hyperband's brackets never share a population
-        populations += pack(part, data.n_features, data.n_classes, spec.search.population_cap, pad_bound=pad_bound)
+        populations += pack(part, data.n_features, data.n_outputs, spec.search.population_cap, pad_bound=pad_bound)
     items = [
         {
             "number": p.number,

@@ -11,8 +11,17 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from caviar.backend import Backend
-from caviar.metrics import METRICS, EpochMetrics, extra_metrics, objective_of
-from caviar.nn.losses import accuracy, softmax_cross_entropy
+from caviar.metrics import (
+    METRICS,
+    NO_ACCURACY,
+    REGRESSION,
+    EpochMetrics,
+    extra_metrics,
+    metric_values,
+    objective_of,
+    task_metrics,
+)
+from caviar.nn.losses import accuracy, softmax_cross_entropy, squared_error
 from caviar.nn.network import Architecture, Arrays, forward
 from caviar.nn.padding import padded_hidden
 from caviar.prepared import PreparedData
@@ -78,7 +87,7 @@ def train_population(
     first = plans[0]
     hiddens = [tuple(p.model.hidden) for p in plans]
     arch = Architecture(
-        data.n_features, data.n_classes, padded_hidden(hiddens), first.model.activation, first.model.batchnorm
+        data.n_features, data.n_outputs, padded_hidden(hiddens), first.model.activation, first.model.batchnorm
     )
     hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
     # Slices of the population run side by side on this process's threads, but every matmul runs on
@@ -93,11 +102,13 @@ def train_population(
         dtype=np.dtype(dtype),
         threads=blas_threads(),
         member_hidden=hiddens,
+        loss=data.loss,
     )
     has_val = len(data.y_val) > 0
     hooks: list[Any] = []
-    if has_val and extra_metrics([metric]):  # before halving, which ranks by it
-        hooks.append(EpochMetrics([metric], data.X_val, data.y_val))
+    rows_hook = metric_hook(data, metric)
+    if rows_hook is not None:  # before halving, which ranks by it
+        hooks.append(rows_hook)
     if halving is not None:
         hooks.append(halving)
     hooks.extend(callbacks)
@@ -118,6 +129,18 @@ def train_population(
     return back
 
 
+def metric_hook(data: PreparedData, metric: str) -> EpochMetrics | None:
+    """The callback that adds to each epoch's rows what they lack: ``metric`` when the trainer does not
+    compute it (balanced accuracy...), or for a regression every regression metric in the target's
+    units, its accuracy placeholders dropped. None when nothing is to add. The study's populations,
+    panda's session and its forks all use it."""
+    if data.is_regression:
+        return EpochMetrics(task_metrics(REGRESSION), data.X_val, data.targets(data.y_val), data.outputs, NO_ACCURACY)
+    if len(data.y_val) > 0 and extra_metrics([metric]):
+        return EpochMetrics([metric], data.X_val, data.y_val)
+    return None
+
+
 def population_outcomes(
     trainer: Trainer,
     numbers: Sequence[int],
@@ -128,11 +151,16 @@ def population_outcomes(
     """The outcome of each member of a finished population (``Trainer.finish`` done), in member
     order: its state, its best epoch's metrics (plus ``extra_metrics``), the test set's loss and
     accuracy under its kept weights, the objective of ``metric``, its curve and kept weights.
-    The study's workers and panda's fork both end their populations here."""
+    The study's workers and panda's fork both end their populations here; a regression's test metrics
+    are its loss and the regression metrics in the target's units (test_r2, test_rmse, test_mae)."""
     params, state = trainer.stacked_kept()
-    test_loss, test_acc = _evaluate(
-        trainer.arch, params, state, data.X_test, data.y_test, trainer.backend, trainer.member_hidden
-    )
+    if data.is_regression:
+        tests = _regression_tests(trainer, params, state, data)
+    else:
+        test_loss, test_acc = _evaluate(
+            trainer.arch, params, state, data.X_test, data.y_test, trainer.backend, trainer.member_hidden
+        )
+        tests = [{"test_loss": float(test_loss[k]), "test_accuracy": float(test_acc[k])} for k in range(len(numbers))]
     outcomes = []
     for k, number in enumerate(numbers):
         hist = trainer.histories[k]
@@ -142,7 +170,7 @@ def population_outcomes(
         metrics.update(status=hist.status, epochs_run=len(hist.rows), best_epoch=hist.best_epoch)
         metrics.update(extra_metrics or {})
         if len(data.y_test):
-            metrics.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
+            metrics.update(tests[k])
         state_name = STATE_OF_STATUS[hist.status]
         objective = _objective(metrics, metric) if state_name == TrialState.COMPLETE else None
         outcomes.append(
@@ -179,6 +207,31 @@ def _evaluate(
     return loss, accuracy(logits, y)
 
 
+def _regression_tests(trainer: Trainer, params: Arrays, state: Arrays, data: PreparedData) -> list[dict[str, float]]:
+    """Each kept member's test loss (on the standardized target) and regression metrics (target's units)."""
+    K = params["out.W"].shape[0]
+    if len(data.y_test) == 0:
+        return [{} for _ in range(K)]
+    with np.errstate(all="ignore"):
+        out, _, _ = forward(
+            trainer.arch,
+            params,
+            state,
+            data.X_test,
+            train=False,
+            backend=trainer.backend,
+            member_hidden=trainer.member_hidden,
+        )
+        loss, _ = squared_error(out, data.y_test)
+    y = data.targets(data.y_test)
+    names = task_metrics(REGRESSION)
+    rows = []
+    for k in range(K):
+        values = metric_values(names, y, data.outputs(out[k]))
+        rows.append({"test_loss": float(loss[k]), **{n.replace("val_", "test_", 1): v for n, v in values.items()}})
+    return rows
+
+
 def _objective(metrics: dict[str, Any], metric: str) -> float | None:
     """The number to maximize: the metric itself, or minus one to minimize (caviar.metrics)."""
     return objective_of(metric, metrics.get(metric))
@@ -187,17 +240,23 @@ def _objective(metrics: dict[str, Any], metric: str) -> float | None:
 def model_file_bytes(
     plan: TrialPlan, outcome: TrialOutcome, data: PreparedData, seed: int, dtype: str = "float32"
 ) -> bytes:
-    """The trial's kept weights as a caviar model file (.npz bytes) that ``caviar.load`` reads."""
+    """The trial's kept weights as a caviar model file (.npz bytes) that ``caviar.load`` reads: a
+    Classifier, or a Regressor that predicts in the target's units."""
     from caviar.model_io import save_classifier
-    from caviar.sklearn import Classifier
+    from caviar.sklearn import Classifier, Regressor
 
     params = {
         **{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
         **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__},
     }
-    clf = Classifier(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
+    clf: Any
+    if data.is_regression:
+        clf = Regressor(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
+        clf.target_scaler_ = data.target_scaler
+    else:
+        clf = Classifier(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
+        clf.classes_ = np.asarray(data.classes)
     clf.n_features_in_ = data.n_features
-    clf.classes_ = np.asarray(data.classes)
     clf.params_ = outcome.params
     clf.state_ = outcome.bn_state
     clf.standardizer_ = data.standardizer

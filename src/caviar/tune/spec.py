@@ -42,10 +42,10 @@ from pydantic import (
 )
 
 from caviar.config import ModelConfig, TrainConfig, with_values
-from caviar.data.datasets import TABLE_SUFFIXES, Dataset, in_memory, table_suffix
-from caviar.errors import SpecError
+from caviar.data.datasets import DATASET_TASKS, TABLE_SUFFIXES, Dataset, in_memory, table_suffix, target_task
+from caviar.errors import DataError, SpecError
 from caviar.hparams import BY_NAME, HPARAMS, RULES, Bounds, HParam, canonical, is_bool
-from caviar.metrics import CLASSIFICATION, check_metric_for_task, get_metric
+from caviar.metrics import CLASSIFICATION, DEFAULT, REGRESSION, check_metric_for_task, get_metric
 from caviar.metrics import METRICS as METRIC_REGISTRY
 from caviar.storage.names import check_study_name
 from caviar.tune.samplers import STRATEGIES, Sampler, make_sampler
@@ -56,7 +56,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "mnist", "mnist1d"]
+DatasetName = Literal["digits", "iris", "wine", "breast_cancer", "diabetes", "mnist", "mnist1d"]
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 DATA_SUFFIXES = TABLE_SUFFIXES
 METRICS = tuple(METRIC_REGISTRY)  # caviar.metrics is the one list (task, direction, function)
@@ -97,11 +97,16 @@ def _existing(value: str, info: ValidationInfo, what: str) -> str:
 
 class DataSection(_Section):
     """``[data]``: a built-in dataset, a data file, or data given in memory (``in_memory = true``, set by
-    ``load_spec(..., data=...)``), and how to split and scale it."""
+    ``load_spec(..., data=...)``), its task, and how to split and scale it.
+
+    ``task``: ``classification`` or ``regression``; left out, the named data set's own, or told from
+    the target (caviar.data.target: integers and text are classes, fractional floats a quantity; float
+    whole numbers ask for it). A regression's task is written into the stored spec."""
 
     dataset: DatasetName | None = None
     path: str | None = None
     in_memory: bool = False
+    task: Literal["classification", "regression"] | None = None
     label: str = "label"
     data_dir: str | None = None
     validation_fraction: float = Field(default=0.2, ge=0, lt=1)
@@ -255,7 +260,10 @@ class SearchSection(_Section):
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     workers: int = Field(default=1, ge=1)
     storage: str | None = None
-    metric: Literal[METRICS] = "val_accuracy"  # type: ignore[valid-type]
+    if TYPE_CHECKING:  # validation sets the task's default: never None once a spec is loaded
+        metric: str = "val_accuracy"
+    else:  # None: the task's default (val_accuracy for classification, val_r2 for regression)
+        metric: Literal[METRICS] | None = None
     max_population: int = Field(default=64, ge=1)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
@@ -309,11 +317,11 @@ class SearchSection(_Section):
     @property
     def maximize(self) -> bool:
         """Whether a larger metric is better (caviar.metrics says, for each metric)."""
-        return get_metric(self.metric).maximize
+        return get_metric(self.metric or DEFAULT[CLASSIFICATION]).maximize  # (None only before validation)
 
     def objective(self, metric_value: float) -> float:
         """The metric turned into the value samplers MAXIMIZE."""
-        return get_metric(self.metric).objective(metric_value)
+        return get_metric(self.metric or DEFAULT[CLASSIFICATION]).objective(metric_value)
 
 
 def _sqlite_url(path: Path) -> str:
@@ -355,11 +363,15 @@ class StudySpec(_Section):
         self.space_table = self._space.as_dict()
         _check_space_conflicts(self)
         _check_rules(self)
-        try:  # studies train classifiers: a regression metric does not fit
-            check_metric_for_task(self.search.metric, CLASSIFICATION)
+        context = info.context or {}
+        task = _resolve_task(self.data, context)
+        if task == REGRESSION:
+            self.data.task = "regression"  # stored with the spec: a reload need not look at the data again
+        self.search.metric = self.search.metric or DEFAULT[task]
+        try:  # val_r2 in a classification study, val_accuracy in a regression's...
+            check_metric_for_task(self.search.metric, task)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
-        context = info.context or {}
         base_dir = Path(context.get("base_dir") or os.getcwd())
         stem = context.get("stem")
         self.study.name = self.study.name or stem or "study"
@@ -372,6 +384,11 @@ class StudySpec(_Section):
         """The study's name (validation fills in the file's stem when none is given)."""
         assert self.study.name is not None, "set by validation"
         return self.study.name
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression`` (validation resolves it; see DataSection)."""
+        return self.data.task or CLASSIFICATION
 
     @property
     def memory_data(self) -> Dataset | None:
@@ -420,6 +437,24 @@ class StudySpec(_Section):
             "search": self.search.model_dump(mode="json", exclude_none=True),
             "space": self.space.as_dict(),
         }
+
+
+def _resolve_task(data: DataSection, context: Mapping[str, Any]) -> str:
+    """The study's task: ``[data] task``, else the named data set's, the in-memory data's (told from
+    its target when it was checked) or a data file's target's; a one-line SpecError when they disagree."""
+    own: str | None = None
+    if data.dataset is not None:
+        own, where = DATASET_TASKS[data.dataset], f"dataset '{data.dataset}'"
+    elif data.in_memory and context.get("task") is not None:
+        own, where = str(context["task"]), "the data in memory"
+    elif data.path is not None and data.task is None:
+        try:
+            own, where = target_task(data.path, data.label), f"'{data.path}'"
+        except DataError as exc:
+            raise SpecError(f"data: {exc}") from None
+    if data.task is not None and own is not None and own != data.task:
+        raise SpecError(f"data.task: {data.task!r}, but {where} is for {own}")
+    return data.task or own or CLASSIFICATION
 
 
 def _check_space_conflicts(spec: StudySpec) -> None:
@@ -671,11 +706,15 @@ def load_spec(
         section = dict(raw.get("data") or {})
         if section.get("dataset") is not None or section.get("path") is not None:
             raise SpecError(f"{label}data: data is given in memory; the spec's [data] takes no dataset or path")
-        dataset = in_memory(data, section.get("label", "label"))  # a DataError names what is wrong
+        task = section.get("task")
+        if task not in (None, CLASSIFICATION, REGRESSION):
+            raise SpecError(f"{label}data.task: {task!r} is not one of {CLASSIFICATION}, {REGRESSION}")
+        dataset = in_memory(data, section.get("label", "label"), task=task)  # a DataError names what is wrong
         raw["data"] = {**section, "in_memory": True}
     try:
         _check_keys(raw, StudySpec)
-        spec = StudySpec.model_validate(raw, context={"base_dir": base_dir, "stem": stem})
+        context = {"base_dir": base_dir, "stem": stem, "task": None if dataset is None else dataset.task}
+        spec = StudySpec.model_validate(raw, context=context)
     except ValidationError as exc:
         raise SpecError(label + _format_error(exc.errors(include_url=False)[0])) from None
     except SpecError as exc:

@@ -242,7 +242,8 @@ def _add_api_routes(app: FastAPI, storage: Storage) -> None:
             rows = views.sort_rows(rows, sort, desc)
         except KeyError as exc:
             raise HTTPException(400, exc.args[0]) from None
-        return {"metric": data.metric, "params": [p.as_dict() for p in data.params], "trials": rows}
+        params = [p.as_dict() for p in data.params]
+        return {"metric": data.metric, "test_metric": data.test_metric, "params": params, "trials": rows}
 
     @app.get("/api/studies/{name:segment}/curves")
     def curves(

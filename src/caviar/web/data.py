@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from caviar.metrics import CLASSIFICATION, METRICS, REGRESSION, TEST_HEADLINE
 from caviar.storage import FINISHED_STATES, Storage, StudyRecord, TrialRecord, TrialState, open_storage
 from caviar.tune.space import ChoiceParam, IntParam, Param, Space
 from caviar.web.scales import NUMERIC_SCALES
@@ -95,6 +96,25 @@ class StudyData:
         return self.record.direction != "minimize"
 
     @property
+    def task(self) -> str:
+        """``classification`` or ``regression``: a regression's stored spec always says so in [data] task."""
+        return study_task(self.record)
+
+    @property
+    def test_metric(self) -> str:
+        """The test metric shown beside the study's: test_accuracy, or test_r2 for a regression."""
+        return TEST_HEADLINE[self.task]
+
+    @property
+    def score_metric(self) -> str:
+        """What the curves' second panel draws: accuracy, or for a regression the study's metric when it
+        is a regression one (val_rmse...), else val_r2."""
+        if self.task != REGRESSION:
+            return "accuracy"
+        m = METRICS.get(self.metric)
+        return self.metric if m is not None and m.task == REGRESSION else "val_r2"
+
+    @property
     def numeric_params(self) -> list[ParamInfo]:
         return [p for p in self.params if p.numeric]
 
@@ -151,6 +171,12 @@ def load_study(study: Any, storage: Storage | str | None = None) -> StudyData:
     return StudyData(store, record, space_params(record.spec), store.trials(record.id), store.boxes(record.id))
 
 
+def study_task(record: StudyRecord) -> str:
+    """A stored study's task (``[data] task`` of its spec; classification when it has none)."""
+    data = (record.spec or {}).get("data") or {}
+    return REGRESSION if isinstance(data, dict) and data.get("task") == REGRESSION else CLASSIFICATION
+
+
 def metric_value(trial: TrialRecord, metric: str) -> float | None:
     """A finite float metric of a trial, or None."""
     value = trial.metrics.get(metric) if trial.metrics else None
@@ -190,6 +216,7 @@ def study_summary(record: StudyRecord) -> dict[str, Any]:
             "status": record.status,
             "metric": record.metric,
             "direction": record.direction,
+            "task": study_task(record),
             "counts": record.counts,
             "n_trials": record.n_trials,
             "best": best,
@@ -300,6 +327,7 @@ def curves_payload(data: StudyData, trials: list[TrialRecord]) -> dict[str, Any]
     return jsonable(
         {
             "metric": data.metric,
+            "task": data.task,
             "trials": {
                 str(t.number): {"number": t.number, "state": t.state, "params": t.params, "rows": curves[t.number]}
                 for t in trials
@@ -389,6 +417,7 @@ def trial_detail(data: StudyData, number: int) -> dict[str, Any]:
             "kind": data.record.kind,  # 'session': a panda's; the page links back to the list, not a study view
             "metric": data.metric,
             "direction": data.record.direction,
+            "task": data.task,
             "space": [p.as_dict() for p in data.params],
             "trial": {
                 **trial_row(data, trial),

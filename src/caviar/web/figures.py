@@ -561,14 +561,22 @@ CURVE_STYLES = (
 )
 
 
+def curve_styles(score: str) -> tuple[tuple[str, int, str], ...]:
+    """The curves drawn per trial: the losses, and accuracy or a regression's metric (``score``, as
+    ``StudyData.score_metric`` names it: validation only, there is no train one) in the second panel."""
+    return CURVE_STYLES if score == "accuracy" else (*CURVE_STYLES[:2], (score, 2, "solid"))
+
+
 @_finished
 def curves_figure(
     study: Any, trials: Sequence[int] | None = None, k: int = DEFAULT_TOP_K, width: int | None = None
 ) -> go.Figure:
     """Learning curves (loss and accuracy per epoch, train dashed, validation solid) of the trials with
-    these numbers, or of the top ``k`` trials. One legend entry per trial toggles its four curves; each
-    trace's ``meta`` says which curve it is (``#3 val_loss``)."""
+    these numbers, or of the top ``k`` trials; a regression's second panel is its metric (val_r2,
+    val_rmse...). One legend entry per trial toggles its curves; each trace's ``meta`` says which
+    curve it is (``#3 val_loss``)."""
     data = load_study(study)
+    score = data.score_metric
     chosen = data.by_number(list(trials)) if trials is not None else data.top(k)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16)
     label = "selected trials" if trials is not None else f"top {len(chosen)} trials"
@@ -586,7 +594,7 @@ def curves_figure(
         color = PALETTE[i % len(PALETTE)]
         rows = curves[t.number]
         epochs = [r["epoch"] + 1 for r in rows]
-        for name, col, dash in CURVE_STYLES:
+        for name, col, dash in curve_styles(score):
             ys = [r.get(name) for r in rows]
             if all(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in ys):
                 continue
@@ -611,7 +619,7 @@ def curves_figure(
     fig.update_xaxes(**count_axis(1, max(most, 1), panel, "epoch"))
     fig.update_yaxes(automargin=True)
     fig.update_yaxes(title={"text": "loss"}, col=1)
-    fig.update_yaxes(title={"text": "accuracy"}, col=2)
+    fig.update_yaxes(title={"text": score}, col=2)
     fig.update_layout(height=DEFAULT_HEIGHT)
     if not chosen:
         _empty(fig, "no trials to draw")

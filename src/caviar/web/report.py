@@ -361,19 +361,27 @@ def _fit_limits(ax: Any, param: ParamInfo, axis: str) -> None:
 CURVE_PANELS = (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")))
 
 
+def curve_panels(data: StudyData) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The two panels' titles and curves: the losses, and accuracy or a regression's metric (validation only)."""
+    score = data.score_metric
+    return CURVE_PANELS if score == "accuracy" else (CURVE_PANELS[0], (score, (score,)))
+
+
 def curves_png(data: StudyData, path: Path, k: int = DEFAULT_TOP_K) -> Path:
-    """Loss and accuracy per epoch of the top-k trials (train dashed, validation solid)."""
+    """Loss and accuracy (a regression: its metric) per epoch of the top-k trials (train dashed,
+    validation solid)."""
     chosen = data.top(k)
     if not chosen:
         return _empty_png(path, f"{data.name}: learning curves", "no completed trials yet")
     plt = _pyplot()
     curves = data.curves(chosen)
+    panels = curve_panels(data)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for i, t in enumerate(chosen):
         rows = curves[t.number]
         epochs = [r["epoch"] + 1 for r in rows]
         color = PALETTE[i % len(PALETTE)]
-        for ax, (_, names) in zip(axes, CURVE_PANELS, strict=True):
+        for ax, (_, names) in zip(axes, panels, strict=True):
             for name in names:
                 ys = [np.nan if r.get(name) is None else r[name] for r in rows]
                 ls = "--" if name.startswith("train") else "-"
@@ -381,7 +389,7 @@ def curves_png(data: StudyData, path: Path, k: int = DEFAULT_TOP_K) -> Path:
                 ax.plot(epochs, ys, ls=ls, color=color, lw=1.3, marker="o", ms=2.5, label=label)
     from matplotlib.ticker import MaxNLocator
 
-    for ax, (title, _) in zip(axes, CURVE_PANELS, strict=True):
+    for ax, (title, _) in zip(axes, panels, strict=True):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -495,10 +503,11 @@ PNG_WRITERS = {
 
 def _top_table(data: StudyData, k: int = 10) -> str:
     names = [p.name for p in data.params]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "round", data.metric, *names, "test_accuracy"])
+    test = data.test_metric  # test_r2 for a regression
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["#", "round", data.metric, *names, test])
     body = []
     for t in data.top(k):
-        cells = [t.number, t.round, data.value(t), *(t.params.get(n) for n in names), t.metrics.get("test_accuracy")]
+        cells = [t.number, t.round, data.value(t), *(t.params.get(n) for n in names), t.metrics.get(test)]
         body.append("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

@@ -167,12 +167,28 @@ function draw() {
     { x: xe, y: col("val_loss"), name: "val loss / epoch", mode: "lines+markers", line: { color: "#1e8449" } },
   ], { ...base("loss-plot"), title: { text: "loss", font: { size: 13 } }, yaxis, uirevision: data.logLoss ? "log" : "linear" },
   { displaylogo: false, responsive: true });
+  const score = scoreMetric();
+  if (score) {  // a regression: its metric (val_r2, val_rmse...) per epoch, no accuracy
+    Plotly.react("acc-plot", [
+      { x: xe, y: col(score), name: score, mode: "lines+markers", line: { color: "#1e8449" } },
+    ], { ...base("acc-plot"), title: { text: `${score} per epoch`, font: { size: 13 } },
+      yaxis: { title: { text: score } } },
+    { displaylogo: false, responsive: true });
+    return;
+  }
   Plotly.react("acc-plot", [
     { x: xe, y: col("train_accuracy"), name: "train accuracy", mode: "lines+markers", line: { color: "#e67e22" } },
     { x: xe, y: col("val_accuracy"), name: "val accuracy", mode: "lines+markers", line: { color: "#1e8449" } },
   ], { ...base("acc-plot"), title: { text: "accuracy per epoch", font: { size: 13 } },
     yaxis: { title: { text: "accuracy" }, range: [0, 1.02] } },
   { displaylogo: false, responsive: true });
+}
+
+// A regression session's metric for the second plot (the study's, or val_r2 when it is val_loss); null for classes.
+function scoreMetric() {
+  const st = data.state || {};
+  if (st.task !== "regression") return null;
+  return st.metric && st.metric !== "val_loss" ? st.metric : "val_r2";
 }
 
 // ------------------------------------------------------------------------------------------ panels
@@ -290,7 +306,8 @@ function showForks(forks, stopped) {
       table.className = "members";
       const names = f.params || [];
       const hrow = table.createTHead().insertRow();
-      ["#", "val acc", "val loss", ...names.map((n) => SHORT[n] || n), ""].forEach((t) => {
+      const score = scoreMetric();
+      ["#", score || "val acc", "val loss", ...names.map((n) => SHORT[n] || n), ""].forEach((t) => {
         const th = document.createElement("th");
         th.textContent = t;
         hrow.appendChild(th);
@@ -299,9 +316,10 @@ function showForks(forks, stopped) {
       f.members.forEach((m, j) => {
         const tr = body.insertRow();
         tr.dataset.member = m.number;
-        if (j === 0 && m.val_accuracy !== null) tr.className = "best";
+        const shown = score ? m.score : m.val_accuracy;
+        if (j === 0 && shown !== null) tr.className = "best";
         const done = m.state === "COMPLETE";
-        const cells = [`#${m.number}`, done ? fmt(m.val_accuracy) : m.state.toLowerCase(), done ? fmt(m.val_loss) : "",
+        const cells = [`#${m.number}`, done ? fmt(shown) : m.state.toLowerCase(), done ? fmt(m.val_loss) : "",
           ...names.map((n) => fmt(m.params[n]))];
         cells.forEach((t) => { tr.insertCell().textContent = t; });
         const td = tr.insertCell();

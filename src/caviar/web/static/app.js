@@ -12,6 +12,7 @@ const state = {
   rows: [],            // trial rows from /trials
   params: [],          // the space: [{name, scale, ...}]
   metric: "value",
+  testMetric: "test_accuracy",
   sort: { key: "number", desc: false },
   selected: new Set(), // trial numbers whose curves are drawn
   methods: null,       // the importance methods the server offers (forest; fanova, ped_anova with optuna)
@@ -143,6 +144,7 @@ async function refresh() {
     state.rows = trials.trials;
     state.params = trials.params;
     state.metric = trials.metric;
+    state.testMetric = trials.test_metric || "test_accuracy";  // test_r2 for a regression study
     renderPairControls();
     renderTable();
     loadMethods(name).catch(() => {});
@@ -245,7 +247,7 @@ function columns() {
     { key: "value", label: state.metric },
   ];
   for (const p of state.params) cols.push({ key: `params.${p.name}`, label: p.name });
-  cols.push({ key: "metrics.test_accuracy", label: "test_accuracy" });
+  cols.push({ key: `metrics.${state.testMetric}`, label: state.testMetric });
   cols.push({ key: "metrics.epochs_run", label: "epochs" });
   cols.push({ key: "duration", label: "seconds" });
   return cols;
