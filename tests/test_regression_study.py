@@ -105,6 +105,9 @@ def test_the_target_is_standardized_on_the_training_part_by_the_regressors_rule(
     assert abs(float(np.mean(data.y_train))) < 1e-6 and abs(float(np.std(data.y_train)) - 1) < 1e-6
     scaler = fit_target_scaler(y_train)  # the rule the Regressor fits on its training part
     np.testing.assert_allclose(scaler.mean, data.target_scaler.mean, rtol=1e-12)
+    reg = caviar.Regressor(hidden=(4,), epochs=1).fit(raw.X_train, raw.targets(raw.y_train))
+    np.testing.assert_allclose(reg.target_scaler_.mean, data.target_scaler.mean, rtol=1e-12)
+    np.testing.assert_allclose(reg.target_scaler_.std, data.target_scaler.std, rtol=1e-12)
     np.testing.assert_array_equal(scale_target(scaler, y_train, "float32"), data.y_train.astype(np.float32))
     assert np.std(data.targets(data.y_val)) > 50  # validation: the training part's statistics, not its own
     np.testing.assert_allclose(raw.targets(raw.y_test), data.targets(data.y_test), rtol=1e-6)

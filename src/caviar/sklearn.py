@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from caviar.backend import Backend
 from caviar.config import ModelConfig, TrainConfig
+from caviar.data.preprocess import fit_target_scaler, scale_target, unscale_target
 from caviar.errors import DataError, ModelFileError
 from caviar.hparams import FIELDS, MODEL, TRAIN, HParam, canonical
 from caviar.model_io import REGRESSOR, check_header, model_weights, read_model_file, save_model, target_scaling
@@ -678,16 +679,11 @@ class Regressor(RegressorMixin, _Network):
         return {k: v for k, v in row.items() if k not in ("train_accuracy", "val_accuracy")} | {"epoch": epoch}
 
     def _fit_target_scaling(self, y: np.ndarray, w: np.ndarray | None) -> None:
-        self.target_scaler_ = weighted_standardizer(y.reshape(-1, 1), w)
+        # unweighted: caviar.data.fit_target_scaler, the rule regression studies follow too
+        self.target_scaler_ = fit_target_scaler(y) if w is None else weighted_standardizer(y.reshape(-1, 1), w)
 
     def _scaled(self, y: np.ndarray) -> np.ndarray:
-        mean, std = self._target_stats()
-        return ((y - mean) / std).astype(np.dtype(self.dtype))
-
-    def _target_stats(self) -> tuple[float, float]:
-        t = self.target_scaler_
-        assert t.mean is not None and t.std is not None, "fitted in fit / partial_fit"
-        return float(t.mean[0]), float(t.std[0])
+        return scale_target(self.target_scaler_, y, self.dtype)
 
     def _val_score(self, X_val, y_val) -> Callable[[Trainer, dict], float | None]:
         """R² of the validation part (on the scaled target: R² does not change with the scaling)."""
@@ -717,8 +713,7 @@ class Regressor(RegressorMixin, _Network):
         """The predicted target of each row (float64, in the target's units)."""
         check_is_fitted(self, "params_")
         out = _outputs64(self, self._standardized(self._check_X(X, reset=False)))
-        mean, std = self._target_stats()
-        return out[:, 0] * std + mean
+        return unscale_target(self.target_scaler_, out)
 
 
 def load(path: str | Path | BinaryIO) -> Any:
