@@ -190,12 +190,14 @@ def test_a_dataframe_study_equals_csv_and_parquet(tmp_path):
     mem = run_study(spec(tmp_path / "a.db", {"label": "progression"}), data=frame)
     csv = run_study(spec(tmp_path / "b.db", {"path": str(tmp_path / "d.csv"), "label": "progression"}))
     pq = run_study(spec(tmp_path / "c.db", {"path": str(tmp_path / "d.parquet"), "label": "progression"}))
+    np.savez(tmp_path / "d.npz", **{c: frame[c].to_numpy() for c in frame.columns})
+    npz = run_study(spec(tmp_path / "f.db", {"path": str(tmp_path / "d.npz"), "label": "progression"}))
     arrays = run_study(
         spec(tmp_path / "d.db", {}),
         data=(frame.drop(columns="progression").to_numpy(), frame["progression"].to_numpy()),
     )
     assert len(mem.trials) == 4 and mem.record.metric == "val_r2"
-    assert outcomes(mem) == outcomes(csv) == outcomes(pq) == outcomes(arrays)
+    assert outcomes(mem) == outcomes(csv) == outcomes(pq) == outcomes(npz) == outcomes(arrays)
     two = run_study(spec(tmp_path / "e.db", {"label": "progression"}, workers=2), data=frame)  # memory-mapped handoff
     assert outcomes(two) == outcomes(mem)
 

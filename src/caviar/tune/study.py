@@ -104,7 +104,7 @@ class Study:
         return pd.DataFrame.from_records(records, columns=None if records else base)
 
     def best_model(self):
-        """The best trial's model as a fitted caviar.Classifier."""
+        """The best trial's model as a fitted caviar.Classifier (a caviar.Regressor for a regression study)."""
         from caviar.sklearn import load
 
         best = self.best_trial
@@ -118,7 +118,7 @@ class Study:
         """Train trial ``number`` again, alone, from the study's seed: the same weights it had.
 
         A member's randomness comes from (seed, trial number) and batches from the seed, so a trial
-        trained alone repeats what it did in its population. Returns a fitted caviar.Classifier.
+        trained alone repeats what it did in its population. Returns a fitted caviar.Classifier (or Regressor).
         """
         from caviar.sklearn import load
 
