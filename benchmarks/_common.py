@@ -226,22 +226,29 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 # ------------------------------------------------------------------------------ the measured bound
-def memory_bandwidth(threads: int, mbytes: int = 64, repeats: int = 5) -> float:
-    """Bytes per second that ``threads`` threads stream at once, each copying its own ``mbytes`` MB
-    float32 array (a read and a write per element; numpy releases the GIL on such copies): the best
-    of ``repeats``, a ceiling like ``gemm_gflops``."""
+def memory_bandwidth(threads: int, nbytes: int, repeats: int = 5) -> float:
+    """Bytes per second that ``threads`` threads stream at once, each copying its own float32 arrays of
+    ``nbytes`` together (source and destination: a read and a write per element; numpy releases the
+    GIL on such copies), warm: data of that size, in whatever cache holds it, moves no faster. The
+    best of ``repeats`` timings of at least ~20 ms each, a ceiling like ``gemm_gflops``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    n = mbytes * 1024 * 1024 // 4
+    n = max(1024, nbytes // 8)
     src = [np.ones(n, np.float32) for _ in range(threads)]
     dst = [np.empty(n, np.float32) for _ in range(threads)]
+    loops = max(1, int(0.02 * 20e9 // (8 * n)))  # ~20 ms at 20 GB/s
+
+    def copy(i: int) -> None:
+        for _ in range(loops):
+            np.copyto(dst[i], src[i])
+
     best = float("inf")
     with ThreadPoolExecutor(threads) as pool:
         for _ in range(repeats + 1):  # the first run pages the arrays in
             start = time.perf_counter()
-            list(pool.map(lambda i: np.copyto(dst[i], src[i]), range(threads)))
-            best = min(best, time.perf_counter() - start)
-    return 2.0 * 4 * n * threads / best
+            list(pool.map(copy, range(threads)))
+            best = min(best, (time.perf_counter() - start) / loops)
+    return 8.0 * n * threads / best
 
 
 def step_matmuls(widths: Sequence[int], batch: int) -> list[tuple[int, int, int]]:
@@ -259,7 +266,8 @@ def step_bound(widths: Sequence[int], batch: int, K: int, cores: int, repeats: i
     ``cores`` cores, measured: each of the step's matmuls at the rate numpy reaches for its shape on
     one thread, stacked over a slice's members, with the slices on every core at once (perfect
     scaling: how caviar splits a population); plus Adam's memory traffic (parameter, gradient and two
-    moments read, three written: 28 bytes per parameter) at the bandwidth ``cores`` threads stream.
+    moments read, three written: 28 bytes per parameter) at the bandwidth ``cores`` threads stream
+    copying arrays of a slice's footprint (warm: cache-resident where a slice's arrays fit).
     Batch norm, activations and the loss count nothing: a bound no engine of these matmuls can beat.
     Returns (seconds, a line saying what it is made of)."""
     from threadpoolctl import threadpool_limits
@@ -271,7 +279,7 @@ def step_bound(widths: Sequence[int], batch: int, K: int, cores: int, repeats: i
     gemm_s = sum(2.0 * K * m * k * n / (rates[f"{m}x{k}x{n}" + (f" (x{members})" if members > 1 else "")] * 1e9)
                  for m, k, n in shapes) / cores  # fmt: skip
     n_params = sum(a * b + 2 * b for a, b in zip(widths[:-1], widths[1:], strict=False))
-    bandwidth = memory_bandwidth(cores)
+    bandwidth = memory_bandwidth(cores, 16 * members * n_params)  # the footprint of a slice's 4 arrays
     adam_s = 28.0 * K * n_params / bandwidth
     total = gemm_s + adam_s
     return total, (

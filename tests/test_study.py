@@ -218,7 +218,7 @@ def test_rerunning_a_finished_study_trains_nothing(tmp_path: Path) -> None:
 def test_best_trial_tied_by_a_later_population_has_its_model(tmp_path: Path, monkeypatch) -> None:
     """Ties go to the lower number; a later population may hold it, and it must still get its file."""
 
-    def fake_train(plans, data, seed, metric="val_accuracy", halving=None, on_epoch=None):
+    def fake_train(plans, data, seed, metric="val_accuracy", halving=None, on_epoch=None, threads=None):
         return [TrialOutcome(p.number, "COMPLETE", {"val_accuracy": 0.5}, 0.5, [{"epoch": 0}]) for p in plans]
 
     monkeypatch.setattr(worker_mod, "train_population", fake_train)

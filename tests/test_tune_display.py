@@ -16,11 +16,13 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from threadpoolctl import threadpool_limits
 
 import caviar.cli as cli_module
 from caviar.cli import main
@@ -107,7 +109,9 @@ def test_display_updates_within_a_population_and_shows_an_eta(tmp_path):
         frames.append((ev, render(display)))
 
     display.on_epoch = spy  # type: ignore[method-assign]
-    with display:
+    # one BLAS thread: one core's worth, so the populations train one after the other (with more,
+    # small populations train side by side: test_display_shows_populations_trained_side_by_side)
+    with display, threadpool_limits(limits=1, user_api="blas"):
         run_study(spec, storage=str(tmp_path / "live.db"), on_progress=display)
     first = [(ev, text) for ev, text in frames if ev.numbers == (0, 1, 2)]
     assert [ev.epoch for ev, _ in first] == [1, 2, 3, 4] and all(ev.epochs == 4 for ev, _ in first)
@@ -119,6 +123,32 @@ def test_display_updates_within_a_population_and_shows_an_eta(tmp_path):
     second = [text for ev, text in frames if ev.numbers == (3, 4, 5)]
     assert second and all("3/6" in text for text in second) and "#0-#2" not in second[-1]  # the first is done
     assert re.search(r"best val_accuracy 0\.\d+ · ETA", second[0])
+
+
+def test_display_shows_populations_trained_side_by_side(tmp_path):
+    """Two small populations, each on a thread of its own: every epoch end of both reaches the
+    display (one at a time, in each population's order) and the trials bar ends at 6/6."""
+    spec = write_spec(tmp_path, "side", epochs=4, trials=6)
+    console = Console(record=True, width=140, force_terminal=True, file=io.StringIO())
+    store = open_storage(f"sqlite:///{tmp_path / 'side.db'}")
+    display = TuneDisplay(console, total=6, done=0, metric="val_accuracy", epochs=4, storage=store, study="side")
+    frames: list[tuple[PopulationEpoch, str]] = []
+    threads: dict[tuple[int, ...], set[str]] = {}
+    heard = display.on_epoch
+
+    def spy(ev: PopulationEpoch) -> None:
+        heard(ev)
+        frames.append((ev, render(display)))
+        threads.setdefault(ev.numbers, set()).add(threading.current_thread().name)
+
+    display.on_epoch = spy  # type: ignore[method-assign]
+    with display, threadpool_limits(limits=2, user_api="blas"):
+        run_study(spec, storage=str(tmp_path / "side.db"), on_progress=display)
+    for numbers in ((0, 1, 2), (3, 4, 5)):
+        assert [ev.epoch for ev, _ in frames if ev.numbers == numbers] == [1, 2, 3, 4], numbers
+    (first,), (second,) = threads[(0, 1, 2)], threads[(3, 4, 5)]
+    assert first != second and first.startswith("pop") and second.startswith("pop"), threads
+    assert "6/6" in render(display)
 
 
 def test_display_reads_worker_processes_from_storage(tmp_path):

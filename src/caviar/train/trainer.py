@@ -86,6 +86,14 @@ def blas_threads() -> int:
     return max(counts) if counts else (os.cpu_count() or 1)
 
 
+def splits_across_threads(widths: Sequence[int], K: int, batch: int, threads: int) -> bool:
+    """Whether a population of ``K`` members of layer ``widths`` is split into slices on ``threads``
+    threads for a call on ``batch`` rows: at least two threads, a member per thread, and a call's
+    work (3 x K x batch x the layer products, forward and backward) of at least ``SPLIT_MIN_MACS``."""
+    work = 3 * K * batch * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    return 2 <= threads <= K and work >= SPLIT_MIN_MACS
+
+
 def _one_blas_thread() -> AbstractContextManager:
     """Limit BLAS to one thread (restored on exit); the controller is built once (it scans libraries)."""
     try:
@@ -389,9 +397,7 @@ class Trainer:
         threads = blas_threads() if self.threads is None else int(self.threads)
         if self.threads is None:
             self.threads = threads  # looked up once: threadpoolctl scans the loaded libraries
-        w = self.arch.widths
-        work = 3 * self.K * batch * sum(a * b for a, b in zip(w[:-1], w[1:], strict=False))
-        if threads < 2 or threads > self.K or work < SPLIT_MIN_MACS:
+        if not splits_across_threads(self.arch.widths, self.K, batch, threads):
             return [(0, self.K)]
         bounds = np.linspace(0, self.K, threads + 1).round().astype(int)
         return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

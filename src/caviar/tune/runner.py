@@ -62,6 +62,14 @@ class _EpochReporter:
         self.report({self.numbers[k]: row for k, row in rows.items()})
 
 
+def population_architecture(plans: Sequence[TrialPlan], data: PreparedData) -> Architecture:
+    """The static shape a population of ``plans`` trains at: the data's widths, its members' widest
+    hidden widths per layer (``caviar.nn.padding``), the first plan's activation and batch norm."""
+    first = plans[0]
+    hidden = padded_hidden([tuple(p.model.hidden) for p in plans])
+    return Architecture(data.n_features, data.n_outputs, hidden, first.model.activation, first.model.batchnorm)
+
+
 def train_population(
     plans: Sequence[TrialPlan],
     data: PreparedData,
@@ -71,6 +79,7 @@ def train_population(
     on_epoch: Callable[[dict[int, dict]], None] | None = None,
     dtype: str = "float32",
     callbacks: Sequence[Any] = (),
+    threads: int | None = None,
 ) -> list[TrialOutcome]:
     """Train ``plans`` (one static shape, up to hidden widths) together; one outcome per plan, in plan order.
 
@@ -78,7 +87,10 @@ def train_population(
     (``caviar.nn.padding``), each exactly as it would alone; their outcomes are at their own widths.
     Such a population trains ordered by widths (then trial number): one matmul call per shape and layer.
 
-    ``callbacks`` (e.g. population-based training) run after halving and before ``on_epoch`` sees the rows."""
+    ``callbacks`` (e.g. population-based training) run after halving and before ``on_epoch`` sees the rows.
+    ``threads``: slices of the population run side by side (None: one per BLAS thread; 1: the worker
+    trains other populations on the other cores, ``caviar.tune.worker.work``); a member's numbers are
+    the same either way."""
     given = list(plans)
     order = list(range(len(given)))
     if len({tuple(p.model.hidden) for p in given}) > 1:
@@ -86,9 +98,7 @@ def train_population(
     plans = [given[i] for i in order]
     first = plans[0]
     hiddens = [tuple(p.model.hidden) for p in plans]
-    arch = Architecture(
-        data.n_features, data.n_outputs, padded_hidden(hiddens), first.model.activation, first.model.batchnorm
-    )
+    arch = population_architecture(plans, data)
     hp = hyperparameters_from([p.member_values() for p in plans], first.train, first.model.dropout)
     # Slices of the population run side by side on this process's threads, but every matmul runs on
     # ONE BLAS thread: OpenBLAS's multi-threaded sgemm rounds differently from its single-threaded one
@@ -100,7 +110,7 @@ def train_population(
         [p.number for p in plans],
         seed=seed,
         dtype=np.dtype(dtype),
-        threads=blas_threads(),
+        threads=blas_threads() if threads is None else threads,
         member_hidden=hiddens,
         loss=data.loss,
     )

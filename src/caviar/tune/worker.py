@@ -13,17 +13,21 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from caviar.errors import CaviarError, StorageError
 from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
-from caviar.tune.asha import AsynchronousHalving, halving_for
+from caviar.train.trainer import blas_threads, splits_across_threads
+from caviar.tune.asha import AsynchronousHalving, halving_for, is_asynchronous
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
-from caviar.tune.runner import model_file_bytes, train_population
+from caviar.tune.runner import model_file_bytes, population_architecture, train_population
 from caviar.tune.spec import StudySpec
 
 HEARTBEAT_EVERY_S = 5.0
@@ -124,10 +128,13 @@ class WorkerContext:
 
 
 def train_claimed(
-    ctx: WorkerContext, claimed: list[TrialRecord], on_epoch: Callable[[PopulationEpoch], None] | None = None
+    ctx: WorkerContext,
+    claimed: list[TrialRecord],
+    on_epoch: Callable[[PopulationEpoch], None] | None = None,
+    threads: int | None = None,
 ) -> None:
     """Train one claimed population and finish its trials (FAILED with the error if it breaks);
-    ``on_epoch`` hears each of its epoch ends."""
+    ``on_epoch`` hears each of its epoch ends; ``threads`` as ``train_population``'s."""
     spec, storage = ctx.spec, ctx.storage
     by_number = {r.number: r for r in claimed}
     halving = halving_for(spec, storage, ctx.study_id, min(by_number))
@@ -154,6 +161,7 @@ def train_claimed(
                 metric=spec.search.metric,
                 halving=halving,
                 on_epoch=stream,
+                threads=threads,
                 **extra,
             )
             if pbt is not None:
@@ -187,15 +195,118 @@ def train_claimed(
 
 
 def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
-    """Claim and train populations until none is waiting; returns how many trials this worker ran."""
+    """Claim and train populations until none is waiting; returns how many trials this worker ran.
+
+    Populations too small to split across the cores (``caviar.train.trainer.splits_across_threads``)
+    train side by side, one per core, each on one thread (``concurrent_slots``); one that splits
+    trains alone on every core. Either way each trial's numbers are the same (a member's result does
+    not depend on its population, nor on the thread that trains it), and the populations claimed are
+    the same, in the same order."""
+    slots = concurrent_slots(ctx.spec, ctx.storage)
+    if slots < 2:
+        done = 0
+        while claimed := _claim(ctx):
+            train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None))
+            done += len(claimed)
+            _report(ctx, on_progress)
+        return done
+    return _work_side_by_side(ctx, on_progress, slots)
+
+
+def concurrent_slots(spec: StudySpec, storage: Storage) -> int:
+    """How many small populations this process trains at once: one per BLAS thread (its cores);
+    1 where populations must see each other's results in order (asynchronous halving judges a rung
+    against the results stored so far), for a population-based search, and for a storage that one
+    thread cannot share with another (an in-memory SQLite database is one per connection)."""
+    if is_asynchronous(spec) or spec.search.pbt_settings is not None or not _shared_by_threads(storage):
+        return 1
+    return blas_threads()
+
+
+def _shared_by_threads(storage: Storage) -> bool:
+    """Whether threads of this process see the same data through ``storage``: not an in-memory SQLite
+    database (each connection of the pool opens its own); a storage without a URL is not assumed to."""
+    from sqlalchemy.engine import make_url
+
+    url = getattr(storage, "url", None)
+    if not isinstance(url, str):
+        return False
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    db = parsed.database or ""
+    return bool(db) and db != ":memory:" and "mode=memory" not in db and "mode=memory" not in str(parsed.query)
+
+
+def _claim(ctx: WorkerContext) -> list[TrialRecord]:
+    return ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population, same_group=True)
+
+
+def _report(ctx: WorkerContext, on_progress: Progress | None) -> None:
+    if on_progress is not None:
+        on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
+
+
+def _splits(ctx: WorkerContext, claimed: list[TrialRecord], threads: int) -> bool:
+    """Whether the population of ``claimed`` would be split across ``threads`` threads."""
+    plans = [plan_from_record(ctx.spec, r) for r in claimed]
+    arch = population_architecture(plans, ctx.data)
+    return splits_across_threads(arch.widths, len(plans), plans[0].train.batch_size, threads)
+
+
+class _Stopped(Exception):
+    """Raised at a population's next epoch end once the worker is interrupted (Ctrl-C, or another
+    population's storage failure): its trials stay RUNNING, requeued as a dead worker's."""
+
+
+def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
+    """``work`` with up to ``slots`` small populations training at once on a thread each.
+
+    BLAS stays on one thread throughout (set once here, before any population starts: the
+    populations' own limits, entered and left on different threads, then restore that same one).
+    Epoch ends reach ``on_progress.on_epoch`` one at a time; ``on_progress`` itself runs here. An
+    interrupt or an error here stops the other populations at their next epoch end, then goes up."""
     done = 0
-    while True:
-        claimed = ctx.storage.claim_trials(
-            ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population, same_group=True
-        )
-        if not claimed:
-            return done
-        train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None))
-        done += len(claimed)
-        if on_progress is not None:
-            on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
+    lock = threading.Lock()
+    stop = threading.Event()
+    hear = getattr(on_progress, "on_epoch", None)
+
+    def on_epoch(ev: PopulationEpoch) -> None:
+        if stop.is_set():
+            raise _Stopped
+        if hear is not None:
+            with lock:
+                hear(ev)
+
+    def train(claimed: list[TrialRecord], threads: int) -> int:
+        train_claimed(ctx, claimed, on_epoch, threads=threads)
+        return len(claimed)
+
+    running: set[Future[int]] = set()
+
+    def settle(futures: set[Future[int]]) -> int:
+        n = 0
+        for f in futures:
+            running.discard(f)
+            n += f.result()  # a StorageError of a population's thread is raised here
+            _report(ctx, on_progress)
+        return n
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(slots, thread_name_prefix="pop") as pool:
+        try:
+            while claimed := _claim(ctx):
+                if _splits(ctx, claimed, slots):  # big enough to use every core itself: alone
+                    done += settle(set(running))
+                    done += train(claimed, slots)
+                    _report(ctx, on_progress)
+                    continue
+                if len(running) >= slots:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    done += settle(set(finished))
+                running.add(pool.submit(train, claimed, 1))
+            done += settle(set(running))
+        except BaseException:
+            stop.set()
+            wait(running)
+            raise
+    return done
