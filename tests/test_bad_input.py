@@ -327,6 +327,32 @@ def test_a_nul_in_a_study_name_is_refused_by_storage(tmp_path, backend) -> None:
             check(url)
 
 
+def test_a_nul_in_a_study_name_on_postgresql_is_one_line_and_writes_nothing(cli, stored, tmp_path) -> None:
+    """The PostgreSQL case of the issue, through the command line: `caviar tune` with such a name and
+    `caviar show` of it each give one line and exit 2; every table keeps its rows."""
+    import sqlalchemy as sa
+
+    with fresh_schema(server_url()) as url:
+        storage = open_storage(url)
+        storage.create_study("kept", {"x": 1})
+        storage.close()
+        engine = sa.create_engine(url)
+
+        def counts() -> dict[str, int]:
+            with engine.connect() as conn:
+                names = sa.inspect(conn).get_table_names()
+                return {n: conn.execute(sa.text(f'SELECT COUNT(*) FROM "{n}"')).scalar_one() for n in names}
+
+        before = counts()
+        spec = write_spec(tmp_path / "nul.toml", name="a\\u0000b", data=str(stored / "good.csv"))
+        one_line_error(cli("tune", spec, "--storage", url), r"study\.name: .*control character '\\x00'")
+        one_line_error(
+            cli("show", "a\x00b", "--storage", url), r"no study 'a\\x00b' in .*: a study name never holds a NUL"
+        )
+        assert counts() == before and before["caviar_studies"] == 1
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------------ data fingerprint
 def test_resume_with_changed_data_is_refused_and_writes_nothing(cli, unchanged) -> None:
     spec = unchanged / "done.toml"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -80,7 +81,7 @@ def test_every_route_opens_a_study_whatever_its_name(client, name) -> None:
         page = client.get(page_path)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"], page_path
     redirect = client.get(f"/study/{seg}", follow_redirects=False)
-    assert redirect.status_code == 307 and redirect.headers["location"] == "/#" + seg
+    assert redirect.status_code == 307 and redirect.headers["location"] == "/#" + quote(name, safe="")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -160,6 +161,8 @@ def test_chromium_opens_hostile_names_and_shows_them_as_text(db) -> None:
             expect(page.locator("#trial")).to_be_visible()
             expect(page.locator("#error")).to_be_hidden()
             page.screenshot(path=str(screenshot_path(f"names-{i}.png")))
+            page.goto(base + "/study/" + name_segment(name))  # the study's own URL redirects to its view
+            expect(page.locator("#study-name")).to_have_text(name)
         page.goto(base + "/")  # a comparison of two hostile names, ticked on the index
         for name in (BROWSER_NAMES[0], BROWSER_NAMES[5]):
             study_item(name).locator(".tick").check()

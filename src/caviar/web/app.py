@@ -182,7 +182,7 @@ def _add_page_routes(app: FastAPI) -> None:
     @app.get("/study/{name:segment}", include_in_schema=False)
     def study_page(name: str) -> RedirectResponse:
         """The study's view lives on the index page, under #NAME."""
-        return RedirectResponse("/#" + name_segment(name), status_code=307)
+        return RedirectResponse("/#" + quote(name, safe=""), status_code=307)  # a fragment: dots stay
 
     @app.get("/study/{name:segment}/trial/{number}", response_class=HTMLResponse, include_in_schema=False)
     def trial_page(name: str, number: str) -> HTMLResponse:
