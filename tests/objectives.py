@@ -139,3 +139,19 @@ def ask_tell_worker(storage: str, study: str, n: int, out: Any) -> None:
         told.append(trial.number)
     s.close()
     out.put(told)
+
+
+def live_scaled(trial: Any) -> float:
+    """A live trial without a learning rate: each epoch reports the ``step_size`` and ``width`` it read, till a stop."""
+    trial.live(token=os.environ.get("CAVIAR_TEST_TOKEN", "test-token"), extra={"width": 8, "activation": "relu"})
+    pace = float(os.environ.get("CAVIAR_TEST_EPOCH_S", "0"))
+    value = 0.0
+    for epoch in range(1_000_000):
+        if pace:
+            time.sleep(pace)
+        hp = trial.hyperparameters
+        value += hp["step_size"]
+        trial.report(epoch, step_size=hp["step_size"], width=hp["width"], val_accuracy=math.tanh(value))
+        if trial.should_stop():
+            break
+    return math.tanh(value)

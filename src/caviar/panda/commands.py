@@ -67,7 +67,7 @@ def panda(
     server = make_server(app)
     url = url_of(sock)
     state_file = Path.cwd() / STATE_FILE
-    _write_state(
+    write_state_file(
         state_file,
         {
             "url": url,
@@ -99,17 +99,17 @@ def panda(
         server.run(sockets=[sock])
     finally:
         session.close()
-        _remove_state(state_file, url)
+        remove_state_file(state_file, url)
         sock.close()
 
 
-def _write_state(path: Path, info: dict[str, Any]) -> None:
+def write_state_file(path: Path, info: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=2)
 
 
-def _remove_state(path: Path, url: str) -> None:
+def remove_state_file(path: Path, url: str) -> None:
     try:
         if json.loads(path.read_text()).get("url") == url:
             path.unlink()

@@ -16,8 +16,6 @@ a stop makes ``trial.should_stop()`` true. Each applied control is an event of t
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import os
 import secrets
@@ -26,16 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from caviar.errors import ControlError
+from caviar.errors import CaviarError, ControlError
+from caviar.panda.commands import STATE_FILE, remove_state_file, write_state_file
 from caviar.storage import Storage
 from caviar.tune.space import ChoiceParam, IntParam, did_you_mean
 
-CONTROL_TIMEOUT_S = 30.0
-STATE_FILE = ".caviar-panda.json"
 #: The panda's short names, accepted when the trial has the long one (``caviar ctl set lr=...``).
 ALIASES = {"lr": "learning_rate", "learning_rate": "lr", "eps": "epsilon", "weight_decay": "l2"}
 RUNNING, PAUSED, STOPPED, FINISHED = "running", "paused", "stopped", "finished"
@@ -99,13 +95,14 @@ class LiveControl:
         paused: bool = False,
         state_file: bool = True,
     ) -> None:
-        from caviar.panda.server import bind_socket, make_server, url_of
+        from caviar.panda.protocol import bind_socket, make_server, url_of
 
         self.trial = trial
         self.token = token or secrets.token_urlsafe(24)
         self.status = PAUSED if paused else RUNNING
         self.events: list[dict[str, Any]] = []
         self.version = 0
+        self.generation = 0  # the panda protocol's: a live trial's curves never restart
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._sock = bind_socket(host, port)
@@ -120,7 +117,7 @@ class LiveControl:
         self._state_path: Path | None = None
         if state_file:
             self._state_path = Path(os.environ.get("CAVIAR_PANDA_FILE") or Path.cwd() / STATE_FILE)
-            _write_state(self._state_path, self._state_info())
+            write_state_file(self._state_path, self._state_info())
         self._log("live", {"url": self.url, "hp": trial.hyperparameters}, step=None)
 
     # ---- reading
@@ -162,6 +159,11 @@ class LiveControl:
                     "error": None,
                 }
             )
+
+    def brief(self) -> dict[str, Any]:
+        """The state a control's reply carries."""
+        state = self.state()
+        return {k: state[k] for k in ("status", "step", "epoch", "hp")}
 
     def controls(self) -> list[dict[str, Any]]:
         """What ``/api/hparams`` answers (the page builds its boxes from it): the trial's own hyperparameters."""
@@ -301,7 +303,7 @@ class LiveControl:
         self._thread.join(timeout=5)
         self._sock.close()
         if self._state_path is not None:
-            _remove_state(self._state_path, self.url)
+            remove_state_file(self._state_path, self.url)
 
 
 def _space_of(trial: SteeredTrial) -> dict[str, Any]:
@@ -329,138 +331,37 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _write_state(path: Path, info: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f, indent=2)
-
-
-def _remove_state(path: Path, url: str) -> None:
-    try:
-        if json.loads(path.read_text()).get("url") == url:
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
 # ------------------------------------------------------------------------------------------ the app
 def create_live_app(live: LiveControl, token: str, allowed_hosts: list[str] | None = None) -> Any:
-    """The FastAPI app of one live trial: the panda's reading endpoints and page, and its set/pause/resume/stop."""
-    from caviar.panda.server import _static, plotly_js
+    """The FastAPI app of one live trial: the panda protocol (page, state, curves, stream, pause, resume,
+    stop), and the trial's own ``/api/hparams`` and ``/api/set``; checkpoints, rollback and fork are refused."""
+    from caviar.panda.protocol import Refused, new_app, protocol_router, run_control
 
-    app = FastAPI(title="caviar live trial", docs_url=None, redoc_url=None, openapi_url=None)
-    if allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
-    app.state.should_stop = lambda: False
-
-    class _Refused(Exception):
-        def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-            self.status, self.message, self.headers = status, message, headers
-
-    @app.exception_handler(_Refused)
-    async def _refused(_: Request, exc: _Refused) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
-
-    def require_token(request: Request) -> None:
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-caviar-token")
-        if not given:
-            raise _Refused(
-                401,
-                "missing token: send 'Authorization: Bearer <token>' or 'X-Caviar-Token: <token>'",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            raise _Refused(403, "wrong token")
-
-    def control(kind: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            result = live.submit(kind, payload).wait(CONTROL_TIMEOUT_S)
-        except ControlError as exc:
-            raise _Refused(409 if "finished" in str(exc) or "stopped" in str(exc) else 400, str(exc)) from None
-        except Exception as exc:  # e.g. a choice that is not one of the choices (SpecError)
-            raise _Refused(400, str(exc)) from None
-        state = live.state()
-        return {"ok": True, "result": result, "state": {k: state[k] for k in ("status", "step", "epoch", "hp")}}
-
-    auth = [Depends(require_token)]
-
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_static("panda.html"), headers={"Cache-Control": "no-store"})
-
-    @app.get("/static/panda.js")
-    def page_js() -> Response:
-        return Response(_static("panda.js"), media_type="text/javascript")
-
-    @app.get("/static/plotly.min.js")
-    def plotly() -> Response:
-        return Response(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+    app = new_app("caviar live trial", allowed_hosts)
+    router, auth = protocol_router(live, token)
+    app.include_router(router)
 
     @app.get("/api/hparams")
     def live_hparams() -> dict[str, Any]:
         return {"live": live.controls(), "forkable": []}
-
-    @app.get("/api/state")
-    def state() -> dict[str, Any]:
-        return live.state()
-
-    @app.get("/api/curves")
-    def curves(since: int | None = None) -> dict[str, Any]:
-        return live.curves(since)
-
-    @app.get("/api/stream")
-    async def stream(request: Request, max_events: int | None = None) -> StreamingResponse:
-        async def events():
-            sent, n = -1, 0
-            while not app.state.should_stop():
-                if live.version != sent:
-                    sent = live.version
-                    data = await run_in_threadpool(live.curves)
-                    st = await run_in_threadpool(live.state)
-                    yield f"data: {json.dumps({'reset': True, 'state': st, 'steps': [], 'epochs': data['epochs']})}\n\n"
-                    n += 1
-                    if max_events is not None and n >= max_events:
-                        return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.25)
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/set", dependencies=auth)
     async def set_(request: Request) -> dict[str, Any]:
         try:
             body = await request.json()
         except ValueError:
-            raise _Refused(422, "the body must be a JSON object of name: value") from None
+            raise Refused(422, "the body must be a JSON object of name: value") from None
         if not isinstance(body, dict):
-            raise _Refused(422, "the body must be a JSON object of name: value")
+            raise Refused(422, "the body must be a JSON object of name: value")
         try:
             changes = live.validate(body)
-        except ControlError as exc:
-            raise _Refused(422, str(exc)) from None
-        except Exception as exc:  # a value that is not one of a choice's choices
-            raise _Refused(422, str(exc)) from None
-        return await run_in_threadpool(control, "set", {"changes": changes})
-
-    @app.post("/api/pause", dependencies=auth)
-    def pause() -> dict[str, Any]:
-        return control("pause")
-
-    @app.post("/api/resume", dependencies=auth)
-    def resume() -> dict[str, Any]:
-        return control("resume")
-
-    @app.post("/api/stop", dependencies=auth)
-    def stop() -> dict[str, Any]:
-        return control("stop")
+        except CaviarError as exc:  # an unknown name, or a value that is not one of a choice's choices
+            raise Refused(422, str(exc)) from None
+        return await run_in_threadpool(run_control, live, "set", {"changes": changes}, live.brief)
 
     def refuse(kind: str) -> Any:
         def handler() -> dict[str, Any]:
-            raise _Refused(400, f"{kind}: a live trial of an external objective has none (its model is yours)")
+            raise Refused(400, f"{kind}: a live trial of an external objective has none (its model is yours)")
 
         return handler
 

@@ -4,7 +4,12 @@
 // The live hyperparameters (names, aliases, bounds, help) come from the server's registry: GET /api/hparams.
 let HP = [];
 let SHORT = {};
+// "scale this parameter" controls: each numeric live parameter gets one button per factor.
+const SCALES = [{ factor: 0.5, label: "½", id: "down" }, { factor: 2, label: "×2", id: "up" }];
 const MARKED = new Set(["set", "pause", "resume", "checkpoint", "rollback", "fork", "adopt", "stop", "diverged", "finished"]);
+// Epoch values the loss and accuracy plots draw (or that are no curve); any other number a row holds
+// (a live objective's own reports) is drawn in the third plot.
+const DRAWN = new Set(["epoch", "step", "lr", "train_loss", "val_loss", "train_accuracy", "val_accuracy"]);
 const MARGIN = { l: 55, r: 10, t: 30, b: 40 };
 const LABEL_FONT = 10, LABEL_ROW_PX = 15, LABEL_ROWS = 6, LABEL_GAP_PX = 6;
 
@@ -182,6 +187,14 @@ function draw() {
   ], { ...base("acc-plot"), title: { text: "accuracy per epoch", font: { size: 13 } },
     yaxis: { title: { text: "accuracy" }, range: [0, 1.02] } },
   { displaylogo: false, responsive: true });
+  const others = [...new Set(data.epochs.flatMap((r) => Object.keys(r)))]
+    .filter((k) => !DRAWN.has(k) && data.epochs.some((r) => typeof r[k] === "number"));
+  $("more-plot").hidden = !others.length;
+  if (others.length) {
+    Plotly.react("more-plot", others.map((k) => ({ x: xe, y: col(k), name: k, mode: "lines+markers" })),
+      { ...base("more-plot"), title: { text: "other values per epoch", font: { size: 13 } } },
+      { displaylogo: false, responsive: true });
+  }
 }
 
 // A regression session's metric for the second plot (the study's, or val_r2 when it is val_loss); null for classes.
@@ -208,31 +221,53 @@ function buildInputs(live) {
   SHORT = Object.fromEntries(live.filter((p) => p.aliases.length).map((p) => [p.name, p.aliases[0]]));
   const box = $("hp-inputs");
   live.forEach((p) => {
+    const row = document.createElement("div");
+    row.className = "hp";
+    if (p.help) row.title = `${p.help}; ${p.allowed}` + (p.aliases.length ? ` (also: ${p.aliases.join(", ")})` : "");
     const label = document.createElement("label");
-    label.className = "hp";
-    if (p.help) label.title = `${p.help}; ${p.allowed}` + (p.aliases.length ? ` (also: ${p.aliases.join(", ")})` : "");
-    const span = document.createElement("span");
-    span.textContent = p.name;
+    label.textContent = p.name;
+    label.htmlFor = "hp-" + p.name;
     const input = document.createElement("input");
     Object.assign(input, { id: "hp-" + p.name, name: p.name, inputMode: "decimal", autocomplete: "off" });
     if (p.allowed) input.dataset.allowed = p.allowed;
-    label.append(span, input);
-    box.appendChild(label);
+    row.append(label, input);
+    if (p.kind === "float" || p.kind === "int") {
+      SCALES.forEach((s) => row.appendChild(scaleButton(p, s)));
+    }
+    box.appendChild(row);
   });
+}
+
+// One "scale this parameter" button: sets the parameter to its current value times the factor
+// (an integer one rounded), from the next step; the server checks the bounds as for any change.
+function scaleButton(p, s) {
+  const b = document.createElement("button");
+  Object.assign(b, { id: `scale-${p.name}-${s.id}`, className: "scale", textContent: s.label,
+    title: `${p.name} × ${s.factor} (from the next step)` });
+  b.onclick = () => {
+    const now = data.state && data.state.hp ? data.state.hp[p.name] : null;
+    if (typeof now !== "number") { say(`${p.name} has no current value to scale`, "error"); return; }
+    const value = p.kind === "int" ? Math.round(now * s.factor) : now * s.factor;
+    post("/api/set", { [p.name]: value }).then((json) => {
+      if (json) say(`${markerLabel(json.result)} from step ${json.result.step}`, "ok");
+    });
+  };
+  return b;
 }
 
 function showState(st) {
   data.state = st;
   if (!HP.length) {
     const numbers = Object.keys(st.hp || {}).filter((k) => typeof st.hp[k] === "number");
-    buildInputs(numbers.map((name) => ({ name, aliases: [], help: "", allowed: "" })));
+    buildInputs(numbers.map((name) => ({ name, kind: "float", aliases: [], help: "", allowed: "" })));
   }
   $("status").textContent = st.status;
   $("status").className = "badge " + st.status;
   $("step").textContent = st.step;
   $("epoch").textContent = st.epoch;
-  $("epochs").textContent = st.epochs;
+  $("epochs").textContent = st.epochs === null || st.epochs === undefined ? "–" : st.epochs;
   $("lr-now").textContent = fmt(st.lr);
+  $("lr-now").parentElement.hidden = st.lr === null || st.lr === undefined;   // an objective without a learning rate
   $("study").textContent = "study " + st.study;
   HP.forEach((name) => { $("hp-" + name).placeholder = fmt(st.hp[name]); });
   const stopped = st.status === "stopped" || st.status === "failed";
@@ -241,7 +276,8 @@ function showState(st) {
   const fresh = st.status === "paused" && st.step === 0;   // a session started with --paused waits here
   $("resume").textContent = fresh ? "start" : "resume";
   $("resume").className = fresh ? "primary" : "";
-  ["stop", "apply", "halve-lr", "checkpoint", "rollback", "fork"].forEach((id) => { $(id).disabled = stopped; });
+  ["stop", "apply", "checkpoint", "rollback", "fork"].forEach((id) => { $(id).disabled = stopped; });
+  document.querySelectorAll("button.scale").forEach((b) => { b.disabled = stopped; });
   // Only the checkpoints the current state descends from; the newest is chosen whenever the list moves.
   const branch = (st.checkpoints || []).filter((c) => c.current !== false);
   const sel = $("rollback-select");
@@ -251,7 +287,9 @@ function showState(st) {
     branch.slice().reverse().forEach((c) => {
       const o = document.createElement("option");
       o.value = c.id;
-      o.textContent = `#${c.id} ${c.label} · step ${c.step} · epoch ${c.epoch} · lr ${fmt((c.hp || {}).learning_rate)}`;
+      const first = HP[0];   // the first live hyperparameter (panda's: the learning rate, shown as lr)
+      o.textContent = `#${c.id} ${c.label} · step ${c.step} · epoch ${c.epoch}` +
+        (first ? ` · ${SHORT[first] || first} ${fmt((c.hp || {})[first])}` : "");
       sel.appendChild(o);
     });
     if (branch.length) sel.value = String(branch[branch.length - 1].id);
@@ -263,7 +301,7 @@ function showState(st) {
     if (ev.kind === "checkpoint" && (ev.payload || {}).label === "auto") return;
     const li = document.createElement("li");
     const label = markerLabel(ev);
-    li.textContent = `step ${ev.step}: ` + (label === ev.kind ? ev.kind : `${ev.kind}: ${label}`);
+    li.textContent = (ev.step === null ? "" : `step ${ev.step}: `) + (label === ev.kind ? ev.kind : `${ev.kind}: ${label}`);
     if (ev.undone) li.className = "undone";
     $("events").appendChild(li);
   });
@@ -383,11 +421,6 @@ function wire() {
       HP.forEach((name) => { $("hp-" + name).value = ""; });
       say(`${markerLabel(json.result)} from step ${json.result.step}`, "ok");
     });
-  };
-  $("halve-lr").onclick = () => {
-    if (!data.state) return;
-    post("/api/set", { learning_rate: data.state.hp.learning_rate / 2 })
-      .then(done((r) => `${markerLabel(r)} from step ${r.step}`));
   };
   $("checkpoint").onclick = () => post("/api/checkpoint", {}).then(done((r) => `checkpoint #${r.checkpoint} at step ${r.step}`));
   $("rollback").onclick = () => {
