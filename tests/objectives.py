@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from functools import lru_cache
 from typing import Any
@@ -155,3 +156,16 @@ def live_scaled(trial: Any) -> float:
         if trial.should_stop():
             break
     return math.tanh(value)
+
+
+def dies_once(trial: Any) -> float:
+    """``quadratic``, except that trial 2's first attempt SIGKILLs the process running it (a Ray worker,
+    never the test's own process: $CAVIAR_TEST_DRIVER_PID names it)."""
+    if (
+        trial.number == 2
+        and trial.record.attempts == 1
+        and str(os.getpid()) != os.environ.get("CAVIAR_TEST_DRIVER_PID")
+    ):
+        trial.report(0, val_accuracy=0.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return quadratic(trial)

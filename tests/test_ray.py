@@ -277,3 +277,27 @@ def test_two_nodes_data_only_on_the_head_and_a_node_killed_mid_study(tmp_path, m
         assert all(sorted(r["epoch"] for r in rows) == sorted({r["epoch"] for r in rows}) for rows in epochs.values())
     finally:
         _stop(node)
+
+
+def test_an_objective_runs_as_ray_tasks_and_a_killed_task_is_run_again(tmp_path, monkeypatch, head):
+    """``optimize`` with ``[search] executor = "ray"``: the trials of a user's objective run as Ray tasks on
+    the cluster; the task whose process is SIGKILLed mid-trial is run again by Ray, its new attempt
+    requeues the trial the dead one held, and every trial ends COMPLETE exactly once."""
+    from caviar.tune import optimize
+
+    monkeypatch.setenv("CAVIAR_TEST_DRIVER_PID", str(os.getpid()))
+    spec = {
+        "study": {"name": "ray-objective", "seed": 5},
+        "search": {"trials": 6, "workers": 2, "executor": "ray", "ray_address": head, "metric": "val_accuracy"},
+        "space": {"x": {"low": 0.0, "high": 1.0}},
+    }
+    study = optimize("objectives:dies_once", spec, storage=str(tmp_path / "ray-objective.db"))
+    trials = {t.number: t for t in study.trials}
+    assert sorted(trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials.values())
+    assert [trials[n].attempts for n in range(6)] == [1, 1, 2, 1, 1, 1]  # trial 2 ran again, once
+    assert [r["epoch"] for r in study.curves([trials[2].id])[trials[2].id]] == [0, 1, 2]  # the rerun's curve only
+    pids = {int(t.worker_id.split(":")[1]) for t in trials.values()}
+    assert os.getpid() not in pids, "trials ran in the driver, not in Ray tasks"
+    assert study.best_value == max(t.metrics["val_accuracy"] for t in trials.values())
+    assert study.record.spec["search"]["executor"] == "ray"
