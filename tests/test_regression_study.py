@@ -294,6 +294,8 @@ def test_caviar_tune_train_and_best_on_regression_data(cli, tmp_path):
     )
     assert code == 0, err
     assert "val_r2" in out and "test r2" in out
+    code, out, err = cli("show", "csvreg", "--storage", tmp_path / "s.db")
+    assert code == 0 and "test_r2" in out and "accuracy" not in out, err
     code, out, err = cli("best", "csvreg", "--storage", tmp_path / "s.db", "--save", tmp_path / "m.npz")
     assert code == 0, err
     assert "val_rmse" in out and "accuracy" not in out
@@ -381,3 +383,18 @@ def test_a_classification_resume_with_other_data_in_memory_is_refused(tmp_path):
     with pytest.raises(StorageError, match="changed: content"):
         run_study({**s, "search": {**s["search"], "trials": 4}}, data=other)
     assert outcomes(Study.load("cls", str(db))) == before
+
+
+def test_a_stored_spec_without_task_is_a_classifications(tmp_path):
+    from caviar.tune.objective_spec import load_stored_spec
+    from caviar.tune.spec import spec_diff
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    np.save(tmp_path / "d.npy", np.column_stack([X, np.arange(40) % 2]).astype(np.float64))  # labels 0.0/1.0
+    old = spec(tmp_path / "a.db", {"path": str(tmp_path / "d.npy")})  # as a study stored before tasks existed
+    with pytest.raises(SpecError, match="whole numbers as floats"):
+        load_spec(old)  # a new spec must say which
+    assert load_stored_spec(old).task == "classification"  # a stored one without task was a classification
+    given = load_spec({**old, "data": {**old["data"], "task": "classification"}})
+    assert "data.task" not in spec_diff(old, given.to_dict())
+    assert spec_diff(old, {**old, "data": {**old["data"], "task": "regression"}}) == ["data.task"]

@@ -35,6 +35,7 @@ from caviar.tune.spec import (
     load_spec,
     resolve_storage,
     spec_diff,
+    with_stored_task,
 )
 
 #: The sections an objective's spec may hold.
@@ -256,7 +257,7 @@ def resolve_objective_spec(
 
 def load_stored_spec(raw: Mapping[str, Any]) -> StudySpec | ObjectiveSpec:
     """The spec a study was stored with, of whichever kind it is."""
-    return load_objective_spec(raw) if is_objective_spec(raw) else load_spec(raw)
+    return load_objective_spec(raw) if is_objective_spec(raw) else load_spec(with_stored_task(raw))
 
 
 __all__ = [

@@ -741,6 +741,15 @@ __all__ = [
 ]
 
 
+def with_stored_task(raw: Any) -> Any:
+    """A stored spec (a dict) with its ``[data] task``: a study's spec without one is a classification's
+    (a regression's is always stored with it), so that one whose data's target cannot tell (floats of
+    whole numbers) still loads."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("data"), Mapping) or "task" in raw["data"]:
+        return raw
+    return {**raw, "data": {**raw["data"], "task": CLASSIFICATION}}
+
+
 #: Spec keys (at any depth) that may change when a study is resumed: budget and execution settings.
 NONMATERIAL_SPEC_KEYS = frozenset(
     {"trials", "n_trials", "budget", "workers", "n_workers", "executor", "storage", "timeout", "description"}
@@ -753,7 +762,11 @@ def spec_diff(
     """Dotted paths where two specs (as dicts) differ, skipping keys in ``ignore`` at any depth.
 
     A resumed study must describe the same experiment: storage refuses it when this names any path.
+    A spec without ``[data] task`` (stored before tasks existed, or told classification from its
+    data) is a classification's: ``task = "classification"`` on one side only is no difference.
     """
+    if not path:
+        old, new = with_stored_task(old), with_stored_task(new)
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         out: list[str] = []
         for key in sorted(set(old) | set(new)):
