@@ -365,7 +365,7 @@ def test_train_options_are_the_registered_fields() -> None:
 
     command = get_command(app).commands["train"]  # type: ignore[attr-defined]
     options = {param.name: param for param in command.params}
-    fixed = {"dataset", "file", "label", "data_dir", "val_fraction", "test_fraction", "seed", "dtype", "save"}
+    fixed = {"dataset", "file", "label", "task", "data_dir", "val_fraction", "test_fraction", "seed", "dtype", "save"}
     assert set(options) - fixed == {p.name for p in FIELDS}
     for p in FIELDS:
         opt = options[p.name]

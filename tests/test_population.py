@@ -227,7 +227,7 @@ def test_population_outcomes_reads_the_fate_of_each_member(engine_path: Backend)
     with np.errstate(all="ignore"):
         pop.fit(X, Y, X_VAL, Y_VAL)
     X_test, y_test = blobs(40, 2)
-    data = SimpleNamespace(X_test=X_test, y_test=y_test)
+    data = SimpleNamespace(X_test=X_test, y_test=y_test, is_regression=False)  # what population_outcomes reads
     outcomes = population_outcomes(pop, [7, 8, 9], data, "val_loss", extra_metrics={"note": 1})  # type: ignore[arg-type]
     params, state = pop.stacked_kept()
     assert [o.number for o in outcomes] == [7, 8, 9]
