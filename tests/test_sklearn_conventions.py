@@ -341,3 +341,28 @@ def test_partial_fit_refuses_balanced_class_weight() -> None:
         Classifier(**SMALL, class_weight="balanced").partial_fit(X_IRIS, Y_IRIS, classes=[0, 1, 2])
     clf = Classifier(**SMALL, random_state=0, class_weight={2: 3.0}).partial_fit(X_IRIS, Y_IRIS, classes=[0, 1, 2])
     assert clf.n_iter_ == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_kernel_matches_numpy(dtype) -> None:
+    """The numba weighted cross-entropy and the numpy one agree to rounding, in float32 too."""
+    logits = (RNG.normal(size=(3, 12, 5)) * 4).astype(dtype)
+    y = RNG.integers(0, 5, size=12)
+    ref = LOSSES["cross_entropy"](logits.copy(), y, Backend.NUMPY, W_BATCH)
+    got = LOSSES["cross_entropy"](logits.copy(), y, Backend.NUMBA, W_BATCH)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert got[2].dtype == dtype
+
+
+def test_a_regressor_file_exports_to_onnx(tmp_path) -> None:
+    import onnxruntime as ort
+
+    import caviar
+
+    Regressor(**SMALL, random_state=0).fit(X_DIAB, Y_DIAB).save(tmp_path / "r.npz")
+    back = caviar.load(tmp_path / "r.npz")
+    session = ort.InferenceSession(back.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"X": X_DIAB.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, back.predict(X_DIAB), rtol=1e-5, atol=1e-5 * np.abs(Y_DIAB).max())
