@@ -362,6 +362,11 @@ def test_resume_with_changed_data_is_refused_and_writes_nothing(cli, unchanged) 
         one_line_error(cli("tune", spec), r"study 'done' .* was created with other data \(changed: rows 60 -> 59\)")
         table(unchanged / "good.csv", a_3=0.5)
         one_line_error(cli("tune", spec), r"created with other data \(changed: content \(same shape and classes")
+        (unchanged / "good.csv").write_bytes(original)
+        scaled = pd.read_csv(unchanged / "good.csv")  # standardized, a column times 2 is the same: its scale tells
+        scaled["b"] *= 2
+        scaled.to_csv(unchanged / "good.csv", index=False)
+        one_line_error(cli("tune", spec), r"created with other data \(changed: content \(same shape and classes")
     finally:
         (unchanged / "good.csv").write_bytes(original)
 

@@ -72,15 +72,16 @@ class PreparedData:
         return softmax_rows(logits) if self.target_scaler is None else unscale_target(self.target_scaler, logits)
 
     def fingerprint(self) -> dict:
-        """Rows, features, classes and a content hash of every part (what a resumed study compares); a
-        regression's also has its task and a hash of the scaling statistics: a standardized target alone
-        would not tell the target multiplied by 2 from the original. (A classification's stays as its
-        stored fingerprints are, so that the studies of earlier versions resume.)"""
+        """Rows, features, classes and a content hash of every part (what a resumed study compares), and a
+        hash of the scaling statistics: standardized parts alone would not tell a column (or a regression's
+        target) multiplied by 2 from the original. A regression's also names its task. (Fingerprints stored
+        by earlier versions have no scaling hash; ``fingerprint_diff`` compares it only where both have one,
+        so their studies resume.)"""
         parts = [(self.X_train, self.y_train), (self.X_val, self.y_val), (self.X_test, self.y_test)]
-        found = fingerprint(parts, self.classes)
+        found = {**fingerprint(parts, self.classes), "scaling": scaling_hash(self.standardizer, self.target_scaler)}
         if not self.is_regression:
             return found
-        return {**found, "task": self.task, "scaling": scaling_hash(self.standardizer, self.target_scaler)}
+        return {**found, "task": self.task}
 
 
 def prepare_data(
