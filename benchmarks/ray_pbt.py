@@ -9,7 +9,8 @@ interval, quantile fraction, perturbation factors and resample probability:
 - Ray Tune: ``ray.tune.schedulers.PopulationBasedTraining`` over a function trainable in PyTorch, one
   trial per core (``{"cpu": 1}``), torch on one thread per trial, a checkpoint every perturbation
   interval (Ray's exploit restores one: that is how its PBT copies a member), stopped as soon as any
-  trial reaches the target. A local cluster bound to 127.0.0.1, no dashboard.
+  trial reaches the target; actors reused between trials (``reuse_actors=True``, as Ray's PBT
+  warning advises). A local cluster bound to 127.0.0.1, no dashboard.
 
 Each side's time is from the start of its search (caviar: ``run_study``; Ray: ``Tuner.fit``, its
 trial processes starting inside it) to the first epoch at which a member's validation accuracy
@@ -243,7 +244,11 @@ def ray_pbt(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric="val_accuracy", mode="max", scheduler=scheduler, num_samples=args.population
+            metric="val_accuracy",
+            mode="max",
+            scheduler=scheduler,
+            num_samples=args.population,
+            reuse_actors=True,  # as Ray's PBT warning advises its users (the default is False in Ray 2.x)
         ),
         run_config=tune.RunConfig(name="ray-pbt", storage_path=str(folder / "ray"), stop=FirstReach(), verbose=0),
     )
