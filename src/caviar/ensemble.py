@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from caviar.errors import ModelFileError
-from caviar.model_io import FORMAT, HEADER, VERSION
+from caviar.model_io import FORMAT, HEADER, VERSION, write_model_file
 
 KIND = "ensemble"
 COMBINE = "mean_probability"
@@ -90,17 +90,7 @@ def save_ensemble(ensemble: EnsembleClassifier, path: str | Path | BinaryIO) -> 
         "classes": ensemble.classes_.tolist(),
         "members": headers,
     }
-    arrays[HEADER] = np.array(json.dumps(header))
-    if hasattr(path, "write"):
-        np.savez(cast(BinaryIO, path), **arrays)
-        return cast(BinaryIO, path)
-    target = Path(path)
-    if target.suffix != ".npz":
-        target = target.with_suffix(target.suffix + ".npz")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as fh:
-        np.savez(fh, **arrays)
-    return target
+    return write_model_file(path, header, arrays)
 
 
 def ensemble_from_file(

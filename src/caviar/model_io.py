@@ -53,6 +53,22 @@ def header_params(est: Any) -> dict[str, Any]:
     return params
 
 
+def write_model_file(path: str | Path | BinaryIO, header: dict, arrays: dict[str, Any]) -> Path | BinaryIO:
+    """Write a model file: ``arrays`` and the JSON ``header`` in one .npz, to a binary file object or to
+    ``path`` (``.npz`` appended when missing, parent folders made). Returns the file object or the path."""
+    arrays = {**arrays, HEADER: np.array(json.dumps(header))}
+    if hasattr(path, "write"):  # a binary file object
+        np.savez(cast(BinaryIO, path), **arrays)
+        return cast(BinaryIO, path)
+    target = Path(path)
+    if target.suffix != ".npz":
+        target = target.with_suffix(target.suffix + ".npz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as fh:
+        np.savez(fh, **arrays)
+    return target
+
+
 def save_model(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     """Write a fitted Classifier or Regressor to ``path`` (``.npz`` is appended if missing) or a binary
     file object."""
@@ -86,17 +102,7 @@ def save_model(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     )
     if hasattr(clf, "feature_names_in_"):  # predicting with other, missing or reordered names is refused
         header["feature_names_in"] = [str(n) for n in clf.feature_names_in_]
-    arrays[HEADER] = np.array(json.dumps(header))
-    if hasattr(path, "write"):  # a binary file object
-        np.savez(cast(BinaryIO, path), **arrays)
-        return cast(BinaryIO, path)
-    target = Path(path)
-    if target.suffix != ".npz":
-        target = target.with_suffix(target.suffix + ".npz")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as fh:
-        np.savez(fh, **arrays)
-    return target
+    return write_model_file(path, header, arrays)
 
 
 #: The name every caller used before the Regressor had a file (the runner, the CLI, the ensemble).
