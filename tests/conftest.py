@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from caviar.backend import NUMBA_AVAILABLE, Backend
+from cli_runner import CliResult, run_caviar
 
 
 @pytest.fixture(params=[Backend.NUMBA, Backend.NUMPY], ids=["kernels", "numpy"])
@@ -18,3 +22,14 @@ def engine_path(request: pytest.FixtureRequest) -> Backend:
     if request.param is Backend.NUMBA:
         assert NUMBA_AVAILABLE, "numba kernels are not available (is numba installed?)"
     return request.param
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run `caviar ARGS...` in this process (tests.cli_runner), 200 columns wide so lines do not wrap."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str | Path) -> CliResult:
+        return run_caviar(capsys, monkeypatch, *args)
+
+    return run

@@ -12,23 +12,20 @@ import re
 import shutil
 import sqlite3
 import stat
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from caviar.cli import failure_reasons, main
+from caviar.cli import failure_reasons
 from caviar.data.checks import check_weights_fit, fingerprint_diff
 from caviar.errors import DataError, StorageError
 from caviar.storage import TrialEnd, TrialState, open_storage
 from caviar.storage.engine import read_only_sqlite_uri
 from caviar.tune.study import Study, run_study
+from cli_runner import CliResult
 from pg import fresh_schema, server_url
-
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 SPEC = """
 [study]
@@ -57,33 +54,7 @@ learning_rate = {{ low = 1e-3, high = 1e-1, scale = "log" }}
 """
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `caviar ARGS...` in this process, through the console script's entry point."""
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str | Path) -> Result:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, ANSI.sub("", captured.out), ANSI.sub("", captured.err))
-
-    return run
-
-
-def one_line_error(r: Result, pattern: str, code: int = 2) -> None:
+def one_line_error(r: CliResult, pattern: str, code: int = 2) -> None:
     """Exit code ``code``, exactly one stderr line ``error: ...`` matching ``pattern``, no traceback."""
     lines = [ln for ln in r.err.splitlines() if ln.strip()]
     assert r.code == code, (r.code, r.err)

@@ -13,20 +13,18 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_limits
 
 import caviar
-from caviar.cli import main
 from caviar.prepared import prepare_data
 from caviar.storage import open_storage
 from caviar.tune.study import Study, run_study
+from cli_runner import CliResult
 
 CAVIAR = Path(sys.executable).parent / "caviar"
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 SPEC = """
 [study]
@@ -52,34 +50,6 @@ rounds = 2
 learning_rate = {{ low = 1e-3, high = 1e-1, scale = "log" }}
 beta1 = {{ low = 0.8, high = 0.99, scale = "one_minus_log" }}
 """
-
-
-@dataclass
-class Result:
-    """What one invocation left: exit code and the two streams (rich styling removed)."""
-
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `caviar ARGS...` in this process, through the console script's entry point."""
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args: str | Path) -> Result:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, ANSI.sub("", captured.out), ANSI.sub("", captured.err))
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +280,7 @@ def test_other_mistakes_are_one_line(cli, finished, tmp_path: Path, case: str) -
     assert not (tmp_path / "no").exists()
 
 
-def assert_one_line_error(r: Result, message: str) -> None:
+def assert_one_line_error(r: CliResult, message: str) -> None:
     """A non-zero exit and exactly one stderr line, 'error: ...', that names the problem."""
     lines = [ln for ln in r.err.splitlines() if ln.strip()]
     assert r.code != 0

@@ -5,7 +5,6 @@ data in memory equal to the same data in files, and one-line refusals that store
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from sklearn.datasets import load_diabetes
 from sklearn.metrics import r2_score
 
 import caviar
-from caviar.cli import main
 from caviar.data import fit_target_scaler, in_memory, infer_task, load_table, scale_target, target_task
 from caviar.errors import DataError, SpecError, StorageError
 from caviar.prepared import prepare_data
@@ -242,24 +240,6 @@ def test_bad_dataframes_are_one_line_and_store_nothing(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the command line
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args):
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 TOML = """
 [study]
 name = "{name}"

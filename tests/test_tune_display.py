@@ -25,13 +25,12 @@ from rich.console import Console
 from threadpoolctl import threadpool_limits
 
 import caviar.cli as cli_module
-from caviar.cli import main
 from caviar.progress import TuneDisplay, clock, eta_seconds
 from caviar.storage import TrialState, open_storage
 from caviar.tune.study import Study, run_study
 from caviar.tune.worker import PopulationEpoch
+from cli_runner import ANSI, CliResult, run_caviar
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 SPEC = """
@@ -67,16 +66,8 @@ def write_spec(folder: Path, name: str, epochs: int = 3, trials: int = 6, batch:
     return spec
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    captured = capsys.readouterr()
-    return code, ANSI.sub("", captured.out), ANSI.sub("", captured.err)
+def run_cli(monkeypatch, capsys, *args) -> CliResult:
+    return run_caviar(capsys, monkeypatch, *args)
 
 
 # ------------------------------------------------------------------------------------ the display
