@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from caviar.backend import NUMBA_AVAILABLE, Backend
 from cli_runner import CliResult, run_caviar
+
+
+@pytest.fixture(autouse=True, scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """caviar's data cache (caviar.data.cache) in a folder of this test run, so that the suite neither
+    reads nor fills the user's ~/.cache/caviar; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("caviar-cache")
+    before = os.environ.get("CAVIAR_CACHE_DIR")
+    os.environ["CAVIAR_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("CAVIAR_CACHE_DIR", None)
+    else:
+        os.environ["CAVIAR_CACHE_DIR"] = before
 
 
 @pytest.fixture(params=[Backend.NUMBA, Backend.NUMPY], ids=["kernels", "numpy"])

@@ -178,6 +178,44 @@ def test_a_new_database_is_created_at_head(url: str) -> None:
     store.close()
 
 
+def test_the_migrations_from_nothing_arrive_at_the_tables_a_new_database_gets(url: str) -> None:
+    """A new database is created from caviar.storage.schema; the migration chain run on an empty
+    database must give the same tables, types and defaults, the same stamps and rows."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == [HEAD]
+        assert conn.execute(sa.text("SELECT key, value FROM caviar_meta")).all() == [
+            ("schema_version", str(SCHEMA_VERSION))
+        ]
+        assert _schema_diff(conn) == []
+        migrated = sorted(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    if url.startswith("sqlite:///"):  # a second file, created the new way
+        created_url = url.replace("new.db", "created.db")
+        SqlStorage(created_url).close()
+        created = sa.create_engine(created_url)
+        with created.connect() as conn:
+            assert sorted(sa.inspect(conn).get_table_names()) == migrated
+            indexes = {t: sorted(i["name"] for i in sa.inspect(conn).get_indexes(t)) for t in migrated}
+        created.dispose()
+        with engine.connect() as conn:
+            assert indexes == {t: sorted(i["name"] for i in sa.inspect(conn).get_indexes(t)) for t in migrated}
+        engine.dispose()
+
+
+def test_a_new_database_is_created_without_importing_alembic(tmp_path: Path) -> None:
+    code = (
+        "import sys; from caviar.storage import open_storage; s = open_storage(sys.argv[1]); "
+        "s.create_study('x', {}); s.close(); assert 'alembic' not in sys.modules, 'alembic imported'"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "new.db")], check=True, timeout=120)
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(HEAD,)]
+        assert conn.execute("SELECT name FROM caviar_studies").fetchall() == [("x",)]
+
+
 def test_head_is_the_newest_script() -> None:
     scripts = ScriptDirectory(str(SCRIPTS))
     assert scripts.get_heads() == [HEAD]

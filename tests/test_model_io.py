@@ -310,3 +310,17 @@ def test_random_state_in_the_file(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # no FutureWarning for a file the user did not write with seed=
         old = caviar.load(tmp_path / "a.npz")
     assert old.random_state == 3 and old.seed == "deprecated"
+
+
+def test_a_study_writes_every_constructor_parameter_as_the_estimators_have_them() -> None:
+    """A trial's model file is written without building an estimator (no scikit-learn import): its
+    header's params must be what ``get_params`` gives, defaults and all."""
+    from caviar.model_io import constructor_params, header_params
+    from caviar.sklearn import Classifier, Regressor
+
+    assert constructor_params(False, {}) == header_params(Classifier())
+    assert constructor_params(True, {}) == header_params(Regressor())
+    given = {"hidden": (32, 16), "learning_rate": 0.01, "random_state": 7, "dtype": "float32", "standardize": False}
+    assert constructor_params(False, given) == header_params(Classifier(**given))
+    with pytest.raises(ValueError, match="class_weight"):
+        constructor_params(True, {"class_weight": None})

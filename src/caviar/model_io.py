@@ -69,39 +69,104 @@ def write_model_file(path: str | Path | BinaryIO, header: dict, arrays: dict[str
     return target
 
 
+#: The estimators' constructor parameters beyond the registry's fields (caviar.hparams.FIELDS), with
+#: the defaults of their signatures: what a study writes into a trial's model file without building an
+#: estimator (so without importing scikit-learn). tests/test_model_io.py keeps them equal to
+#: ``Classifier().get_params()`` and ``Regressor().get_params()``.
+ESTIMATOR_DEFAULTS: dict[str, Any] = {
+    "validation_fraction": 0.1,
+    "standardize": True,
+    "shuffle": True,
+    "random_state": None,
+    "dtype": "float64",
+    "verbose": False,
+    "warm_start": False,
+}
+CLASSIFIER_DEFAULTS: dict[str, Any] = {**ESTIMATOR_DEFAULTS, "class_weight": None}
+REGRESSOR_DEFAULTS: dict[str, Any] = {**ESTIMATOR_DEFAULTS, "loss": "squared_error"}
+
+
+def constructor_params(regression: bool, given: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor parameter of a Classifier (or a Regressor) built with ``given``, as
+    ``header_params`` writes them: the registry's defaults and the estimator's, then ``given``."""
+    from caviar.hparams import FIELDS
+
+    unknown = set(given) - {p.name for p in FIELDS} - set(REGRESSOR_DEFAULTS if regression else CLASSIFIER_DEFAULTS)
+    if unknown:
+        raise ValueError(f"not an estimator parameter: {', '.join(sorted(unknown))}")
+    params = {
+        **{p.name: p.default for p in FIELDS},
+        **(REGRESSOR_DEFAULTS if regression else CLASSIFIER_DEFAULTS),
+        **given,
+    }
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+    rs = params["random_state"]
+    params["random_state"] = int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool) else None
+    return params
+
+
+def model_file_contents(
+    params: dict[str, Any],
+    weights: dict[str, np.ndarray],
+    n_features: int,
+    history: list[dict[str, float]],
+    standardizer: Standardizer | None,
+    classes: np.ndarray | None = None,
+    target_scaler: Standardizer | None = None,
+    n_iter: int | None = None,
+    loss_curve: list[float] | None = None,
+    feature_names: list[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and arrays of a single model's file: a Classifier's (``classes``) or a Regressor's
+    (``target_scaler``). ``params`` as ``header_params`` gives them; ``weights`` the parameters and
+    batch-norm statistics without the population axis."""
+    # matrices keep (n_in, n_out) even when n_in == 1; only (1, F) vectors become (F,)
+    arrays: dict[str, Any] = {n: a if n.endswith(".W") else _flat(a) for n, a in weights.items()}
+    if standardizer is not None:
+        d = standardizer.to_dict()
+        arrays["input.mean"], arrays["input.std"] = d["mean"], d["std"]
+    header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "params": params, "n_features_in": int(n_features)}
+    if classes is not None:
+        header["classes"] = np.asarray(classes).tolist()
+    else:  # a regressor: its target scaling maps the network's output back to the target's units
+        if target_scaler is None:
+            raise ValueError("a model file needs the classes (a Classifier) or the target scaling (a Regressor)")
+        header["kind"] = REGRESSOR
+        arrays["target.mean"] = np.asarray(target_scaler.mean, np.float64).reshape(1)
+        arrays["target.std"] = np.asarray(target_scaler.std, np.float64).reshape(1)
+    header.update(
+        {
+            "history": history,
+            "n_iter": int(len(history) if n_iter is None else n_iter),
+            "loss_curve": [
+                float(v) for v in (loss_curve if loss_curve is not None else [r["train_loss"] for r in history])
+            ],
+        }
+    )
+    if feature_names is not None:  # predicting with other, missing or reordered names is refused
+        header["feature_names_in"] = [str(n) for n in feature_names]
+    return header, arrays
+
+
 def save_model(clf: Any, path: str | Path | BinaryIO) -> Path | BinaryIO:
     """Write a fitted Classifier or Regressor to ``path`` (``.npz`` is appended if missing) or a binary
     file object."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(clf, "params_")
-    # matrices keep (n_in, n_out) even when n_in == 1; only (1, F) vectors become (F,)
-    weights = {**clf.params_, **clf.state_}
-    arrays: dict[str, Any] = {n: a if n.endswith(".W") else _flat(a) for n, a in weights.items()}
-    if clf.standardizer_ is not None:
-        d = clf.standardizer_.to_dict()
-        arrays["input.mean"], arrays["input.std"] = d["mean"], d["std"]
-    header: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "params": header_params(clf),
-        "n_features_in": int(clf.n_features_in_),
-    }
-    if hasattr(clf, "classes_"):
-        header["classes"] = np.asarray(clf.classes_).tolist()
-    else:  # a regressor: its target scaling maps the network's output back to the target's units
-        header["kind"] = REGRESSOR
-        arrays["target.mean"] = np.asarray(clf.target_scaler_.mean, np.float64).reshape(1)
-        arrays["target.std"] = np.asarray(clf.target_scaler_.std, np.float64).reshape(1)
-    header.update(
-        {
-            "history": clf.history_,
-            "n_iter": int(getattr(clf, "n_iter_", len(clf.history_))),
-            "loss_curve": [float(v) for v in getattr(clf, "loss_curve_", [r["train_loss"] for r in clf.history_])],
-        }
+    classifier = hasattr(clf, "classes_")
+    header, arrays = model_file_contents(
+        header_params(clf),
+        {**clf.params_, **clf.state_},
+        clf.n_features_in_,
+        clf.history_,
+        clf.standardizer_,
+        classes=clf.classes_ if classifier else None,
+        target_scaler=None if classifier else clf.target_scaler_,
+        n_iter=getattr(clf, "n_iter_", None),
+        loss_curve=getattr(clf, "loss_curve_", None),
+        feature_names=getattr(clf, "feature_names_in_", None),
     )
-    if hasattr(clf, "feature_names_in_"):  # predicting with other, missing or reordered names is refused
-        header["feature_names_in"] = [str(n) for n in clf.feature_names_in_]
     return write_model_file(path, header, arrays)
 
 

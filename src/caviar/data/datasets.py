@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from caviar.data.cache import cached, digest, package_version
 from caviar.data.target import CLASSIFICATION, REGRESSION, TASKS, check_regression_target, infer_task
 from caviar.errors import DataError
 
@@ -32,6 +33,9 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+
+#: Version of the split rule (``_split_index``): cached splits made by another rule are not reused.
+SPLIT_RULE = 1
 
 #: Seed of the canonical MNIST-1D (the one its published accuracies refer to).
 MNIST1D_SEED = 42
@@ -326,18 +330,29 @@ def _read_bytes(path: Path) -> bytes:
 
 def _sklearn(loader_name: str, name: str, task: str = CLASSIFICATION) -> DatasetBundle:
     """A data set bundled inside scikit-learn's wheel; classes are its target names (none for a regression)."""
+    bunch = cached("sklearn-dataset", {"loader": loader_name, "sklearn": package_version("scikit-learn")},
+                   lambda: _sklearn_arrays(loader_name))  # fmt: skip
+    X = check_features(bunch["data"])
+    names = [str(f) for f in bunch["feature_names"]] if "feature_names" in bunch else None
+    if task == REGRESSION:
+        y = check_regression_target(bunch["target"])
+        return DatasetBundle(Dataset(X, y, name, np.array([], dtype=np.float64), names, REGRESSION))
+    y = bunch["target"].astype(np.int64)
+    return DatasetBundle(Dataset(X, y, name, bunch["target_names"], names))
+
+
+def _sklearn_arrays(loader_name: str) -> dict[str, np.ndarray]:
+    """The arrays of one of scikit-learn's bundled data sets (names as strings: cached without pickling)."""
     import sklearn.datasets
 
     bunch = getattr(sklearn.datasets, loader_name)()
-    X = check_features(bunch.data)
-    raw_names = getattr(bunch, "feature_names", None)
-    names = [str(f) for f in raw_names] if raw_names is not None else None
-    if task == REGRESSION:
-        y = check_regression_target(bunch.target)
-        return DatasetBundle(Dataset(X, y, name, np.array([], dtype=np.float64), names, REGRESSION))
-    y = bunch.target.astype(np.int64)
-    classes = np.asarray(bunch.target_names)
-    return DatasetBundle(Dataset(X, y, name, classes, names))
+    arrays = {"data": np.asarray(bunch.data), "target": np.asarray(bunch.target)}
+    for field in ("feature_names", "target_names"):
+        values = getattr(bunch, field, None)
+        if values is not None:
+            values = np.asarray(values)
+            arrays[field] = values.astype(str) if values.dtype == object else values
+    return arrays
 
 
 def _mnist_dir(data_dir: str | Path | None) -> Path:
@@ -696,13 +711,23 @@ def _split(ds: Dataset, n_out: int, seed: int, stream: int, part: str) -> tuple[
             f"dataset '{ds.name}' has {len(ds)} rows: too few to split off {n_out} for {part} and still train"
         )
     state = int(np.random.SeedSequence(int(seed), spawn_key=(0x5917, stream)).generate_state(1)[0])
+    key = {"rule": SPLIT_RULE, "sklearn": package_version("scikit-learn"), "rows": len(ds), "out": n_out,
+           "state": state, "stratify": None if ds.is_regression else digest(ds.y)}  # fmt: skip
+    parts = cached("split", key, lambda: _split_index(len(ds), n_out, state, None if ds.is_regression else ds.y))
+    return ds.subset(parts["keep"]), ds.subset(parts["out"], f"{ds.name}-{part}")
+
+
+def _split_index(n: int, n_out: int, state: int, stratify: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Rows kept and rows split off (each sorted): scikit-learn's shuffled split, stratified by
+    ``stratify`` unless a class is too small to appear in both parts."""
     from sklearn.model_selection import train_test_split
 
-    if ds.is_regression:  # a continuous target has no classes to stratify by
+    index = np.arange(n)
+    if stratify is None:  # a continuous target has no classes to stratify by
         keep, out = train_test_split(index, test_size=n_out, random_state=state)
-        return ds.subset(np.sort(keep)), ds.subset(np.sort(out), f"{ds.name}-{part}")
-    try:
-        keep, out = train_test_split(index, test_size=n_out, random_state=state, stratify=ds.y)
-    except ValueError:
-        keep, out = train_test_split(index, test_size=n_out, random_state=state)
-    return ds.subset(np.sort(keep)), ds.subset(np.sort(out), f"{ds.name}-{part}")
+    else:
+        try:
+            keep, out = train_test_split(index, test_size=n_out, random_state=state, stratify=stratify)
+        except ValueError:
+            keep, out = train_test_split(index, test_size=n_out, random_state=state)
+    return {"keep": np.sort(keep), "out": np.sort(out)}

@@ -1,8 +1,9 @@
 """The tables, as the newest migration leaves them (SQLAlchemy Core).
 
 The tables carry a ``caviar_`` prefix so they can share a database with other things. This module
-describes the head schema for queries; the migrations (``caviar.storage.migrations``) are what create
-and change tables in a database, and a test checks that they arrive at exactly these tables.
+describes the head schema for queries and creates a new database's tables (``migrate.create_at_head``);
+the migrations (``caviar.storage.migrations``) change an older database's tables, and a test checks
+that they arrive at exactly these tables.
 """
 
 from __future__ import annotations

@@ -252,25 +252,24 @@ def model_file_bytes(
 ) -> bytes:
     """The trial's kept weights as a caviar model file (.npz bytes) that ``caviar.load`` reads: a
     Classifier, or a Regressor that predicts in the target's units."""
-    from caviar.model_io import save_classifier
-    from caviar.sklearn import Classifier, Regressor
+    from caviar.model_io import constructor_params, model_file_contents, write_model_file
 
-    params = {
+    given = {
         **{f: getattr(plan.model, f) for f in ("hidden", "activation", "batchnorm", "dropout")},
         **{f: getattr(plan.train, f) for f in plan.train.__dataclass_fields__},
+        "standardize": data.standardizer is not None,
+        "random_state": seed,
+        "dtype": dtype,
     }
-    clf: Any
-    if data.is_regression:
-        clf = Regressor(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
-        clf.target_scaler_ = data.target_scaler
-    else:
-        clf = Classifier(**params, standardize=data.standardizer is not None, random_state=seed, dtype=dtype)
-        clf.classes_ = np.asarray(data.classes)
-    clf.n_features_in_ = data.n_features
-    clf.params_ = outcome.params
-    clf.state_ = outcome.bn_state
-    clf.standardizer_ = data.standardizer
-    clf.history_ = outcome.curve
+    header, arrays = model_file_contents(
+        constructor_params(data.is_regression, given),
+        {**outcome.params, **outcome.bn_state},
+        data.n_features,
+        outcome.curve,
+        data.standardizer,
+        classes=None if data.is_regression else np.asarray(data.classes),
+        target_scaler=data.target_scaler if data.is_regression else None,
+    )
     buffer = io.BytesIO()
-    save_classifier(clf, buffer)
+    write_model_file(buffer, header, arrays)
     return buffer.getvalue()
