@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,8 @@ def _write(path: Path, text: str, arrays: Mapping[str, np.ndarray]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
             tmp = f.name
-            np.savez(f, **{_KEY_FIELD: np.array(text)}, **arrays)
+            entry: dict[str, Any] = {_KEY_FIELD: np.array(text), **arrays}
+            np.savez(f, **entry)
         os.replace(tmp, path)
     except (OSError, ValueError):
         if tmp is not None:
