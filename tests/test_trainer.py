@@ -290,6 +290,34 @@ def test_threaded_slices_give_the_same_bits_as_one_slice(dtype, engine_path, mon
         np.testing.assert_array_equal(s1[name], s3[name], err_msg=name)
 
 
+def test_threads_changed_between_epochs_change_no_number(engine_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker hands a population more (or fewer) threads at an epoch end when other populations
+    finish (or start): the run equals one that kept its threads throughout."""
+    import caviar.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SPLIT_MIN_MACS", 0)
+    values = [{"learning_rate": 0.05, "l2": 1e-3}, {"learning_rate": 0.01}, {"learning_rate": 0.02}, {}]
+    cfg = TrainConfig(optimizer="adam", epochs=4, batch_size=16)
+
+    class Alternate:
+        def on_epoch_end(self, t: Trainer, rows: dict) -> None:
+            t.set_threads(3 if t.threads == 1 else 1)
+
+    steady = trainer(cfg, values, threads=1, dropout=0.1, backend=engine_path)
+    steady.fit(X, Y, X[:40], Y[:40])
+    moving = trainer(cfg, values, threads=1, dropout=0.1, backend=engine_path)
+    moving.fit(X, Y, X[:40], Y[:40], callbacks=[Alternate()])
+    assert moving.threads == 1 and len(moving._spans(16)) == 1  # 1, 3, 1, 3 and back to 1
+    for h1, h2 in zip(steady.histories, moving.histories, strict=True):
+        assert h1.rows == h2.rows
+    (p1, _), (p2, _) = steady.stacked_kept(), moving.stacked_kept()
+    for name in p1:
+        np.testing.assert_array_equal(p1[name], p2[name], err_msg=name)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            moving.set_threads(bad)  # type: ignore[arg-type]
+
+
 def test_small_populations_are_not_split() -> None:
     """Handing a slice to a thread costs more than a tiny population's step: one slice then."""
     t = trainer(TrainConfig(epochs=1), [{}] * 4, threads=2)

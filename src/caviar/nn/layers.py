@@ -160,11 +160,20 @@ def dropout_mask(
     flat = np.asarray(rates).reshape(-1)
     if not np.any(flat > 0):
         return None
-    mask = np.empty((len(flat), *shape), dtype=dtype)
+    dtype = np.dtype(dtype)
+    B, F = shape
+    mask = np.empty((len(flat), B, F), dtype=dtype)
+    # One buffer for every member's uniforms and one for the kept units: no temporaries per member (a
+    # step of a small population drew its masks in more time than its forward matmuls took).
+    uniforms = np.empty(B * F)
+    keep = np.empty(B * F, dtype=bool)
     for k, (rate, rng) in enumerate(zip(flat, rngs, strict=True)):
         if rate > 0:
-            w = shape[1] if widths is None else int(widths[k])
-            mask[k, :, :w] = (rng.random((shape[0], w)) >= rate) / (1.0 - rate)
+            w = F if widths is None else int(widths[k])
+            u = uniforms[: B * w].reshape(B, w)
+            rng.random(out=u)  # the member's stream, exactly the numbers rng.random((B, w)) gives
+            kept = np.greater_equal(u, rate, out=keep[: B * w].reshape(B, w))
+            np.multiply(kept, dtype.type(1.0 / (1.0 - rate)), out=mask[k, :, :w])  # 0 or 1 / (1 - rate)
             mask[k, :, w:] = 0.0
         else:
             mask[k] = 1.0

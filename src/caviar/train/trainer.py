@@ -402,6 +402,13 @@ class Trainer:
         bounds = np.linspace(0, self.K, threads + 1).round().astype(int)
         return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def set_threads(self, threads: int) -> None:
+        """Train the population's slices on up to ``threads`` threads from the next call on (a worker
+        hands a population the cores others left); a member's numbers do not depend on it."""
+        if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = int(threads)
+
     def _ensure_grads(self) -> None:
         """Gradient arrays shaped like the parameters, reused from step to step."""
         g = self._grads

@@ -62,6 +62,16 @@ class _EpochReporter:
         self.report({self.numbers[k]: row for k, row in rows.items()})
 
 
+class _FollowThreads:
+    """At each epoch end, the population's threads for the next epoch: what ``share()`` says now."""
+
+    def __init__(self, share: Callable[[], int]) -> None:
+        self.share = share
+
+    def on_epoch_end(self, trainer: Trainer, rows: dict[int, dict[str, float]]) -> None:
+        trainer.set_threads(self.share())
+
+
 def population_architecture(plans: Sequence[TrialPlan], data: PreparedData) -> Architecture:
     """The static shape a population of ``plans`` trains at: the data's widths, its members' widest
     hidden widths per layer (``caviar.nn.padding``), the first plan's activation and batch norm."""
@@ -79,7 +89,7 @@ def train_population(
     on_epoch: Callable[[dict[int, dict]], None] | None = None,
     dtype: str = "float32",
     callbacks: Sequence[Any] = (),
-    threads: int | None = None,
+    threads: int | Callable[[], int] | None = None,
 ) -> list[TrialOutcome]:
     """Train ``plans`` (one static shape, up to hidden widths) together; one outcome per plan, in plan order.
 
@@ -89,7 +99,8 @@ def train_population(
 
     ``callbacks`` (e.g. population-based training) run after halving and before ``on_epoch`` sees the rows.
     ``threads``: slices of the population run side by side (None: one per BLAS thread; 1: the worker
-    trains other populations on the other cores, ``caviar.tune.worker.work``); a member's numbers are
+    trains other populations on the other cores, ``caviar.tune.worker.work``; a function: asked at the
+    start and at each epoch end, so a population takes the cores others leave); a member's numbers are
     the same either way."""
     given = list(plans)
     order = list(range(len(given)))
@@ -110,12 +121,12 @@ def train_population(
         [p.number for p in plans],
         seed=seed,
         dtype=np.dtype(dtype),
-        threads=blas_threads() if threads is None else threads,
+        threads=blas_threads() if threads is None else threads() if callable(threads) else threads,
         member_hidden=hiddens,
         loss=data.loss,
     )
     has_val = len(data.y_val) > 0
-    hooks: list[Any] = []
+    hooks: list[Any] = [] if not callable(threads) else [_FollowThreads(threads)]
     rows_hook = metric_hook(data, metric)
     if rows_hook is not None:  # before halving, which ranks by it
         hooks.append(rows_hook)

@@ -23,11 +23,11 @@ from caviar.errors import CaviarError, StorageError
 from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
 from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
-from caviar.train.trainer import blas_threads, splits_across_threads
+from caviar.train.trainer import blas_threads
 from caviar.tune.asha import AsynchronousHalving, halving_for, is_asynchronous
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
-from caviar.tune.runner import model_file_bytes, population_architecture, train_population
+from caviar.tune.runner import model_file_bytes, train_population
 from caviar.tune.spec import StudySpec
 
 HEARTBEAT_EVERY_S = 5.0
@@ -131,7 +131,7 @@ def train_claimed(
     ctx: WorkerContext,
     claimed: list[TrialRecord],
     on_epoch: Callable[[PopulationEpoch], None] | None = None,
-    threads: int | None = None,
+    threads: int | Callable[[], int] | None = None,
 ) -> None:
     """Train one claimed population and finish its trials (FAILED with the error if it breaks);
     ``on_epoch`` hears each of its epoch ends; ``threads`` as ``train_population``'s."""
@@ -197,11 +197,11 @@ def train_claimed(
 def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
     """Claim and train populations until none is waiting; returns how many trials this worker ran.
 
-    Populations too small to split across the cores (``caviar.train.trainer.splits_across_threads``)
-    train side by side, one per core, each on one thread (``concurrent_slots``); one that splits
-    trains alone on every core. Either way each trial's numbers are the same (a member's result does
-    not depend on its population, nor on the thread that trains it), and the populations claimed are
-    the same, in the same order."""
+    Populations train side by side, one per core (``concurrent_slots``), each on the cores it has to
+    itself: one while the others train, all of them once it is the last one left (its slices then
+    run side by side, ``caviar.train.trainer.splits_across_threads``), from its next epoch on. Either
+    way each trial's numbers are the same (a member's result does not depend on its population, nor
+    on the threads that train it), and the populations claimed are the same, in the same order."""
     slots = concurrent_slots(ctx.spec, ctx.storage)
     if slots < 2:
         done = 0
@@ -247,20 +247,14 @@ def _report(ctx: WorkerContext, on_progress: Progress | None) -> None:
         on_progress(ctx.storage.counts(ctx.study_id), ctx.storage.best_trial(ctx.study_id))
 
 
-def _splits(ctx: WorkerContext, claimed: list[TrialRecord], threads: int) -> bool:
-    """Whether the population of ``claimed`` would be split across ``threads`` threads."""
-    plans = [plan_from_record(ctx.spec, r) for r in claimed]
-    arch = population_architecture(plans, ctx.data)
-    return splits_across_threads(arch.widths, len(plans), plans[0].train.batch_size, threads)
-
-
 class _Stopped(Exception):
     """Raised at a population's next epoch end once the worker is interrupted (Ctrl-C, or another
     population's storage failure): its trials stay RUNNING, requeued as a dead worker's."""
 
 
 def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
-    """``work`` with up to ``slots`` small populations training at once on a thread each.
+    """``work`` with up to ``slots`` populations training at once, the cores shared between them (a
+    population asks at each epoch end, ``train_population``'s ``threads``).
 
     BLAS stays on one thread throughout (set once here, before any population starts: the
     populations' own limits, entered and left on different threads, then restore that same one).
@@ -278,32 +272,40 @@ def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: 
             with lock:
                 hear(ev)
 
-    def train(claimed: list[TrialRecord], threads: int) -> int:
-        train_claimed(ctx, claimed, on_epoch, threads=threads)
-        return len(claimed)
-
     running: set[Future[int]] = set()
+    training = [0]  # populations training now (or about to start), as the main thread last counted
+
+    def share() -> int:
+        """A population's threads: the cores split between the populations training now."""
+        return max(1, slots // max(1, training[0]))
+
+    def train(claimed: list[TrialRecord]) -> int:
+        train_claimed(ctx, claimed, on_epoch, threads=share)
+        return len(claimed)
 
     def settle(futures: set[Future[int]]) -> int:
         n = 0
         for f in futures:
             running.discard(f)
+            training[0] = len(running)
             n += f.result()  # a StorageError of a population's thread is raised here
             _report(ctx, on_progress)
         return n
 
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(slots, thread_name_prefix="pop") as pool:
         try:
-            while claimed := _claim(ctx):
-                if _splits(ctx, claimed, slots):  # big enough to use every core itself: alone
-                    done += settle(set(running))
-                    done += train(claimed, slots)
-                    _report(ctx, on_progress)
-                    continue
+            while True:
                 if len(running) >= slots:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     done += settle(set(finished))
-                running.add(pool.submit(train, claimed, 1))
+                batch: list[list[TrialRecord]] = []  # fill the free slots first: each starts on its share
+                while len(running) + len(batch) < slots and (claimed := _claim(ctx)):
+                    batch.append(claimed)
+                if not batch:
+                    break
+                training[0] = len(running) + len(batch)
+                for claimed in batch:
+                    running.add(pool.submit(train, claimed))
             done += settle(set(running))
         except BaseException:
             stop.set()
