@@ -445,3 +445,27 @@ def test_many_processes_open_a_new_database(url: str, workers) -> None:
     assert len({pid for pid, _ in results}) == 4
     assert len({sid for _, sid in results}) == 1
     assert [st.name for st in SqlStorage(url).list_studies()] == ["shared"]
+
+
+def test_a_population_writes_its_curves_at_its_first_epoch_then_at_most_every_interval(tmp_path) -> None:
+    """Curve rows are buffered: the first epoch goes to storage at once (the live views show a start),
+    later ones wait for the interval or the population's end (one write instead of one per epoch)."""
+    from caviar.tune.worker import _CurveWriter
+
+    s = SqlStorage(f"sqlite:///{tmp_path / 'c.db'}")
+    sid = s.create_study("c", {})
+    s.enqueue_trials(sid, [{"number": n, "params": {}} for n in range(2)])
+    t0, t1 = s.claim_trials(sid, "w", limit=2)
+    writer = _CurveWriter(s, "w", every_s=3600.0)
+    row = {"train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
+    writer.add({t0.id: {**row, "epoch": 0}, t1.id: {**row, "epoch": 0}})
+    assert [len(c) for c in s.curves(sid).values()] == [1, 1]
+    for epoch in (1, 2):
+        writer.add({t0.id: {**row, "epoch": epoch}})
+    assert sorted(len(c) for c in s.curves(sid).values()) == [1, 1]  # held back
+    writer.flush()
+    curves = s.curves(sid)
+    assert [r["epoch"] for r in curves[t0.id]] == [0, 1, 2] and [r["epoch"] for r in curves[t1.id]] == [0]
+    writer.flush()  # nothing pending: nothing written twice
+    assert [r["epoch"] for r in s.curves(sid)[t0.id]] == [0, 1, 2]
+    s.close()
