@@ -93,17 +93,20 @@ def test_tuning_benchmark_part1_races_the_optuna_anchors_on_both_spaces(tune_smo
         f"Optuna, {min(4, os.cpu_count() or 1)} worker processes x 1 torch thread",  # 4 trials: at most 4 workers
         "Optuna, 1 process, torch's default threads",
         "caviar (run_study, whole process)",
+        "caviar, empty data cache (a first study)",
     )
     for space in ("fixed", "mixed"):
         block = text[text.index(f"Part 1, {space} space") :]
         rows = re.findall(
             rf"^\| (.+?)(?: \[strongest anchor\])?\s+\| {SPREAD}\s+\| {NUMBER}\s+\| ({SPREAD})\s+\|$", block, re.M
         )
-        names = [name for name, _ in rows[:3]]
+        names = [name for name, _ in rows[:4]]
         assert all(any(n.startswith(label) for n in names) for label in labels), (space, rows, block[:2000])
-        assert all(0 < float(acc.split()[0]) <= 1 for _, acc in rows[:3])
+        assert all(0 < float(acc.split()[0]) <= 1 for _, acc in rows[:4])
         assert "[strongest anchor]" in block.splitlines()[3]  # the strongest anchor is the first row
         assert len(re.findall(rf"^{space} space: speed-up caviar / Optuna, .+: {NUMBER}x \(", text, re.M)) == 2
+        assert re.search(rf"^{space} space: caviar, empty data cache .*: {NUMBER} s, {NUMBER}x Optuna, .*; the cache "
+                         rf"saves -?{NUMBER} s$", text, re.M)  # fmt: skip
 
 
 @pytest.mark.timeout(600)
