@@ -340,7 +340,7 @@ def part1(
                 torch_threads=0,
                 **kw,
             )
-            cold = caviar_contestant(sp, folder, f"{space}-{n}", cold=True)
+            cold = caviar_contestant(sp, folder, f"{space}-{n}-cold", cold=True)
             return [careful, *([one_process] if plain else []), cold, caviar_contestant(sp, folder, f"{space}-{n}")]
 
         print(
