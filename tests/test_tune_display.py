@@ -116,9 +116,12 @@ def test_display_updates_within_a_population_and_shows_an_eta(tmp_path):
     assert re.search(r"best val_accuracy 0\.\d+ · ETA", second[0])
 
 
-def test_display_shows_populations_trained_side_by_side(tmp_path):
-    """Two small populations, each on a thread of its own: every epoch end of both reaches the
-    display (one at a time, in each population's order) and the trials bar ends at 6/6."""
+def test_display_shows_populations_trained_side_by_side_on_threads(tmp_path, monkeypatch):
+    """Where helpers cannot be forked: two small populations, each on a thread of its own; every epoch
+    end of both reaches the display (one at a time, in each population's order), the bar ends at 6/6."""
+    import caviar.tune.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "can_fork", lambda: False)  # as on a system without fork
     spec = write_spec(tmp_path, "side", epochs=4, trials=6)
     console = Console(record=True, width=140, force_terminal=True, file=io.StringIO())
     store = open_storage(f"sqlite:///{tmp_path / 'side.db'}")
@@ -140,6 +143,38 @@ def test_display_shows_populations_trained_side_by_side(tmp_path):
     (first,), (second,) = threads[(0, 1, 2)], threads[(3, 4, 5)]
     assert first != second and first.startswith("pop") and second.startswith("pop"), threads
     assert "6/6" in render(display)
+
+
+def test_populations_train_side_by_side_in_a_forked_helper(tmp_path):
+    """On two cores with two populations waiting, one trains here (its epochs reach the display) and
+    one in a helper forked beside this process (its own worker id and pid; its epochs are in storage);
+    the bar ends at 6/6 and every trial ran once, with the numbers of a one-core run."""
+    spec = write_spec(tmp_path, "forked", epochs=4, trials=6)
+    console = Console(record=True, width=140, force_terminal=True, file=io.StringIO())
+    store = open_storage(f"sqlite:///{tmp_path / 'forked.db'}")
+    display = TuneDisplay(console, total=6, done=0, metric="val_accuracy", epochs=4, storage=store, study="forked")
+    heard: list[PopulationEpoch] = []
+    on_epoch = display.on_epoch
+
+    def spy(ev: PopulationEpoch) -> None:
+        on_epoch(ev)
+        heard.append(ev)
+
+    display.on_epoch = spy  # type: ignore[method-assign]
+    with display, threadpool_limits(limits=2, user_api="blas"):
+        study = run_study(spec, storage=str(tmp_path / "forked.db"), on_progress=display)
+    here = {ev.numbers for ev in heard}
+    assert len(here) == 1 and [ev.epoch for ev in heard] == [1, 2, 3, 4]  # one population trained here
+    records = store.trials(store.get_study("forked").id)
+    pids = {r.number: int(r.worker_id.split(":")[1]) for r in records}
+    mine = set(next(iter(here)))
+    assert {pids[n] for n in mine} == {os.getpid()} and os.getpid() not in {pids[n] for n in set(pids) - mine}
+    assert all(r.state is TrialState.COMPLETE and r.attempts == 1 for r in records)
+    assert all(len(curve) == 4 for curve in store.curves(store.get_study("forked").id).values())
+    assert "6/6" in render(display)
+    with threadpool_limits(limits=1, user_api="blas"):  # one core: both populations here, one after the other
+        alone = run_study(spec, storage=str(tmp_path / "alone.db"))
+    assert [t.objective for t in alone.trials] == [t.objective for t in study.trials]
 
 
 def test_display_reads_worker_processes_from_storage(tmp_path):

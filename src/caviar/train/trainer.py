@@ -75,6 +75,18 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool() -> None:
+    """In a forked child: the pool's threads did not come along (nor, safely, its lock's state); the
+    next split starts a new pool."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def blas_threads() -> int:
     """The number of threads BLAS is set to use now (threadpoolctl), or the CPU count if unknown."""
     try:

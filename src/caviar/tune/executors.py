@@ -16,9 +16,7 @@ dead worker left waiting and waits for populations other processes are still tra
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 
 from caviar.errors import CaviarError
 from caviar.storage import TrialState, open_storage
+from caviar.tune.forked import die_with_parent
 from caviar.tune.handoff import read_prepared, write_prepared
 from caviar.tune.planning import load_data
 from caviar.tune.spec import StudySpec, load_spec
@@ -64,7 +63,7 @@ def until_finished(
 
 def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
     """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
-    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work(ctx, on_progress))
+    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work(ctx, on_progress, helpers=True))
 
 
 def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
@@ -304,20 +303,3 @@ def worker_process(spec_dict: dict, study_id: int, threads: int, data_dir: str |
         data = read_prepared(data_dir) if data_dir is not None else load_data(spec)
         ctx = WorkerContext(spec, data, storage, study_id, new_worker_id())
         work(ctx)
-
-
-def die_with_parent() -> None:
-    """On Linux, end this worker when the process that started it dies (even by SIGKILL).
-
-    Its RUNNING trials are then requeued by the next run (their worker's pid is gone), instead
-    of a headless worker finishing a study nobody watches.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -23,9 +23,10 @@ from threadpoolctl import threadpool_limits
 from caviar.errors import CaviarError, StorageError
 from caviar.metrics import is_maximized
 from caviar.prepared import PreparedData
-from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState
+from caviar.storage import Storage, TrialEnd, TrialRecord, TrialState, open_storage
 from caviar.train.trainer import blas_threads
 from caviar.tune.asha import AsynchronousHalving, halving_for, is_asynchronous
+from caviar.tune.forked import can_fork, end_helpers, start_helpers
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
 from caviar.tune.runner import model_file_bytes, train_population
@@ -38,6 +39,8 @@ MODEL_ARTIFACT = "model.npz"
 #: end: a write transaction per epoch cost a small population more than training it (~1.7 ms each,
 #: 20 epochs x 8 populations of a 64-trial study); the live views see the rows at most this late.
 CURVE_WRITE_EVERY_S = 0.5
+#: How often the display hears of the study's counts (and reads the helpers' curves) while it trains.
+REPORT_EVERY_S = 0.5
 
 #: Called after each population with the study's counts per state and its best trial. A progress
 #: callback that also has an ``on_epoch(PopulationEpoch)`` method hears every epoch end of the
@@ -226,23 +229,90 @@ def train_claimed(
             )
 
 
-def work(ctx: WorkerContext, on_progress: Progress | None = None) -> int:
+def work(ctx: WorkerContext, on_progress: Progress | None = None, helpers: bool = False) -> int:
     """Claim and train populations until none is waiting; returns how many trials this worker ran.
 
-    Populations train side by side, one per core (``concurrent_slots``), each on the cores it has to
-    itself: one while the others train, all of them once it is the last one left (its slices then
-    run side by side, ``caviar.train.trainer.splits_across_threads``), from its next epoch on. Either
-    way each trial's numbers are the same (a member's result does not depend on its population, nor
-    on the threads that train it), and the populations claimed are the same, in the same order."""
+    With more cores than one (``concurrent_slots``) and at least two populations waiting, populations
+    train side by side, one per core: with ``helpers`` (the study's own process, on Linux) in processes
+    forked beside this one (``caviar.tune.forked``), else on threads. Each trains on the cores it has to
+    itself: one while the others train, all of them once it is the last one left (its slices then run
+    side by side, ``caviar.train.trainer.splits_across_threads``), from its next epoch on. A single
+    population trains here on every core. Either way each trial's numbers are the same (a member's
+    result does not depend on its population, nor on the process or threads that train it)."""
     slots = concurrent_slots(ctx.spec, ctx.storage)
     if slots < 2:
+        return _work_alone(ctx, on_progress)
+    if helpers and can_fork() and _waiting_populations(ctx) >= 2:
+        return _work_beside_helpers(ctx, on_progress, slots)
+    return _work_side_by_side(ctx, on_progress, slots)
+
+
+def _work_alone(
+    ctx: WorkerContext, on_progress: Progress | None = None, threads: int | Callable[[], int] | None = None
+) -> int:
+    """``work`` one population at a time, each on ``threads`` (None: every BLAS thread)."""
+    done = 0
+    while claimed := _claim(ctx):
+        train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None), threads=threads)
+        done += len(claimed)
+        _report(ctx, on_progress)
+    return done
+
+
+def _waiting_populations(ctx: WorkerContext) -> int:
+    """How many populations wait in the queue (their trials' group keys)."""
+    return len({t.group_key for t in ctx.storage.trials(ctx.study_id, [TrialState.WAITING])})
+
+
+def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
+    """``work`` here, beside ``slots - 1`` forked helpers doing the same on the same queue.
+
+    The helpers' epochs reach the display through storage (its curves): ``on_progress`` runs at this
+    process's epoch ends too, at most every ``REPORT_EVERY_S``. Once they end, the trials of one that
+    died are requeued (and trained by the round's loop, ``caviar.tune.executors.until_finished``)."""
+    helpers = start_helpers(slots - 1, _helper, (ctx,))
+    hear = getattr(on_progress, "on_epoch", None)
+    reported = [time.monotonic()]
+
+    def on_epoch(ev: PopulationEpoch) -> None:
+        if hear is not None:
+            hear(ev)
+        if on_progress is not None and time.monotonic() - reported[0] >= REPORT_EVERY_S:
+            reported[0] = time.monotonic()
+            _report(ctx, on_progress)
+
+    def share() -> int:
+        """This process's threads: the cores the helpers still training leave."""
+        return max(1, slots - sum(h.is_alive() for h in helpers))
+
+    try:
         done = 0
         while claimed := _claim(ctx):
-            train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None))
+            train_claimed(ctx, claimed, on_epoch, threads=share)
             done += len(claimed)
             _report(ctx, on_progress)
+        while any(h.is_alive() for h in helpers):  # the helpers' last populations
+            for h in helpers:
+                h.join(REPORT_EVERY_S / len(helpers))
+            _report(ctx, on_progress)
         return done
-    return _work_side_by_side(ctx, on_progress, slots)
+    finally:
+        end_helpers(helpers, timeout_s=0)  # on an error or Ctrl-C here: they end with this call
+        recover_zombies(ctx.storage, ctx.study_id)
+
+
+def _helper(ctx: WorkerContext) -> None:
+    """A forked helper's life: its own storage connection and worker id, one BLAS thread, the work loop.
+    Interrupted (Ctrl-C reaches the whole process group), it puts its trials back in the queue."""
+    storage = open_storage(ctx.storage.url)
+    mine = replace(ctx, storage=storage, worker_id=new_worker_id())
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            _work_alone(mine, threads=1)
+    except KeyboardInterrupt:
+        storage.requeue_worker(mine.study_id, mine.worker_id)
+    finally:
+        storage.close()
 
 
 def concurrent_slots(spec: StudySpec, storage: Storage) -> int:
