@@ -80,6 +80,23 @@ def population_architecture(plans: Sequence[TrialPlan], data: PreparedData) -> A
     return Architecture(data.n_features, data.n_outputs, hidden, first.model.activation, first.model.batchnorm)
 
 
+def load_kernels(plans: Sequence[TrialPlan], data: PreparedData, dtype: str = "float32") -> None:
+    """Load the compiled kernels a population of ``plans`` trains with into this process (numba's
+    on-disk cache, ~0.3 s the first time): a step and an evaluation of a one-member, two-unit copy on
+    four rows. Processes forked afterwards have them (``caviar.tune.forked``)."""
+    first = plans[0]
+    arch = Architecture(
+        data.n_features, data.n_outputs, (2,) * len(first.model.hidden), first.model.activation, first.model.batchnorm
+    )
+    hp = hyperparameters_from([first.member_values()], first.train, first.model.dropout)
+    trainer = Trainer(arch, first.train, hp, [0], seed=0, dtype=np.dtype(dtype), threads=1, loss=data.loss)
+    rows = slice(0, min(4, len(data.y_train)))
+    X, y = data.X_train[rows], data.y_train[rows]
+    with threadpool_limits(limits=1, user_api="blas"):
+        trainer.train_step(X, y)
+        trainer.evaluate(X, y)
+
+
 def train_population(
     plans: Sequence[TrialPlan],
     data: PreparedData,

@@ -29,7 +29,7 @@ from caviar.tune.asha import AsynchronousHalving, halving_for, is_asynchronous
 from caviar.tune.forked import can_fork, end_helpers, start_helpers
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
-from caviar.tune.runner import model_file_bytes, train_population
+from caviar.tune.runner import load_kernels, model_file_bytes, population_architecture, train_population
 from caviar.tune.spec import StudySpec
 
 HEARTBEAT_EVERY_S = 5.0
@@ -242,26 +242,38 @@ def work(ctx: WorkerContext, on_progress: Progress | None = None, helpers: bool 
     slots = concurrent_slots(ctx.spec, ctx.storage)
     if slots < 2:
         return _work_alone(ctx, on_progress)
-    if helpers and can_fork() and _waiting_populations(ctx) >= 2:
+    if helpers and can_fork() and _worth_helpers(ctx, slots):
         return _work_beside_helpers(ctx, on_progress, slots)
     return _work_side_by_side(ctx, on_progress, slots)
 
 
 def _work_alone(
-    ctx: WorkerContext, on_progress: Progress | None = None, threads: int | Callable[[], int] | None = None
+    ctx: WorkerContext,
+    on_progress: Progress | None = None,
+    threads: int | Callable[[], int] | None = None,
+    claim: Callable[[WorkerContext], list[TrialRecord]] | None = None,
 ) -> int:
-    """``work`` one population at a time, each on ``threads`` (None: every BLAS thread)."""
+    """``work`` one population at a time, each on ``threads`` (None: every BLAS thread); ``claim`` picks
+    the next (None: the one of the lowest trial number)."""
+    claim = _claim if claim is None else claim
     done = 0
-    while claimed := _claim(ctx):
+    while claimed := claim(ctx):
         train_claimed(ctx, claimed, getattr(on_progress, "on_epoch", None), threads=threads)
         done += len(claimed)
         _report(ctx, on_progress)
     return done
 
 
-def _waiting_populations(ctx: WorkerContext) -> int:
-    """How many populations wait in the queue (their trials' group keys)."""
-    return len({t.group_key for t in ctx.storage.trials(ctx.study_id, [TrialState.WAITING])})
+def _worth_helpers(ctx: WorkerContext, cores: int) -> bool:
+    """Whether helpers would have work: two populations or more wait, or one that is shared between
+    the cores (``_share_of``)."""
+    groups = {t.group_key for t in ctx.storage.trials(ctx.study_id, [TrialState.WAITING])}
+    if len(groups) >= 2:
+        return True
+    (group,) = groups or {None}
+    if group is None:
+        return False
+    return _share_of(ctx, group, cores) < len([r for r in ctx.storage.trials(ctx.study_id) if r.group_key == group])
 
 
 def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
@@ -270,7 +282,8 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
     The helpers' epochs reach the display through storage (its curves): ``on_progress`` runs at this
     process's epoch ends too, at most every ``REPORT_EVERY_S``. Once they end, the trials of one that
     died are requeued (and trained by the round's loop, ``caviar.tune.executors.until_finished``)."""
-    helpers = start_helpers(slots - 1, _helper, (ctx,))
+    _load_kernels(ctx)  # once, here: the helpers inherit them instead of each loading them again
+    helpers = start_helpers(slots - 1, _helper, (ctx, slots))
     hear = getattr(on_progress, "on_epoch", None)
     reported = [time.monotonic()]
 
@@ -287,7 +300,7 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
 
     try:
         done = 0
-        while claimed := _claim(ctx):
+        while claimed := _claim_longest(ctx, slots):
             train_claimed(ctx, claimed, on_epoch, threads=share)
             done += len(claimed)
             _report(ctx, on_progress)
@@ -301,14 +314,27 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
         recover_zombies(ctx.storage, ctx.study_id)
 
 
-def _helper(ctx: WorkerContext) -> None:
+def _load_kernels(ctx: WorkerContext) -> None:
+    """The kernels of every kind of population waiting (optimizer, activation, batch norm), loaded here."""
+    kinds: dict[tuple, TrialRecord] = {}
+    for r in ctx.storage.trials(ctx.study_id, [TrialState.WAITING]):
+        plan = plan_from_record(ctx.spec, r)
+        kinds.setdefault((plan.train.optimizer, plan.model.activation, plan.model.batchnorm, len(plan.model.hidden)), r)
+    for r in kinds.values():
+        try:
+            load_kernels([plan_from_record(ctx.spec, r)], ctx.data)
+        except (CaviarError, ValueError, FloatingPointError):
+            continue  # only a head start: each process then loads them itself
+
+
+def _helper(ctx: WorkerContext, cores: int) -> None:
     """A forked helper's life: its own storage connection and worker id, one BLAS thread, the work loop.
     Interrupted (Ctrl-C reaches the whole process group), it puts its trials back in the queue."""
     storage = open_storage(ctx.storage.url)
     mine = replace(ctx, storage=storage, worker_id=new_worker_id())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            _work_alone(mine, threads=1)
+            _work_alone(mine, threads=1, claim=lambda c: _claim_longest(c, cores))
     except KeyboardInterrupt:
         storage.requeue_worker(mine.study_id, mine.worker_id)
     finally:
@@ -342,6 +368,68 @@ def _shared_by_threads(storage: Storage) -> bool:
 
 def _claim(ctx: WorkerContext) -> list[TrialRecord]:
     return ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population, same_group=True)
+
+
+def _claim_longest(ctx: WorkerContext, cores: int = 1) -> list[TrialRecord]:
+    """The waiting population with the most work, for populations side by side: longest first, so the
+    last to start are short and no core waits long for the last one to end. With fewer populations
+    waiting than ``cores``, the longest is shared: this worker takes its share of it, the lowest trial
+    numbers left (``_share_of``). Which trials train together, where and when changes no number (ties,
+    and trials without a population, go by trial number)."""
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in ctx.storage.trials(ctx.study_id, [TrialState.WAITING]):
+        if r.group_key is None:
+            return _claim(ctx)
+        groups.setdefault(r.group_key, []).append(r)
+    order = sorted(groups, key=lambda g: (-_seconds_of_work(ctx, groups[g]), min(r.number for r in groups[g])))
+    for i, group in enumerate(order):
+        limit = ctx.spec.search.max_population
+        if i == 0 and len(groups) < cores:
+            limit = min(limit, _share_of(ctx, group, cores))
+        if claimed := ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=limit, group_key=group):
+            return claimed
+    return []
+
+
+def splittable(spec: StudySpec) -> bool:
+    """Whether a population may train in parts without changing a number: not when members are ranked
+    against each other (successive halving, Hyperband's brackets) or copied onto each other (PBT)."""
+    ranked = spec.search.halving is not None or bool(spec.search.bracket_table(spec.training.epochs))
+    return not ranked and spec.search.pbt_settings is None
+
+
+#: A population is shared between cores only when each part keeps at least this many members and the
+#: whole has at least this much work (``_seconds_of_work``): a part's steps cost a fixed overhead each.
+MIN_PART_MEMBERS = 4
+MIN_SHARED_WORK_S = 0.5
+
+
+def _share_of(ctx: WorkerContext, group: str, cores: int) -> int:
+    """How many trials of population ``group`` one worker takes when it is shared between ``cores``:
+    its size over the cores (from its whole size, so the first part and the last are equal), or all
+    of it where it may not be split or is too small to pay."""
+    everyone = [r for r in ctx.storage.trials(ctx.study_id) if r.group_key == group]
+    parts = min(cores, len(everyone) // MIN_PART_MEMBERS)
+    if parts < 2 or not splittable(ctx.spec) or _seconds_of_work(ctx, everyone) < MIN_SHARED_WORK_S:
+        return len(everyone)
+    return math.ceil(len(everyone) / parts)
+
+
+#: The cost model of ``_claim_longest``: a step's fixed cost (Python, calls) and one core's matmul rate.
+STEP_OVERHEAD_S = 1e-4
+CORE_FLOPS = 5e10
+
+
+def _seconds_of_work(ctx: WorkerContext, records: list[TrialRecord]) -> float:
+    """A population's training time on one core, roughly: its steps, each a fixed cost plus its matmuls
+    (6 flops per multiply-add of a row's forward pass: 2 forward, 4 backward) at ``CORE_FLOPS``."""
+    plans = [plan_from_record(ctx.spec, r) for r in records]
+    widths = population_architecture(plans, ctx.data).widths
+    train = plans[0].train
+    rows = len(ctx.data.y_train)
+    steps = train.epochs * max(1, math.ceil(rows / train.batch_size))
+    per_step = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False)) * 6 * train.batch_size
+    return steps * (STEP_OVERHEAD_S + len(plans) * per_step / CORE_FLOPS)
 
 
 def _report(ctx: WorkerContext, on_progress: Progress | None) -> None:
@@ -401,7 +489,7 @@ def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: 
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     done += settle(set(finished))
                 batch: list[list[TrialRecord]] = []  # fill the free slots first: each starts on its share
-                while len(running) + len(batch) < slots and (claimed := _claim(ctx)):
+                while len(running) + len(batch) < slots and (claimed := _claim_longest(ctx, slots)):
                     batch.append(claimed)
                 if not batch:
                     break
