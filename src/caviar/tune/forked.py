@@ -18,6 +18,7 @@ populations train on threads.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -33,7 +34,15 @@ def can_fork() -> bool:
 
 
 def start_helpers(n: int, target: Callable[..., None], args: tuple[Any, ...]) -> list[Any]:
-    """``n`` forked processes running ``target(*args)``, started."""
+    """``n`` forked processes running ``target(*args)``, started.
+
+    First the young garbage is collected and every object alive is frozen (``gc.freeze``), as Python's
+    documentation advises before a fork: the helpers' collections then never touch (so never copy) the
+    pages of what they inherited, and no collection here or at exit walks the study's long-lived
+    state again (modules, the data, the storage: at a 64-trial digits study's exit that walk took
+    ~0.25 s, an eighth of the study). What is frozen is kept until the process ends."""
+    gc.collect(1)
+    gc.freeze()
     context = mp.get_context("fork")
     helpers = [context.Process(target=_helper_main, args=(target, args), daemon=True) for _ in range(n)]
     with warnings.catch_warnings():
