@@ -1,6 +1,7 @@
 """Executors: who trains a round's populations. Each returns once every trial of the round is finished.
 
-- ``local``: the process that runs the study works through the round itself.
+- ``local``: the process that runs the study works through the round itself, with helpers forked
+  beside it on the other cores (``caviar.tune.forked``) when populations can train side by side.
 - ``processes`` (``search.workers`` > 1): that many spawned worker processes, which die with their
   parent (Linux: ``PR_SET_PDEATHSIG``), so a killed ``caviar tune`` leaves no headless workers.
 - ``ray``: that many Ray tasks on ``search.ray_address`` (or a local cluster bound to 127.0.0.1);
@@ -61,9 +62,18 @@ def until_finished(
             time.sleep(poll_s)  # another process is running this round's last trials
 
 
-def run_in_process(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
-    """Until every trial of the round is finished: help with waiting ones, wait for others' running ones."""
-    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work(ctx, on_progress, helpers=True))
+def run_in_process(
+    ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None, helpers: bool = False
+) -> None:
+    """Until every trial of the round is finished: help with waiting ones, wait for others' running ones.
+    ``helpers``: populations side by side in processes forked beside this one (``caviar.tune.forked``)."""
+    until_finished(ctx.storage, ctx.study_id, numbers, lambda: work(ctx, on_progress, helpers=helpers))
+
+
+def run_locally(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
+    """The ``local`` executor: this process trains the round, with forked helpers on the other cores
+    (never after Ray or worker processes: a Ray driver, its gRPC threads among them, is not forked)."""
+    run_in_process(ctx, numbers, on_progress, helpers=True)
 
 
 def run_processes(ctx: WorkerContext, numbers: Sequence[int], on_progress: Progress | None) -> None:
@@ -273,7 +283,7 @@ def ray_worker(spec: StudySpec, study_id: int, data: Any, slot: str) -> None:
         work(WorkerContext(spec, data, storage, study_id, worker_id))
 
 
-EXECUTORS: dict[str, Executor] = {"local": run_in_process, "processes": run_processes, "ray": run_ray}
+EXECUTORS: dict[str, Executor] = {"local": run_locally, "processes": run_processes, "ray": run_ray}
 
 
 def executor_for(spec: StudySpec) -> Executor:
