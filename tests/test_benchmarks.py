@@ -199,3 +199,15 @@ def test_ray_pbt_benchmark_prints_both_times_and_their_ratio() -> None:
     assert caviar and ray, text[-3000:]
     ratio = re.search(rf"^ratio: Ray / caviar time to val_accuracy 0.5: ({NUMBER})x$", text, re.M)
     assert ratio and float(ratio.group(1)) > 0, text[-1000:]
+
+
+def test_study_profile_prints_every_phase_of_both_spaces() -> None:
+    text = run_script("benchmarks/study_profile.py", "--smoke", timeout=300)
+    assert re.search(r"^machine: .+, \d+ cores, load average [\d.]+", text, re.M), text[:2000]
+    assert re.search(r"^blas: openblas [\d.]+ \(\w+ kernel", text, re.M), text[:2000]  # no torch here
+    for space in ("fixed", "mixed"):
+        block = text[text.index(f"### {space} space: 4 trials, 1 epochs, whole process ") :]
+        for phase in ("import caviar.tune.study: done at", "run_study:", "load, split and standardize the data:",
+                      "open (create) the storage:", "evaluation (validation", "after run_study"):  # fmt: skip
+            assert phase in block, (space, phase, block[:1500])
+        assert re.search(rf"pid \d+: trains \d+ members {NUMBER}-{NUMBER} s", block), block[:1500]
