@@ -50,12 +50,12 @@ def test_the_population_with_the_most_work_is_claimed_first(tmp_path: Path) -> N
     assert len(groups) == 2  # one depth each: they cannot share a population
     work = {g: worker._seconds_of_work(ctx, [r for r in ctx.storage.trials(ctx.study_id) if r.group_key == g])
             for g in groups}  # fmt: skip
-    claimed = worker._claim_longest(ctx, cores=1)
+    claimed = worker._claim_longest(ctx, 1, {})
     assert {r.group_key for r in claimed} == {max(work, key=work.__getitem__)}
     assert sorted(r.number for r in claimed) == sorted(groups[claimed[0].group_key])  # all of it
-    rest = worker._claim_longest(ctx, cores=1)
+    rest = worker._claim_longest(ctx, 1, {})
     assert {r.group_key for r in rest} == {min(work, key=work.__getitem__)}
-    assert worker._claim_longest(ctx, cores=1) == []
+    assert worker._claim_longest(ctx, 1, {}) == []
 
 
 def test_a_lone_population_is_shared_between_the_cores_unless_members_are_ranked(
@@ -65,15 +65,15 @@ def test_a_lone_population_is_shared_between_the_cores_unless_members_are_ranked
     spec = _spec(tmp_path, "shared", trials=16)
     spec["space"].pop("hidden")  # one shape: one population of 16
     ctx = _queued(tmp_path, spec)
-    first = worker._claim_longest(ctx, cores=2)
+    first = worker._claim_longest(ctx, 2, {})
     other = WorkerContext(ctx.spec, ctx.data, ctx.storage, ctx.study_id, worker.new_worker_id())
-    second = worker._claim_longest(other, cores=2)
+    second = worker._claim_longest(other, 2, {})
     assert [r.number for r in first] == list(range(8)) and [r.number for r in second] == list(range(8, 16))
     ranked = {**_spec(tmp_path, "ranked", trials=16), "space": spec["space"]}
     ranked["search"]["halving"] = {"eta": 2, "min_epochs": 1}
     ctx = _queued(tmp_path, ranked)
     assert not splittable(ctx.spec) and splittable(resolve_spec(spec))
-    assert len(worker._claim_longest(ctx, cores=2)) == 16  # halving ranks the members: kept whole
+    assert len(worker._claim_longest(ctx, 2, {})) == 16  # halving ranks the members: kept whole
 
 
 @pytest.mark.parametrize("halving", [False, True])

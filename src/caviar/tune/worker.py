@@ -29,6 +29,7 @@ from caviar.tune.asha import AsynchronousHalving, halving_for, is_asynchronous
 from caviar.tune.forked import can_fork, end_helpers, start_helpers
 from caviar.tune.pbt import pbt_callback
 from caviar.tune.planning import plan_from_record
+from caviar.tune.population import TrialPlan
 from caviar.tune.runner import load_kernels, model_file_bytes, population_architecture, train_population
 from caviar.tune.spec import StudySpec
 
@@ -268,12 +269,11 @@ def _worth_helpers(ctx: WorkerContext, cores: int) -> bool:
     """Whether helpers would have work: two populations or more wait, or one that is shared between
     the cores (``_share_of``)."""
     groups = {t.group_key for t in ctx.storage.trials(ctx.study_id, [TrialState.WAITING])}
-    if len(groups) >= 2:
-        return True
-    (group,) = groups or {None}
-    if group is None:
-        return False
-    return _share_of(ctx, group, cores) < len([r for r in ctx.storage.trials(ctx.study_id) if r.group_key == group])
+    if len(groups) != 1 or None in groups:
+        return len(groups) >= 2
+    group = str(groups.pop())
+    size = sum(r.group_key == group for r in ctx.storage.trials(ctx.study_id))
+    return _share_of(ctx, group, cores) < size
 
 
 def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
@@ -300,7 +300,8 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
 
     try:
         done = 0
-        while claimed := _claim_longest(ctx, slots):
+        per_member: dict[str, float] = {}
+        while claimed := _claim_longest(ctx, slots, per_member):
             train_claimed(ctx, claimed, on_epoch, threads=share)
             done += len(claimed)
             _report(ctx, on_progress)
@@ -315,14 +316,19 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
 
 
 def _load_kernels(ctx: WorkerContext) -> None:
-    """The kernels of every kind of population waiting (optimizer, activation, batch norm), loaded here."""
-    kinds: dict[tuple, TrialRecord] = {}
+    """The kernels of every kind of population waiting (optimizer, activation, batch norm, depth: a
+    population's members share them), loaded here."""
+    firsts: dict[str | None, TrialRecord] = {}
     for r in ctx.storage.trials(ctx.study_id, [TrialState.WAITING]):
+        firsts.setdefault(r.group_key, r)
+    kinds: dict[tuple, TrialPlan] = {}
+    for r in firsts.values():
         plan = plan_from_record(ctx.spec, r)
-        kinds.setdefault((plan.train.optimizer, plan.model.activation, plan.model.batchnorm, len(plan.model.hidden)), r)
-    for r in kinds.values():
+        kind = (plan.train.optimizer, plan.model.activation, plan.model.batchnorm, len(plan.model.hidden))
+        kinds.setdefault(kind, plan)
+    for plan in kinds.values():
         try:
-            load_kernels([plan_from_record(ctx.spec, r)], ctx.data)
+            load_kernels([plan], ctx.data)
         except (CaviarError, ValueError, FloatingPointError):
             continue  # only a head start: each process then loads them itself
 
@@ -334,7 +340,8 @@ def _helper(ctx: WorkerContext, cores: int) -> None:
     mine = replace(ctx, storage=storage, worker_id=new_worker_id())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            _work_alone(mine, threads=1, claim=lambda c: _claim_longest(c, cores))
+            per_member: dict[str, float] = {}
+            _work_alone(mine, threads=1, claim=lambda c: _claim_longest(c, cores, per_member))
     except KeyboardInterrupt:
         storage.requeue_worker(mine.study_id, mine.worker_id)
     finally:
@@ -370,18 +377,22 @@ def _claim(ctx: WorkerContext) -> list[TrialRecord]:
     return ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=ctx.spec.search.max_population, same_group=True)
 
 
-def _claim_longest(ctx: WorkerContext, cores: int = 1) -> list[TrialRecord]:
+def _claim_longest(ctx: WorkerContext, cores: int, per_member: dict[str, float]) -> list[TrialRecord]:
     """The waiting population with the most work, for populations side by side: longest first, so the
     last to start are short and no core waits long for the last one to end. With fewer populations
     waiting than ``cores``, the longest is shared: this worker takes its share of it, the lowest trial
     numbers left (``_share_of``). Which trials train together, where and when changes no number (ties,
-    and trials without a population, go by trial number)."""
+    and trials without a population, go by trial number). ``per_member``: each population's work per
+    member, filled here and kept by the caller's loop."""
     groups: dict[str, list[TrialRecord]] = {}
     for r in ctx.storage.trials(ctx.study_id, [TrialState.WAITING]):
         if r.group_key is None:
             return _claim(ctx)
         groups.setdefault(r.group_key, []).append(r)
-    order = sorted(groups, key=lambda g: (-_seconds_of_work(ctx, groups[g]), min(r.number for r in groups[g])))
+    for g, members in groups.items():
+        if g not in per_member:  # once per population: a claim looks at every one, a big study has hundreds
+            per_member[g] = _seconds_of_work(ctx, members) / len(members)
+    order = sorted(groups, key=lambda g: (-per_member[g] * len(groups[g]), min(r.number for r in groups[g])))
     for i, group in enumerate(order):
         limit = ctx.spec.search.max_population
         if i == 0 and len(groups) < cores:
@@ -463,6 +474,7 @@ def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: 
                 hear(ev)
 
     running: set[Future[int]] = set()
+    per_member: dict[str, float] = {}
     training = [0]  # populations training now (or about to start), as the main thread last counted
 
     def share() -> int:
@@ -489,7 +501,7 @@ def _work_side_by_side(ctx: WorkerContext, on_progress: Progress | None, slots: 
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     done += settle(set(finished))
                 batch: list[list[TrialRecord]] = []  # fill the free slots first: each starts on its share
-                while len(running) + len(batch) < slots and (claimed := _claim_longest(ctx, slots)):
+                while len(running) + len(batch) < slots and (claimed := _claim_longest(ctx, slots, per_member)):
                     batch.append(claimed)
                 if not batch:
                     break
