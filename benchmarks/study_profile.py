@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe_blas, machine_state  # noqa: E402
+from _common import byte_compile_caviar, describe_blas, machine_state  # noqa: E402
 from tune import study_spec  # noqa: E402
 
 #: The child: the study command with each phase timed.
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     trials, epochs = (4, 1) if args.smoke else (args.trials, args.epochs)
     print(machine_state())
+    print(byte_compile_caviar())
     print(describe_blas())
     with tempfile.TemporaryDirectory(prefix="caviar-profile-") as tmp:
         for space in ("fixed", "mixed") if args.space == "both" else (args.space,):

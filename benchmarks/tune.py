@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    byte_compile_caviar,
     describe_blas,
     machine_state,
     matmul_rate,
@@ -563,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeats = 1 if args.smoke else args.repeats
 
     print(machine_state())
+    print(byte_compile_caviar())
     print(describe_blas() or "numpy's BLAS: (threadpoolctl sees none loaded yet)")
     import torch
 

@@ -89,6 +89,7 @@ def tune_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def test_tuning_benchmark_part1_races_the_optuna_anchors_on_both_spaces(tune_smoke: tuple[str, Path]) -> None:
     text = tune_smoke[0]
     assert_machine_state(text)
+    assert re.search(r"^caviar: modules byte-compiled in .+ \(as a wheel's install does\)", text, re.M)
     labels = (
         f"Optuna, {min(4, os.cpu_count() or 1)} worker processes x 1 torch thread",  # 4 trials: at most 4 workers
         "Optuna, 1 process, torch's default threads",
@@ -205,6 +206,7 @@ def test_study_profile_prints_every_phase_of_both_spaces() -> None:
     text = run_script("benchmarks/study_profile.py", "--smoke", timeout=300)
     assert re.search(r"^machine: .+, \d+ cores, load average [\d.]+", text, re.M), text[:2000]
     assert re.search(r"^blas: openblas [\d.]+ \(\w+ kernel", text, re.M), text[:2000]  # no torch here
+    assert re.search(r"^caviar: modules byte-compiled in .+; PYTHONDONTWRITEBYTECODE=", text, re.M), text[:2000]
     for space in ("fixed", "mixed"):
         block = text[text.index(f"### {space} space: 4 trials, 1 epochs, whole process ") :]
         for phase in ("import caviar.tune.study: done at", "run_study:", "load, split and standardize the data:",

@@ -100,3 +100,29 @@ def test_a_shared_population_gives_the_numbers_of_a_one_core_run(
     )
     pids = {int(str(r.worker_id).split(":")[1]) for r in records}
     assert len(pids) == (1 if halving else 2) and (os.getpid() in pids)
+
+
+def test_a_helper_that_dies_leaves_its_trials_to_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper killed while it holds a population (here: it exits at once after claiming it): the
+    study's process requeues those trials once the helper has ended and trains them itself; every trial
+    ends once, with the numbers of a one-core run."""
+    parent = os.getpid()
+    train = worker.train_claimed
+
+    def dies_in_the_helper(ctx: WorkerContext, claimed: list, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() != parent:
+            os._exit(1)  # killed holding its claimed trials RUNNING
+        train(ctx, claimed, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "train_claimed", dies_in_the_helper)
+    spec = _spec(tmp_path, "dies", trials=12)
+    with threadpool_limits(limits=2, user_api="blas"):
+        study = run_study(spec)
+    monkeypatch.setattr(worker, "train_claimed", train)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = run_study(spec, storage=str(tmp_path / "one.db"))
+    assert [t.objective for t in study.trials] == [t.objective for t in one.trials]
+    records = study.storage.trials(study.id)
+    assert {r.state for r in records} == {TrialState.COMPLETE}
+    assert {int(str(r.worker_id).split(":")[1]) for r in records} == {parent}  # all trained here in the end
+    assert sorted({r.attempts for r in records}) == [1, 2]  # the helper's population ran a second time

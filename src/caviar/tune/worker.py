@@ -134,6 +134,9 @@ class WorkerContext:
     storage: Storage
     study_id: int
     worker_id: str
+    #: False once a forked helper of this process died: the rest of the study trains without helpers
+    #: (a helper that keeps dying, out of memory say, would otherwise be forked again and again)
+    may_fork: bool = True
 
 
 class _CurveWriter:
@@ -243,7 +246,7 @@ def work(ctx: WorkerContext, on_progress: Progress | None = None, helpers: bool 
     slots = concurrent_slots(ctx.spec, ctx.storage)
     if slots < 2:
         return _work_alone(ctx, on_progress)
-    if helpers and can_fork() and _worth_helpers(ctx, slots):
+    if helpers and ctx.may_fork and can_fork() and _worth_helpers(ctx, slots):
         return _work_beside_helpers(ctx, on_progress, slots)
     return _work_side_by_side(ctx, on_progress, slots)
 
@@ -312,6 +315,8 @@ def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots
         return done
     finally:
         end_helpers(helpers, timeout_s=0)  # on an error or Ctrl-C here: they end with this call
+        if any(h.exitcode != 0 for h in helpers):
+            ctx.may_fork = False
         recover_zombies(ctx.storage, ctx.study_id)
 
 
