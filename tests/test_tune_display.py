@@ -232,7 +232,11 @@ def test_resume_notice_and_a_bar_that_starts_at_the_completed_count(tmp_path, mo
     assert Study(str(tmp_path / "again.db"), "again").counts()[TrialState.COMPLETE] == 6
 
 
-def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("to_the_group", [False, True], ids=["to-the-process", "to-the-process-group"])
+def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path, to_the_group):
+    """Ctrl-C: to the study's process alone, or as a terminal sends it, to its whole process group (the
+    forked helper training the other population gets it too): either way every trial goes back to the
+    queue, nothing prints a traceback, and the command says how to resume."""
     spec = write_spec(tmp_path, "stopme", epochs=400, trials=6, batch=16)
     db = tmp_path / "stopme.db"
     master, slave = pty.openpty()
@@ -241,6 +245,7 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
         [sys.executable, "-m", "caviar", "tune", str(spec), "--storage", str(db)],
         stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, close_fds=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job would ignore it
+        start_new_session=to_the_group,  # its own group, so that the signal reaches only it and its helper
     )  # fmt: skip
     os.close(slave)
     out = bytearray()
@@ -273,7 +278,10 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
         drain(0.1)
     while b"epoch" not in out and time.monotonic() < deadline:  # the display has drawn an epoch line
         drain(0.1)
-    proc.send_signal(signal.SIGINT)
+    if to_the_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     while drain(1.0) and proc.poll() is None:
         pass
     while drain(0.2):
@@ -282,6 +290,7 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
     os.close(master)
     text = ANSI.sub("", bytes(out).decode(errors="replace")).replace("\r", "\n")
     assert code == 130, text
+    assert "Traceback" not in text, text
     # epoch-level progress was on screen (either population: they train side by side, one per core)
     assert re.search(r"#(0-#2|3-#5) epoch .* \d+/400", text), text
     assert "interrupted: 0 of 6 trials complete" in text

@@ -61,7 +61,10 @@ def _helper_main(target: Callable[..., None], args: tuple[Any, ...]) -> None:
     sys.stdout = open(os.dup(1), "w", buffering=1)  # noqa: SIM115 (the child's own, for its life)
     sys.stderr = open(os.dup(2), "w", buffering=1)  # noqa: SIM115
     die_with_parent()
-    target(*args)
+    try:
+        target(*args)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: no traceback from a helper
+        return  # what it held is requeued by the study's process once this one has ended
 
 
 def end_helpers(helpers: list[Any], timeout_s: float = 30.0) -> None:
