@@ -45,11 +45,18 @@ def header_params(est: Any) -> dict[str, Any]:
     """The estimator's constructor parameters as JSON: ``hidden`` as a list; a ``random_state`` that is a
     generator object is stored as None (a generator's state is no parameter), the deprecated ``seed``
     alias not at all."""
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in est.get_params().items()}
-    rs = params.get("random_state")
-    params["random_state"] = int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool) else None
+    params = _as_json(est.get_params())
     if params.get("seed") == "deprecated":
         del params["seed"]
+    return params
+
+
+def _as_json(params: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters as the header stores them: tuples as lists, a ``random_state`` that is
+    not an integer (None, a RandomState, a Generator) as None."""
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+    rs = params.get("random_state")
+    params["random_state"] = int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool) else None
     return params
 
 
@@ -94,15 +101,9 @@ def constructor_params(regression: bool, given: dict[str, Any]) -> dict[str, Any
     unknown = set(given) - {p.name for p in FIELDS} - set(REGRESSOR_DEFAULTS if regression else CLASSIFIER_DEFAULTS)
     if unknown:
         raise ValueError(f"not an estimator parameter: {', '.join(sorted(unknown))}")
-    params = {
-        **{p.name: p.default for p in FIELDS},
-        **(REGRESSOR_DEFAULTS if regression else CLASSIFIER_DEFAULTS),
-        **given,
-    }
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
-    rs = params["random_state"]
-    params["random_state"] = int(rs) if isinstance(rs, Integral) and not isinstance(rs, bool) else None
-    return params
+    return _as_json(
+        {**{p.name: p.default for p in FIELDS}, **(REGRESSOR_DEFAULTS if regression else CLASSIFIER_DEFAULTS), **given}
+    )
 
 
 def model_file_contents(

@@ -274,9 +274,8 @@ def _worth_helpers(ctx: WorkerContext, cores: int) -> bool:
     groups = {t.group_key for t in ctx.storage.trials(ctx.study_id, [TrialState.WAITING])}
     if len(groups) != 1 or None in groups:
         return len(groups) >= 2
-    group = str(groups.pop())
-    size = sum(r.group_key == group for r in ctx.storage.trials(ctx.study_id))
-    return _share_of(ctx, group, cores) < size
+    share, size = _share_of(ctx, str(groups.pop()), cores)
+    return share < size
 
 
 def _work_beside_helpers(ctx: WorkerContext, on_progress: Progress | None, slots: int) -> int:
@@ -401,7 +400,7 @@ def _claim_longest(ctx: WorkerContext, cores: int, per_member: dict[str, float])
     for i, group in enumerate(order):
         limit = ctx.spec.search.max_population
         if i == 0 and len(groups) < cores:
-            limit = min(limit, _share_of(ctx, group, cores))
+            limit = min(limit, _share_of(ctx, group, cores)[0])
         if claimed := ctx.storage.claim_trials(ctx.study_id, ctx.worker_id, limit=limit, group_key=group):
             return claimed
     return []
@@ -420,15 +419,15 @@ MIN_PART_MEMBERS = 4
 MIN_SHARED_WORK_S = 0.5
 
 
-def _share_of(ctx: WorkerContext, group: str, cores: int) -> int:
-    """How many trials of population ``group`` one worker takes when it is shared between ``cores``:
-    its size over the cores (from its whole size, so the first part and the last are equal), or all
-    of it where it may not be split or is too small to pay."""
+def _share_of(ctx: WorkerContext, group: str, cores: int) -> tuple[int, int]:
+    """How many trials of population ``group`` one worker takes when it is shared between ``cores``,
+    and the population's whole size: its size over the cores (from its whole size, so the first part
+    and the last are equal), or all of it where it may not be split or is too small to pay."""
     everyone = [r for r in ctx.storage.trials(ctx.study_id) if r.group_key == group]
     parts = min(cores, len(everyone) // MIN_PART_MEMBERS)
     if parts < 2 or not splittable(ctx.spec) or _seconds_of_work(ctx, everyone) < MIN_SHARED_WORK_S:
-        return len(everyone)
-    return math.ceil(len(everyone) / parts)
+        return len(everyone), len(everyone)
+    return math.ceil(len(everyone) / parts), len(everyone)
 
 
 #: The cost model of ``_claim_longest``: a step's fixed cost (Python, calls) and one core's matmul rate.
